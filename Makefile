@@ -1,0 +1,55 @@
+# TradeMind: `make demo` runs the product locally, `make test` runs every test. Both install what they need.
+.DEFAULT_GOAL := help
+VENV := .venv/bin
+SHELL := /bin/bash
+
+.PHONY: help setup up down status test test-db lint bench demo clean
+
+help:
+	@echo "make setup   install Debian/npm/Python dependencies (idempotent)"
+	@echo "make up      start the local Supabase stack (trademind dev up)"
+	@echo "make down    stop it"
+	@echo "make test    lint, type-check, pgTAP and pytest (starts the stack if needed)"
+	@echo "make bench   run every benchmark under bench/ and print a table"
+	@echo "make demo    run the whole product locally"
+
+setup:
+	@scripts/setup.sh
+
+up: setup
+	@$(VENV)/trademind dev up
+
+down:
+	@$(VENV)/trademind dev down
+
+status:
+	@$(VENV)/trademind dev status
+
+lint: setup
+	$(VENV)/ruff check worker cli devstack tests bench
+	$(VENV)/ruff format --check worker cli devstack tests bench
+	$(VENV)/mypy
+
+# The stack is started if needed and stopped again afterwards only if this run started it.
+test: setup lint
+	@started=0; $(VENV)/trademind dev status >/dev/null 2>&1 || started=1; \
+	$(VENV)/trademind dev up --quiet || exit 1; \
+	status=0; \
+	$(VENV)/trademind dev test-db || status=$$?; \
+	$(VENV)/pytest || status=$$?; \
+	if [ $$started = 1 ]; then $(VENV)/trademind dev down >/dev/null; fi; \
+	exit $$status
+
+test-db: setup
+	@$(VENV)/trademind dev up --quiet && $(VENV)/trademind dev test-db
+
+bench: setup
+	@$(VENV)/python -m bench
+
+demo: setup
+	@$(VENV)/trademind dev up
+	@echo
+	@echo "The worker, exchange simulator and AI stand-ins arrive with their issues; the stack above is live."
+
+clean: down
+	rm -rf .devstack

@@ -1,0 +1,19 @@
+"""The `trademind` command: operator tools, and `trademind dev` for the local stack."""
+
+from __future__ import annotations
+
+import typer
+
+from cli import dev
+
+app = typer.Typer(
+    name="trademind",
+    help="TradeMind operator CLI.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(dev.app, name="dev")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,136 @@
+"""Where the local stack lives and how it is wired: paths, ports and API settings, read once."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import tomllib
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from devstack import keys
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Internal ports, behind the gateway; the public ones (API, DB) come from supabase/config.toml.
+POSTGREST_PORT = 54330
+POSTGREST_ADMIN_PORT = 54331
+FUNCTIONS_PORT = 54332
+REALTIME_PORT = 54333
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """Everything the stack's parts need to know about each other."""
+
+    repo_root: Path
+    state_dir: Path
+    api_port: int
+    db_port: int
+    api_schemas: tuple[str, ...]
+    extra_search_path: tuple[str, ...]
+    max_rows: int
+    functions_verify_jwt: dict[str, bool]
+
+    @classmethod
+    def load(cls, repo_root: Path = REPO_ROOT) -> StackConfig:
+        """Read supabase/config.toml; state goes to $TRADEMIND_DEVSTACK_DIR or <repo>/.devstack."""
+        config_path = repo_root / "supabase" / "config.toml"
+        with config_path.open("rb") as config_file:
+            config = tomllib.load(config_file)
+        api, db = config.get("api", {}), config.get("db", {})
+        functions = config.get("functions", {})
+        state_dir = Path(os.environ.get("TRADEMIND_DEVSTACK_DIR", repo_root / ".devstack")).resolve()
+        return cls(
+            repo_root=repo_root,
+            state_dir=state_dir,
+            api_port=int(api.get("port", 54321)),
+            db_port=int(db.get("port", 54322)),
+            api_schemas=tuple(api.get("schemas", ["public", "graphql_public"])),
+            extra_search_path=tuple(api.get("extra_search_path", ["public", "extensions"])),
+            max_rows=int(api.get("max_rows", 1000)),
+            # As the Supabase CLI does: a function not listed, or listed without the key, verifies JWTs.
+            functions_verify_jwt={
+                name: bool(settings.get("verify_jwt", True)) for name, settings in functions.items()
+            },
+        )
+
+    # Paths -------------------------------------------------------------------------------------------
+    @property
+    def supabase_dir(self) -> Path:
+        return self.repo_root / "supabase"
+
+    @property
+    def migrations_dir(self) -> Path:
+        return self.supabase_dir / "migrations"
+
+    @property
+    def functions_dir(self) -> Path:
+        return self.supabase_dir / "functions"
+
+    @property
+    def pg_dir(self) -> Path:
+        return self.state_dir / "postgres"
+
+    @property
+    def pg_data_dir(self) -> Path:
+        return self.pg_dir / "data"
+
+    @property
+    def pg_socket_dir(self) -> Path:
+        return self.pg_dir / "run"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.state_dir / "run"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def node_bin_dir(self) -> Path:
+        return self.repo_root / "node_modules" / ".bin"
+
+    # Service users ---------------------------------------------------------------------------------------
+    @cached_property
+    def postgres_os_user(self) -> pwd.struct_passwd | None:
+        """The unprivileged account Postgres runs as when we are root (it refuses to run as root)."""
+        if os.geteuid() != 0:
+            return None
+        for name in ("postgres", "nobody"):
+            try:
+                return pwd.getpwnam(name)
+            except KeyError:
+                continue
+        raise RuntimeError("running as root but found neither a 'postgres' nor a 'nobody' account")
+
+    # URLs and keys ---------------------------------------------------------------------------------------
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def db_url(self) -> str:
+        return f"postgresql://postgres:postgres@127.0.0.1:{self.db_port}/postgres"
+
+    @property
+    def anon_key(self) -> str:
+        return keys.ANON_KEY
+
+    @property
+    def service_role_key(self) -> str:
+        return keys.SERVICE_ROLE_KEY
+
+    def functions_env(self) -> dict[str, str]:
+        """Environment for Edge Functions, as `supabase functions serve` provides it."""
+        return {
+            "SUPABASE_URL": self.api_url,
+            "SUPABASE_ANON_KEY": self.anon_key,
+            "SUPABASE_SERVICE_ROLE_KEY": self.service_role_key,
+            "SUPABASE_DB_URL": self.db_url,
+            "SUPABASE_JWT_SECRET": keys.JWT_SECRET,
+            "FUNCTIONS_VERIFY_JWT": json.dumps(self.functions_verify_jwt),
+        }

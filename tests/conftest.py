@@ -1,0 +1,28 @@
+"""Session fixtures: the real local stack (started if needed, stopped again only if we started it)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from devstack.stack import DevStack
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[DevStack]:
+    dev_stack = DevStack()
+    was_up = dev_stack.is_up()
+    dev_stack.up()
+    yield dev_stack
+    if not was_up:
+        dev_stack.down()
+
+
+@pytest.fixture
+def db(stack: DevStack) -> Iterator[psycopg.Connection[Any]]:
+    """A superuser connection in autocommit mode (the API under test sees what it writes)."""
+    with stack.postgres.connect(autocommit=True) as conn:
+        yield conn

@@ -1,0 +1,84 @@
+"""`trademind dev up/down/status/reset`: idempotent, every process recorded by pid, nothing left behind."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from devstack.processes import process_group_members, process_start_ticks
+from devstack.stack import DevStack
+
+
+def port_is_open(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_status_shows_every_part_running_with_pid_and_port(stack: DevStack) -> None:
+    parts = {part.name: part for part in stack.status()}
+
+    assert set(parts) == {"postgres", "postgrest", "functions", "gateway"}
+    assert all(part.running and part.pid for part in parts.values())
+    assert parts["postgres"].port == stack.config.db_port
+    assert parts["gateway"].port == stack.config.api_port
+
+
+def test_up_is_idempotent(stack: DevStack) -> None:
+    pids_before = {part.name: part.pid for part in stack.status()}
+
+    stack.up()
+
+    assert {part.name: part.pid for part in stack.status()} == pids_before
+
+
+def test_down_stops_exactly_its_processes_and_up_brings_them_back(stack: DevStack) -> None:
+    records = stack.records()
+    groups = {record.pid: process_group_members(record.pid) for record in records}
+    ports = [record.port for record in records if record.port]
+    assert all(port_is_open(port) for port in ports)
+
+    stopped = stack.down()
+
+    assert sorted(stopped) == ["functions", "gateway", "postgres", "postgrest"]
+    assert all(process_start_ticks(record.pid) is None for record in records)
+    assert all(process_start_ticks(pid) is None for members in groups.values() for pid in members)
+    assert not any(port_is_open(port) for port in ports)
+    assert stack.down() == []
+    assert not stack.is_up()
+
+    stack.up()
+
+    assert stack.is_up()
+
+
+def test_reset_drops_data_and_reapplies_migrations_and_seed(stack: DevStack) -> None:
+    with stack.postgres.connect(autocommit=True) as conn:
+        conn.execute("insert into auth.users (id, email) values (gen_random_uuid(), 'doomed@example.com')")
+
+    stack.reset()
+
+    with stack.postgres.connect(autocommit=True) as conn:
+        doomed = conn.execute(
+            "select count(*) from public.users where email = 'doomed@example.com'"
+        ).fetchone()
+        seeded = conn.execute("select count(*) from public.traders").fetchone()
+        migrations = conn.execute("select count(*) from supabase_migrations.schema_migrations").fetchone()
+        cron_jobs = conn.execute("select jobname from cron.job").fetchall()
+    assert doomed == (0,)
+    assert seeded == (2,)
+    assert migrations is not None and migrations[0] == len(list(stack.config.migrations_dir.glob("*.sql")))
+    assert cron_jobs == [("mark-stale-machines",)]
+
+
+def test_postgres_runs_as_an_unprivileged_user(stack: DevStack, db: psycopg.Connection[Any]) -> None:
+    record = stack.registry.get("postgres")
+    assert record is not None
+
+    owner_uid = int(Path(f"/proc/{record.pid}/status").read_text().split("Uid:")[1].split()[0])
+
+    assert owner_uid != 0
+    assert db.execute("show wal_level").fetchone() == ("logical",)
+    assert db.execute("show shared_preload_libraries").fetchone() == ("pg_cron",)

@@ -1,0 +1,52 @@
+"""Builders for test data, written straight to Postgres as the platform (sign-up) would."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from devstack.keys import mint_jwt
+
+SIGNAL_CODE = "def check_signal(symbol, ticker, klines):\n    return False\n"
+
+
+@dataclass(frozen=True)
+class AppUser:
+    id: uuid.UUID
+    email: str
+
+    @property
+    def jwt(self) -> str:
+        return mint_jwt("authenticated", self.id, extra_claims={"email": self.email})
+
+    def machine_jwt(self, machine_id: str) -> str:
+        return mint_jwt("trader_machine", self.id, extra_claims={"machine_id": machine_id})
+
+
+def create_user(db: psycopg.Connection[Any], tier: str = "pro") -> AppUser:
+    """Sign a user up (auth.users insert; the trigger creates public.users)."""
+    user = AppUser(uuid.uuid4(), f"user-{uuid.uuid4().hex[:12]}@example.com")
+    db.execute(
+        "insert into auth.users (id, aud, role, email) values (%s, 'authenticated', 'authenticated', %s)",
+        (user.id, user.email),
+    )
+    db.execute("update public.users set tier = %s where id = %s", (tier, user.id))
+    return user
+
+
+def delete_user(db: psycopg.Connection[Any], user: AppUser) -> None:
+    db.execute("delete from auth.users where id = %s", (user.id,))
+
+
+def create_trader(db: psycopg.Connection[Any], user: AppUser, name: str = "test trader") -> uuid.UUID:
+    row = db.execute(
+        "insert into public.traders (user_id, name, signal_code, ai_instructions, timeframes, check_interval,"
+        " reanalysis_interval, symbols) values (%s, %s, %s, 'Be careful.', array['1m'], '1m_close', '5m',"
+        " array['BTCUSDT']) returning id",
+        (user.id, name, SIGNAL_CODE),
+    ).fetchone()
+    assert row is not None
+    return uuid.UUID(str(row[0]))
