@@ -7,15 +7,19 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-app = typer.Typer(help="Run the local Supabase stack; all its state lives under .devstack/.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from devstack.stack import DevStack
+
+app = typer.Typer(
+    help="Run the local Supabase stack; all its state lives under .devstack/.", no_args_is_help=True
+)
 
 
-def _stack():  # type: ignore[no-untyped-def]
-    # Imported here so `trademind --help` stays fast.
+def _stack() -> DevStack:
     from devstack.stack import DevStack
 
     return DevStack()
@@ -31,35 +35,34 @@ def _fail(error: Exception) -> typer.Exit:
 
 
 @app.command()
-def up(quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False) -> None:
+def up(
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+) -> None:
     """Start the stack (idempotent), apply pending migrations, and print its URLs and keys."""
-    from devstack.stack import StackError
-    from devstack.migrations import MigrationError
-    from devstack.postgres import PostgresError
+    from devstack.errors import StackError
+    from devstack.keys import JWT_SECRET
 
     stack = _stack()
     started = time.monotonic()
     try:
         stack.up(progress=(lambda _: None) if quiet else _progress)
-    except (StackError, MigrationError, PostgresError) as error:
+    except StackError as error:
         raise _fail(error) from error
     if quiet:
         return
     config = stack.config
     typer.echo(f"TradeMind dev stack is up ({time.monotonic() - started:.1f}s).\n")
-    typer.echo(f"         API URL: {config.api_url}")
-    typer.echo(f"         REST URL: {config.api_url}/rest/v1")
-    typer.echo(f"    Functions URL: {config.api_url}/functions/v1")
-    typer.echo(f"           DB URL: {config.db_url}")
-    typer.echo(f"       JWT secret: {_jwt_secret()}")
-    typer.echo(f"         anon key: {config.anon_key}")
-    typer.echo(f" service_role key: {config.service_role_key}")
-
-
-def _jwt_secret() -> str:
-    from devstack.keys import JWT_SECRET
-
-    return JWT_SECRET
+    for label, value in (
+        ("API URL", config.api_url),
+        ("REST URL", f"{config.api_url}/rest/v1"),
+        ("Functions URL", f"{config.api_url}/functions/v1"),
+        ("Realtime URL", f"{config.api_url.replace('http', 'ws', 1)}/realtime/v1"),
+        ("DB URL", config.db_url),
+        ("JWT secret", JWT_SECRET),
+        ("anon key", config.anon_key),
+        ("service_role key", config.service_role_key),
+    ):
+        typer.echo(f"{label:>16}: {value}")
 
 
 @app.command()
@@ -74,8 +77,10 @@ def status() -> None:
     """Show each part with its pid, port and log; exit 1 unless every part is running."""
     parts = _stack().status()
     for part in parts:
-        state = typer.style("running", fg=typer.colors.GREEN) if part.running else typer.style(
-            "stopped", fg=typer.colors.RED
+        state = (
+            typer.style("running", fg=typer.colors.GREEN)
+            if part.running
+            else typer.style("stopped", fg=typer.colors.RED)
         )
         pid = str(part.pid) if part.pid else "-"
         port = str(part.port) if part.port else "-"
@@ -85,16 +90,17 @@ def status() -> None:
 
 
 @app.command()
-def reset(yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False) -> None:
+def reset(
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
     """Drop the local database and re-apply every migration and the seed."""
-    from devstack.migrations import MigrationError
-    from devstack.stack import StackError
+    from devstack.errors import StackError
 
     if not yes:
         typer.confirm("This deletes all local data. Continue?", abort=True)
     try:
         _stack().reset(progress=_progress)
-    except (StackError, MigrationError) as error:
+    except StackError as error:
         raise _fail(error) from error
     typer.echo("database reset")
 
@@ -104,13 +110,15 @@ def psql(ctx: typer.Context) -> None:
     """Open psql on the local database as postgres (extra arguments go to psql)."""
     binary = shutil.which("psql")
     if binary is None:
-        raise _fail(RuntimeError("psql is not installed: apt-get install postgresql-client-15"))
-    os.execv(binary, [binary, _stack().config.db_url, *ctx.args])
+        raise _fail(FileNotFoundError("psql is not installed: apt-get install postgresql-client-15"))
+    os.execv(binary, [binary, _stack().config.db_url, *ctx.args])  # noqa: S606 - psql replaces us
 
 
 @app.command("test-db")
 def test_db(
-    paths: Annotated[list[Path] | None, typer.Argument(help="pgTAP files or folders (default supabase/tests).")] = None,
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="pgTAP files or folders (default supabase/tests).")
+    ] = None,
 ) -> None:
     """Run the pgTAP tests with pg_prove, as `supabase test db` does."""
     from devstack.pgtap import run_pg_prove
@@ -122,9 +130,13 @@ def test_db(
 
 @app.command()
 def jwt(
-    role: Annotated[str, typer.Option(help="anon, authenticated, service_role or trader_machine.")] = "authenticated",
+    role: Annotated[
+        str, typer.Option(help="anon, authenticated, service_role or trader_machine.")
+    ] = "authenticated",
     sub: Annotated[str | None, typer.Option(help="User id (the JWT sub claim).")] = None,
-    machine_id: Annotated[str | None, typer.Option(help="machine_id claim, for trader_machine tokens.")] = None,
+    machine_id: Annotated[
+        str | None, typer.Option(help="machine_id claim, for trader_machine tokens.")
+    ] = None,
     valid_for_secs: Annotated[int, typer.Option(help="Lifetime in seconds.")] = 3600,
 ) -> None:
     """Print a JWT signed with the local secret, e.g. for curl against the local API."""
@@ -137,7 +149,9 @@ def jwt(
             raise _fail(ValueError(f"--sub must be a UUID, got {sub!r}")) from error
     try:
         token = mint_jwt(
-            role, sub, valid_for_secs=valid_for_secs,
+            role,
+            sub,
+            valid_for_secs=valid_for_secs,
             extra_claims={"machine_id": machine_id} if machine_id else None,
         )
     except ValueError as error:

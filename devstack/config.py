@@ -11,6 +11,7 @@ from functools import cached_property
 from pathlib import Path
 
 from devstack import keys
+from devstack.errors import StackError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,14 +76,6 @@ class StackConfig:
         return self.state_dir / "postgres"
 
     @property
-    def pg_data_dir(self) -> Path:
-        return self.pg_dir / "data"
-
-    @property
-    def pg_socket_dir(self) -> Path:
-        return self.pg_dir / "run"
-
-    @property
     def run_dir(self) -> Path:
         return self.state_dir / "run"
 
@@ -105,7 +98,7 @@ class StackConfig:
                 return pwd.getpwnam(name)
             except KeyError:
                 continue
-        raise RuntimeError("running as root but found neither a 'postgres' nor a 'nobody' account")
+        raise StackError("running as root but found neither a 'postgres' nor a 'nobody' account")
 
     # URLs and keys ---------------------------------------------------------------------------------------
     @property

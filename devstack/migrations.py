@@ -14,11 +14,13 @@ from typing import Any
 
 import psycopg
 
+from devstack.errors import StackError
+
 BOOTSTRAP_SQL = Path(__file__).with_name("bootstrap.sql")
 _MIGRATION_FILE = re.compile(r"^(?P<version>[0-9]+)_(?P<name>.+)\.sql$")
 
 
-class MigrationError(RuntimeError):
+class MigrationError(StackError):
     """A SQL file failed; the message names the file, the line and Postgres' own words."""
 
 
@@ -95,7 +97,8 @@ def apply_seed(conn: psycopg.Connection[Any], seed_path: Path) -> bool:
     with conn.transaction():
         run_sql_file(conn, seed_path)
         conn.execute(
-            "insert into supabase_migrations.seed_files (path, hash) values (%s, %s)", (seed_path.name, digest)
+            "insert into supabase_migrations.seed_files (path, hash) values (%s, %s)",
+            (seed_path.name, digest),
         )
     return True
 

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 from devstack.config import StackConfig
+from devstack.errors import StackError
 from devstack.postgres import PostgresCluster
 from devstack.processes import ProcessRegistry
 
@@ -27,10 +28,12 @@ def run_pg_prove(config: StackConfig, paths: list[Path], *, verbose: bool = Fals
     """Install pgTAP if needed, run pg_prove over `paths`, then drop what this run installed."""
     pg_prove = shutil.which("pg_prove")
     if pg_prove is None:
-        raise RuntimeError("pg_prove is not installed: run `make setup`")
+        raise StackError("pg_prove is not installed: run `make setup`")
     cluster = PostgresCluster(config, ProcessRegistry(config.run_dir))
     with cluster.connect(autocommit=True) as conn:
-        installed_now = conn.execute("select not exists (select from pg_extension where extname = 'pgtap')").fetchone()
+        installed_now = conn.execute(
+            "select not exists (select from pg_extension where extname = 'pgtap')"
+        ).fetchone()
         conn.execute("create extension if not exists pgtap with schema extensions")
     env = {
         **os.environ,

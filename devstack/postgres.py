@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
@@ -14,6 +15,7 @@ from typing import Any
 import psycopg
 
 from devstack.config import StackConfig
+from devstack.errors import StackError
 from devstack.processes import ProcessRecord, ProcessRegistry
 
 PG_BIN_DIR = Path("/usr/lib/postgresql/15/bin")
@@ -38,7 +40,7 @@ _SERVER_SETTINGS = {
 }
 
 
-class PostgresError(RuntimeError):
+class PostgresError(StackError):
     """The cluster could not be created or started; the message says why and where to look."""
 
 
@@ -49,12 +51,26 @@ class PostgresCluster:
         self._config = config
         self._registry = registry
 
+    # Postgres opens these itself, as the service user, so they are given by their resolved path (the
+    # cluster folder may be a link to /var/tmp, see _make_pg_dir) and the log lives beside the data.
+    @property
+    def _root(self) -> Path:
+        return self._config.pg_dir.resolve()
+
+    @property
+    def data_dir(self) -> Path:
+        return self._root / "data"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self._root / "run"
+
     @property
     def log_path(self) -> Path:
-        return self._config.logs_dir / "postgres.log"
+        return self._root / "postgres.log"
 
     def is_initialised(self) -> bool:
-        return (self._config.pg_data_dir / "PG_VERSION").exists()
+        return (self.data_dir / "PG_VERSION").exists()
 
     def running(self) -> ProcessRecord | None:
         return self._registry.live(SERVICE_NAME)
@@ -65,23 +81,30 @@ class PostgresCluster:
         for binary in ("initdb", "pg_ctl", "postgres"):
             if not (PG_BIN_DIR / binary).exists():
                 raise PostgresError(f"{PG_BIN_DIR / binary} is missing: run `make setup`")
-        pg_dir = self._config.pg_dir
-        pg_dir.mkdir(parents=True, exist_ok=True)
-        self._config.pg_socket_dir.mkdir(parents=True, exist_ok=True)
-        password_file = pg_dir / "initdb.pw"
+        self._make_pg_dir()
+        self.socket_dir.mkdir(parents=True, exist_ok=True)
+        password_file = self._root / "initdb.pw"
         password_file.write_text("postgres\n")
-        self._hand_to_service_user(pg_dir)
+        self.log_path.touch()
+        self._hand_to_service_user(self._root)
         try:
             self._run_as_service_user(
                 [
                     str(PG_BIN_DIR / "initdb"),
-                    "--pgdata", str(self._config.pg_data_dir),
-                    "--username", "postgres",
-                    "--pwfile", str(password_file),
-                    "--auth-local", "trust",
-                    "--auth-host", "scram-sha-256",
-                    "--encoding", "UTF8",
-                    "--locale", "C.UTF-8",
+                    "--pgdata",
+                    str(self.data_dir),
+                    "--username",
+                    "postgres",
+                    "--pwfile",
+                    str(password_file),
+                    "--auth-local",
+                    "trust",
+                    "--auth-host",
+                    "scram-sha-256",
+                    "--encoding",
+                    "UTF8",
+                    "--locale",
+                    "C.UTF-8",
                     "--no-instructions",
                 ],
                 what="initdb",
@@ -89,30 +112,31 @@ class PostgresCluster:
         finally:
             password_file.unlink(missing_ok=True)
         settings = "\n".join(f"{key} = {value}" for key, value in _SERVER_SETTINGS.items())
-        with (self._config.pg_data_dir / "postgresql.conf").open("a") as conf:
+        with (self.data_dir / "postgresql.conf").open("a") as conf:
             conf.write(f"\n# trademind devstack\n{settings}\n")
 
     def start(self) -> ProcessRecord:
         """Start the postmaster (idempotent) and wait until it accepts connections."""
         if (record := self.running()) is not None:
             return record
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.log_path.touch()
-        self._hand_to_service_user(self.log_path)
         port = self._config.db_port
         self._run_as_service_user(
             [
                 str(PG_BIN_DIR / "pg_ctl"),
                 "start",
-                "--pgdata", str(self._config.pg_data_dir),
-                "--log", str(self.log_path),
+                "--pgdata",
+                str(self.data_dir),
+                "--log",
+                str(self.log_path),
                 "--wait",
-                "--timeout", "60",
-                "-o", f"-p {port} -k {self._config.pg_socket_dir}",
+                "--timeout",
+                "60",
+                "-o",
+                f"-p {port} -k {self.socket_dir}",
             ],
             what="pg_ctl start",
         )
-        postmaster_pid = int((self._config.pg_data_dir / "postmaster.pid").read_text().split()[0])
+        postmaster_pid = int((self.data_dir / "postmaster.pid").read_text().split()[0])
         return self._registry.adopt(SERVICE_NAME, postmaster_pid, log_path=self.log_path, port=port)
 
     def stop(self) -> bool:
@@ -122,7 +146,11 @@ class PostgresCluster:
     def destroy(self) -> None:
         """Stop the cluster and delete its data directory."""
         self.stop()
-        shutil.rmtree(self._config.pg_dir, ignore_errors=True)
+        pg_dir = self._config.pg_dir
+        if pg_dir.is_symlink():
+            shutil.rmtree(pg_dir.resolve().parent, ignore_errors=True)
+            pg_dir.unlink()
+        shutil.rmtree(pg_dir, ignore_errors=True)
 
     # Connections ----------------------------------------------------------------------------------------
     def connect(self, dbname: str = "postgres", **kwargs: Any) -> psycopg.Connection[Any]:
@@ -131,7 +159,7 @@ class PostgresCluster:
             host="127.0.0.1",
             port=self._config.db_port,
             user="postgres",
-            password="postgres",
+            password="postgres",  # noqa: S106 - the Supabase CLI's well-known local password
             dbname=dbname,
             connect_timeout=10,
             **kwargs,
@@ -141,6 +169,37 @@ class PostgresCluster:
         _wait_for(lambda: self.connect().close(), timeout_secs, f"Postgres on port {self._config.db_port}")
 
     # Helpers --------------------------------------------------------------------------------------------
+    def _make_pg_dir(self) -> None:
+        """Create the cluster folder where the service user can reach it.
+
+        When we are root and the checkout sits below a folder the service user may not enter (a 0700 home,
+        say), the data lives in /var/tmp instead, linked from .devstack/postgres so it is still found there.
+        """
+        pg_dir, user = self._config.pg_dir, self._config.postgres_os_user
+        self._config.state_dir.mkdir(parents=True, exist_ok=True)
+        if user is None or pg_dir.exists() or self._service_user_can_enter(self._config.state_dir):
+            pg_dir.mkdir(parents=True, exist_ok=True)
+            return
+        digest = hashlib.sha256(str(self._config.state_dir).encode()).hexdigest()[:12]
+        outside = Path("/var/tmp") / f"trademind-devstack-{digest}" / "postgres"  # noqa: S108 - private name, 0700
+        outside.mkdir(parents=True, exist_ok=True)
+        outside.parent.chmod(0o755)
+        pg_dir.symlink_to(outside, target_is_directory=True)
+
+    def _service_user_can_enter(self, directory: Path) -> bool:
+        user = self._config.postgres_os_user
+        return (
+            user is None
+            or subprocess.run(
+                ["/usr/bin/test", "-x", str(directory)],
+                user=user.pw_uid,
+                group=user.pw_gid,
+                extra_groups=[],
+                check=False,
+            ).returncode
+            == 0
+        )
+
     def _hand_to_service_user(self, path: Path) -> None:
         user = self._config.postgres_os_user
         if user is None:
@@ -169,7 +228,9 @@ class PostgresCluster:
         )
         if result.returncode != 0:
             detail = (result.stderr or result.stdout).strip().splitlines()[-5:]
-            raise PostgresError(f"{what} failed ({result.returncode}): {' | '.join(detail)}; see {self.log_path}")
+            raise PostgresError(
+                f"{what} failed ({result.returncode}): {' | '.join(detail)}; see {self.log_path}"
+            )
 
 
 def _wait_for(probe: Callable[[], object], timeout_secs: float, what: str) -> None:
@@ -180,5 +241,7 @@ def _wait_for(probe: Callable[[], object], timeout_secs: float, what: str) -> No
             return
         except Exception as error:
             if time.monotonic() > deadline:
-                raise PostgresError(f"{what} did not become ready within {timeout_secs:.0f}s: {error}") from error
+                raise PostgresError(
+                    f"{what} did not become ready within {timeout_secs:.0f}s: {error}"
+                ) from error
             time.sleep(0.1)

@@ -7,12 +7,15 @@ matches belongs to someone else and is never signalled.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from devstack.errors import StackError
 
 _CLOCK_TICKS_PER_SEC = os.sysconf("SC_CLK_TCK")
 
@@ -121,7 +124,7 @@ class ProcessRegistry:
             os.close(stdin_fd)
         start_ticks = process_start_ticks(pid)
         if start_ticks is None:
-            raise RuntimeError(f"{name} exited at once; see {log_path}")
+            raise StackError(f"{name} exited at once; see {log_path}")
         record = ProcessRecord(name, pid, start_ticks, port, str(log_path))
         self.save(record)
         return record
@@ -130,7 +133,7 @@ class ProcessRegistry:
         """Record a process started by someone else on our behalf (e.g. the postmaster pg_ctl forks)."""
         start_ticks = process_start_ticks(pid)
         if start_ticks is None:
-            raise RuntimeError(f"{name} (pid {pid}) is not running; see {log_path}")
+            raise StackError(f"{name} (pid {pid}) is not running; see {log_path}")
         record = ProcessRecord(name, pid, start_ticks, port, str(log_path))
         self.save(record)
         return record
@@ -150,10 +153,8 @@ class ProcessRegistry:
             self.forget(name)
             return False
         group = set(process_group_members(record.pid)) | {record.pid}
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(record.pid, first_signal)
-        except ProcessLookupError:
-            pass
         deadline = time.monotonic() + timeout_secs
         while time.monotonic() < deadline:
             if not record.is_alive() and not process_group_members(record.pid):
@@ -161,10 +162,8 @@ class ProcessRegistry:
             time.sleep(0.05)
         else:
             for pid in group | set(process_group_members(record.pid)):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
         _reap(record.pid)
         self.forget(name)
         return True
@@ -172,7 +171,5 @@ class ProcessRegistry:
 
 def _reap(pid: int) -> None:
     """Collect the exit status if the process was our own child, so it does not linger as a zombie."""
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass

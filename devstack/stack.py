@@ -21,6 +21,7 @@ from devstack.config import (
     REALTIME_PORT,
     StackConfig,
 )
+from devstack.errors import StackError
 from devstack.postgres import PostgresCluster
 from devstack.processes import ProcessRecord, ProcessRegistry
 
@@ -28,10 +29,6 @@ NGINX_BIN = Path("/usr/sbin/nginx")
 NGINX_TEMPLATE = Path(__file__).with_name("nginx.conf.template")
 FUNCTIONS_ROUTER = Path(__file__).with_name("functions_router.ts")
 READY_TIMEOUT_SECS = 60.0
-
-
-class StackError(RuntimeError):
-    """A part of the stack failed to start or answer; the message names the part and its log."""
 
 
 @dataclass(frozen=True)
@@ -149,8 +146,10 @@ class DevStack:
                     except httpx.TransportError:
                         pass
                     if time.monotonic() > deadline:
-                        raise StackError(f"{name} did not answer {url} within {timeout_secs:.0f}s; "
-                                         f"see {self._log_path(name)}")
+                        raise StackError(
+                            f"{name} did not answer {url} within {timeout_secs:.0f}s; "
+                            f"see {self._log_path(name)}"
+                        )
                     time.sleep(0.05)
 
     # Parts ------------------------------------------------------------------------------------------------
@@ -207,9 +206,14 @@ class DevStack:
             **self._functions_dotenv(),
         }
         argv = [
-            str(self.config.node_bin_dir / "deno"), "run",
-            "--allow-net", "--allow-env", "--allow-read", "--allow-sys",
-            "--no-prompt", "--no-lock",
+            str(self.config.node_bin_dir / "deno"),
+            "run",
+            "--allow-net",
+            "--allow-env",
+            "--allow-read",
+            "--allow-sys",
+            "--no-prompt",
+            "--no-lock",
             str(FUNCTIONS_ROUTER),
         ]
         self.registry.spawn(
@@ -241,7 +245,15 @@ class DevStack:
         conf_path.write_text(conf)
         self.registry.spawn(
             "gateway",
-            [str(NGINX_BIN), "-p", str(nginx_dir), "-c", str(conf_path), "-e", str(self._log_path("gateway"))],
+            [
+                str(NGINX_BIN),
+                "-p",
+                str(nginx_dir),
+                "-c",
+                str(conf_path),
+                "-e",
+                str(self._log_path("gateway")),
+            ],
             log_path=self._log_path("gateway"),
             port=self.config.api_port,
         )
@@ -276,8 +288,8 @@ class DevStack:
         if not dotenv.exists():
             return {}
         values = {}
-        for line in dotenv.read_text().splitlines():
-            line = line.strip()
+        for raw_line in dotenv.read_text().splitlines():
+            line = raw_line.strip()
             if line and not line.startswith("#") and "=" in line:
                 key, value = line.split("=", 1)
                 values[key.strip()] = value.strip().strip("'\"")

@@ -23,7 +23,8 @@ def scratch_db(stack: DevStack, db: psycopg.Connection[Any]) -> Iterator[psycopg
         with stack.postgres.connect(name, autocommit=True) as conn:
             conn.execute("create schema supabase_migrations")
             conn.execute(
-                "create table supabase_migrations.schema_migrations (version text primary key, statements text[], name text)"
+                "create table supabase_migrations.schema_migrations"
+                " (version text primary key, statements text[], name text)"
             )
             yield conn
     finally:
@@ -43,7 +44,7 @@ def test_discover_orders_by_version_and_rejects_bad_names(tmp_path: Path) -> Non
     assert [m.name for m in migrations.discover(tmp_path)] == ["first", "second"]
 
     write(tmp_path, "add_things.sql", "")
-    with pytest.raises(migrations.MigrationError, match="add_things.sql: migration files must be named"):
+    with pytest.raises(migrations.MigrationError, match=r"add_things\.sql: migration files must be named"):
         migrations.discover(tmp_path)
 
 

@@ -15,7 +15,6 @@ from supabase import Client, ClientOptions, create_client
 from devstack.stack import DevStack
 from tests.factories import SIGNAL_CODE, AppUser
 
-
 ClientFactory = Callable[..., Client]
 
 
