@@ -54,9 +54,14 @@ def run_sql_file(conn: psycopg.Connection[Any], path: Path) -> None:
         raise MigrationError(_describe(path, sql, error)) from error
 
 
-def apply_bootstrap(conn: psycopg.Connection[Any]) -> None:
+def apply_bootstrap_if_missing(conn: psycopg.Connection[Any]) -> bool:
+    """Run the platform bootstrap unless this database already has it (its history table); True if it ran."""
+    found = conn.execute("select to_regclass('supabase_migrations.schema_migrations') is not null").fetchone()
+    if found and found[0]:
+        return False
     with conn.transaction():
         run_sql_file(conn, BOOTSTRAP_SQL)
+    return True
 
 
 def applied_versions(conn: psycopg.Connection[Any]) -> set[str]:

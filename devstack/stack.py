@@ -64,8 +64,7 @@ class DevStack:
         self._check_binaries()
         for directory in (self.config.state_dir, self.config.run_dir, self.config.logs_dir):
             directory.mkdir(parents=True, exist_ok=True)
-        fresh = not self.postgres.is_initialised()
-        if fresh:
+        if not self.postgres.is_initialised():
             progress("creating the Postgres cluster")
             self.postgres.initialise()
         if self.postgres.running() is None:
@@ -73,7 +72,7 @@ class DevStack:
             self._ensure_port_free("postgres", self.config.db_port)
             self.postgres.start()
         self.postgres.wait_until_ready()
-        self._migrate(progress, bootstrap=fresh)
+        self._migrate(progress)
         self._ensure_running("postgrest", "PostgREST", POSTGREST_PORT, self._postgrest_launch, progress)
         self._ensure_running(
             "functions", "Edge Functions (Deno)", FUNCTIONS_PORT, self._functions_launch, progress
@@ -123,7 +122,7 @@ class DevStack:
         with self.postgres.connect("template1", autocommit=True) as conn:
             conn.execute("drop database if exists postgres with (force)")
             conn.execute("create database postgres")
-        self._migrate(progress, bootstrap=True)
+        self._migrate(progress)
         self.wait_until_ready()
 
     def destroy(self) -> None:
@@ -158,11 +157,10 @@ class DevStack:
                     time.sleep(0.05)
 
     # Parts ------------------------------------------------------------------------------------------------
-    def _migrate(self, progress: Progress, *, bootstrap: bool) -> None:
+    def _migrate(self, progress: Progress) -> None:
         with self.postgres.connect(autocommit=True) as conn:
-            if bootstrap:
-                progress("applying the platform bootstrap")
-                migrations.apply_bootstrap(conn)
+            if migrations.apply_bootstrap_if_missing(conn):
+                progress("applied the platform bootstrap")
             for migration in migrations.apply_pending(conn, self.config.migrations_dir):
                 progress(f"applied migration {migration.path.name}")
             if migrations.apply_seed(conn, self.config.supabase_dir / "seed.sql"):
