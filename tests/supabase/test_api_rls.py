@@ -198,3 +198,18 @@ def test_schema_version_is_callable_by_machines(
     version = client_for(alice.machine_jwt("machine-alice")).rpc("schema_version").execute().data
 
     assert version == 1
+
+
+def test_responses_are_capped_at_max_rows(
+    client_for: ClientFactory, stack: DevStack, db: psycopg.Connection[Any], alice: AppUser
+) -> None:
+    db.execute(
+        "insert into public.signals (trader_id, user_id, symbol, status, trigger_price, closed_at)"
+        " select t.id, t.user_id, 'SYM' || n, 'closed', 1, now()"
+        " from public.traders t, generate_series(1, %s) as n where t.user_id = %s",
+        (stack.config.max_rows + 1, alice.id),
+    )
+
+    rows = client_for(alice.jwt).table("signals").select("id").execute().data
+
+    assert len(rows) == stack.config.max_rows == 1000
