@@ -1,0 +1,1 @@
+"""Technical indicators: full-series functions (`series`) and the helpers signal code calls (`helpers`)."""
