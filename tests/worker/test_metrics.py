@@ -1,0 +1,34 @@
+"""The hourly counters count the last hour only, in bounded memory."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker.database import SUPPORTED_SCHEMA_VERSIONS, check_schema_version
+from worker.errors import ConfigError
+from worker.metrics import HourlyCounter
+
+
+def test_counts_expire_after_an_hour() -> None:
+    counter = HourlyCounter()
+    counter.add(5, now_monotonic=1000.0)
+    counter.add(3, now_monotonic=2000.0)
+
+    assert counter.last_hour(now_monotonic=2000.0) == 8
+    assert counter.last_hour(now_monotonic=1000.0 + 3600 + 60) == 3
+
+
+def test_memory_stays_bounded_under_a_flood() -> None:
+    counter = HourlyCounter()
+    for second in range(0, 7200):
+        counter.add(1, now_monotonic=float(second))
+
+    assert counter.last_hour(now_monotonic=7199.0) == 3600
+    assert len(counter._buckets) <= 61
+
+
+def test_schema_version_check_refuses_unknown_versions() -> None:
+    check_schema_version(max(SUPPORTED_SCHEMA_VERSIONS))
+
+    with pytest.raises(ConfigError, match="999 is not supported"):
+        check_schema_version(999)

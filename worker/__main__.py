@@ -1,0 +1,40 @@
+"""`python -m worker`: read the settings, set up logging, run the app; exit 78 on a configuration error."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+from worker.app import WorkerApp
+from worker.errors import ConfigError
+from worker.log_setup import configure_logging
+from worker.settings import load_settings
+
+EXIT_CONFIG = 78  # sysexits.h EX_CONFIG: a restart will not help
+
+
+def main() -> int:
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        print(f"worker: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(settings.log_level, settings.secrets())
+    logger = logging.getLogger("worker")
+    logger.info(
+        "worker starting version=%s machine_id=%s user_id=%s",
+        settings.version,
+        settings.machine_id,
+        settings.user_id,
+    )
+    try:
+        asyncio.run(WorkerApp(settings).run())
+    except ConfigError as error:
+        logger.error("worker cannot run: %s", error)
+        return EXIT_CONFIG
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

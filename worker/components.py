@@ -1,0 +1,37 @@
+"""What every long-running part of the worker looks like to the app: a name, a state, run and pause."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Protocol
+
+
+class ComponentState(StrEnum):
+    """Lifecycle of a component, as /health reports it."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    DEGRADED = "degraded"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+HEALTHY_STATES = frozenset({ComponentState.STARTING, ComponentState.RUNNING})
+
+
+class Component(Protocol):
+    """A part of the worker run by the app under its TaskGroup."""
+
+    name: str
+
+    def state(self) -> ComponentState:
+        """The component's current state (cheap; called by /health)."""
+        ...
+
+    async def run(self) -> None:
+        """Do the work until cancelled; transient failures are handled inside, not raised."""
+        ...
+
+    async def prepare_shutdown(self) -> None:
+        """Stop taking new work and finish what is in flight (called before the app cancels `run`)."""
+        ...
