@@ -20,6 +20,9 @@ POSTGREST_PORT = 54330
 POSTGREST_ADMIN_PORT = 54331
 FUNCTIONS_PORT = 54332
 REALTIME_PORT = 54333
+GEMINI_PORT = 54341
+# The stand-in accepts any key; the functions still send one, as they must to the real API.
+GEMINI_STANDIN_API_KEY = "devstack-gemini-key"
 
 
 @dataclass(frozen=True)
@@ -130,4 +133,16 @@ class StackConfig:
             "SUPABASE_DB_URL": self.db_url,
             "SUPABASE_JWT_SECRET": keys.JWT_SECRET,
             "FUNCTIONS_VERIFY_JWT": json.dumps(self.functions_verify_jwt),
+            **self.gemini_env(),
+        }
+
+    def gemini_env(self) -> dict[str, str]:
+        """The AI functions' model: the real Gemini API when GEMINI_API_KEY is set, else the stand-in."""
+        model = {"GEMINI_MODEL": os.environ["GEMINI_MODEL"]} if os.environ.get("GEMINI_MODEL") else {}
+        if os.environ.get("GEMINI_API_KEY"):
+            return {"GEMINI_API_KEY": os.environ["GEMINI_API_KEY"], **model}
+        return {
+            "GEMINI_API_KEY": GEMINI_STANDIN_API_KEY,
+            "GEMINI_BASE_URL": f"http://127.0.0.1:{GEMINI_PORT}",
+            **model,
         }

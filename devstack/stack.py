@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ import httpx
 from devstack import keys, migrations
 from devstack.config import (
     FUNCTIONS_PORT,
+    GEMINI_PORT,
     POSTGREST_ADMIN_PORT,
     POSTGREST_PORT,
     REALTIME_PORT,
@@ -51,7 +53,7 @@ def _quiet(_: str) -> None:
 class DevStack:
     """Start, stop, inspect and reset the local stack; every process it starts is recorded by pid."""
 
-    PARTS = ("postgres", "postgrest", "functions", "gateway")
+    PARTS = ("postgres", "postgrest", "functions", "gateway", "gemini")
 
     def __init__(self, config: StackConfig | None = None) -> None:
         self.config = config or StackConfig.load()
@@ -74,6 +76,7 @@ class DevStack:
         self.postgres.wait_until_ready()
         self._migrate(progress)
         self._ensure_running("postgrest", "PostgREST", POSTGREST_PORT, self._postgrest_launch, progress)
+        self._ensure_running("gemini", "the Gemini stand-in", GEMINI_PORT, self._gemini_launch, progress)
         self._ensure_running(
             "functions", "Edge Functions (Deno)", FUNCTIONS_PORT, self._functions_launch, progress
         )
@@ -86,7 +89,7 @@ class DevStack:
     def down(self, progress: Progress = _quiet) -> list[str]:
         """Stop every process this stack started, gateway first; return the names of those stopped."""
         stopped = []
-        for name in ("gateway", "functions", "postgrest"):
+        for name in ("gateway", "functions", "postgrest", "gemini"):
             if self.registry.stop(name, first_signal=signal.SIGTERM):
                 progress(f"stopped {name}")
                 stopped.append(name)
@@ -138,6 +141,7 @@ class DevStack:
             "postgrest": f"http://127.0.0.1:{POSTGREST_ADMIN_PORT}/ready",
             "functions": f"http://127.0.0.1:{FUNCTIONS_PORT}/_internal/health",
             "gateway": f"{self.config.api_url}/health",
+            "gemini": f"http://127.0.0.1:{GEMINI_PORT}/_control/health",
         }
         deadline = time.monotonic() + timeout_secs
         with httpx.Client(timeout=2.0) as client:
@@ -212,6 +216,10 @@ class DevStack:
             str(FUNCTIONS_ROUTER),
         ]  # fmt: skip
         return argv, env
+
+    def _gemini_launch(self) -> tuple[list[str], dict[str, str]]:
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(self.config.repo_root)}
+        return [sys.executable, "-m", "devstack.gemini", "--port", str(GEMINI_PORT)], env
 
     def _gateway_launch(self) -> tuple[list[str], dict[str, str] | None]:
         nginx_dir = self.config.state_dir / "nginx"

@@ -1,0 +1,1 @@
+"""A local stand-in for Gemini's generateContent REST API: deterministic answers, test-controlled faults."""
