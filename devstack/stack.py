@@ -24,7 +24,7 @@ from devstack.config import (
     StackConfig,
 )
 from devstack.errors import StackError
-from devstack.postgres import PostgresCluster
+from devstack.postgres import PG_BIN_DIR, PostgresCluster
 from devstack.processes import ProcessRecord, ProcessRegistry
 
 NGINX_BIN = Path("/usr/sbin/nginx")
@@ -53,7 +53,7 @@ def _quiet(_: str) -> None:
 class DevStack:
     """Start, stop, inspect and reset the local stack; every process it starts is recorded by pid."""
 
-    PARTS = ("postgres", "postgrest", "functions", "gateway", "gemini")
+    PARTS = ("postgres", "postgrest", "realtime", "functions", "gateway", "gemini")
 
     def __init__(self, config: StackConfig | None = None) -> None:
         self.config = config or StackConfig.load()
@@ -76,6 +76,7 @@ class DevStack:
         self.postgres.wait_until_ready()
         self._migrate(progress)
         self._ensure_running("postgrest", "PostgREST", POSTGREST_PORT, self._postgrest_launch, progress)
+        self._ensure_running("realtime", "Realtime", REALTIME_PORT, self._realtime_launch, progress)
         self._ensure_running("gemini", "the Gemini stand-in", GEMINI_PORT, self._gemini_launch, progress)
         self._ensure_running(
             "functions", "Edge Functions (Deno)", FUNCTIONS_PORT, self._functions_launch, progress
@@ -89,7 +90,8 @@ class DevStack:
     def down(self, progress: Progress = _quiet) -> list[str]:
         """Stop every process this stack started, gateway first; return the names of those stopped."""
         stopped = []
-        for name in ("gateway", "functions", "postgrest", "gemini"):
+        # Realtime before Postgres: it drops its replication slot on the way out.
+        for name in ("gateway", "functions", "realtime", "postgrest", "gemini"):
             if self.registry.stop(name, first_signal=signal.SIGTERM):
                 progress(f"stopped {name}")
                 stopped.append(name)
@@ -123,9 +125,12 @@ class DevStack:
             self.up(progress)
         progress("dropping and re-creating the database")
         with self.postgres.connect("template1", autocommit=True) as conn:
+            # Realtime streams from a slot in this database, which would block the drop.
+            self.registry.stop("realtime", first_signal=signal.SIGTERM)
             conn.execute("drop database if exists postgres with (force)")
             conn.execute("create database postgres")
         self._migrate(progress)
+        self._ensure_running("realtime", "Realtime", REALTIME_PORT, self._realtime_launch, progress)
         self.wait_until_ready()
 
     def destroy(self) -> None:
@@ -139,6 +144,7 @@ class DevStack:
         """Wait until PostgREST has loaded the schema, the functions router and the gateway answer."""
         probes = {
             "postgrest": f"http://127.0.0.1:{POSTGREST_ADMIN_PORT}/ready",
+            "realtime": f"http://127.0.0.1:{REALTIME_PORT}/health",
             "functions": f"http://127.0.0.1:{FUNCTIONS_PORT}/_internal/health",
             "gateway": f"{self.config.api_url}/health",
             "gemini": f"http://127.0.0.1:{GEMINI_PORT}/_control/health",
@@ -221,6 +227,15 @@ class DevStack:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(self.config.repo_root)}
         return [sys.executable, "-m", "devstack.gemini", "--port", str(GEMINI_PORT)], env
 
+    def _realtime_launch(self) -> tuple[list[str], dict[str, str]]:
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "TRADEMIND_DEVSTACK_DIR": str(self.config.state_dir),
+            "PYTHONUNBUFFERED": "1",
+        }
+        argv = [sys.executable, "-m", "devstack.realtime", "--port", str(REALTIME_PORT)]
+        return [*argv, "--db-port", str(self.config.db_port)], env
+
     def _gateway_launch(self) -> tuple[list[str], dict[str, str] | None]:
         nginx_dir = self.config.state_dir / "nginx"
         nginx_dir.mkdir(parents=True, exist_ok=True)
@@ -260,7 +275,12 @@ class DevStack:
             raise StackError(f"{name} exited; last lines of {self._log_path(name)}:\n{tail}")
 
     def _check_binaries(self) -> None:
-        required = {"postgrest": self.config.postgrest_bin, "deno": self.config.deno_bin, "nginx": NGINX_BIN}
+        required = {
+            "postgrest": self.config.postgrest_bin,
+            "deno": self.config.deno_bin,
+            "nginx": NGINX_BIN,
+            "pg_recvlogical": PG_BIN_DIR / "pg_recvlogical",
+        }
         missing = [f"{name} ({path})" for name, path in required.items() if not path.exists()]
         if missing:
             raise StackError(f"missing {', '.join(missing)}: run `make setup`")

@@ -1,0 +1,68 @@
+"""Verify the JWTs Realtime sees (socket apikey, join access_token), refusing with the real reasons."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+
+class TokenRejected(Exception):
+    """The token may not be used; `reason` is the text the real server puts in a join error."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+    @property
+    def reason(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class Claims:
+    """A verified token's claims; `claims_json` is what Postgres sees as request.jwt.claims."""
+
+    role: str
+    exp: int
+    sub: str | None
+    claims_json: str
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> Claims:
+        sub = payload.get("sub")
+        return cls(
+            role=str(payload["role"]),
+            exp=int(payload["exp"]),
+            sub=str(sub) if sub is not None else None,
+            claims_json=json.dumps(payload, sort_keys=True, separators=(",", ":")),
+        )
+
+
+def verify(token: object, secret: str, now_secs: float) -> Claims:
+    """Check an HS256 token signed with the project secret that carries `role` and an unexpired `exp`.
+
+    Raises TokenRejected with the code and message supabase/realtime uses (realtime_channel.ex `join`).
+    """
+    if not isinstance(token, str) or token.count(".") != 2:
+        raise TokenRejected("MalformedJWT", "The token provided is not a valid JWT")
+    try:
+        payload = jwt.decode(
+            token,
+            secret,
+            algorithms=["HS256"],
+            options={"verify_exp": False, "verify_aud": False, "verify_iat": False, "verify_nbf": False},
+        )
+    except (jwt.InvalidSignatureError, jwt.InvalidAlgorithmError) as error:
+        raise TokenRejected("JwtSignatureError", "Failed to validate JWT signature") from error
+    except jwt.PyJWTError as error:
+        raise TokenRejected("MalformedJWT", "The token provided is not a valid JWT") from error
+    role, exp = payload.get("role"), payload.get("exp")
+    if not isinstance(role, str) or not role or not isinstance(exp, int) or isinstance(exp, bool):
+        raise TokenRejected("InvalidJWTToken", "Fields `role` and `exp` are required in JWT")
+    if exp <= now_secs:
+        raise TokenRejected("InvalidJWTToken", f"Token has expired {int(now_secs - exp)} seconds ago")
+    return Claims.from_payload(payload)
