@@ -79,10 +79,10 @@ export async function authenticate(req: Request, jwtSecret: string, nowMs = Date
   const userId = claims.sub === undefined ? null : claims.sub;
   if (userId !== null && !isUuid(userId)) throw unauthorized("JWT 'sub' is not a user id");
   if ((role === "authenticated" || role === "trader_machine") && userId === null) {
-    throw unauthorized(`a ${role} JWT must carry 'sub'`);
+    throw unauthorized(`${role} JWTs must carry 'sub'`);
   }
   const machineId = typeof claims.machine_id === "string" ? claims.machine_id : null;
-  if (role === "trader_machine" && machineId === null) throw unauthorized("a trader_machine JWT must carry 'machine_id'");
+  if (role === "trader_machine" && machineId === null) throw unauthorized("trader_machine JWTs must carry 'machine_id'");
   return { role: role as Role, userId: userId as string | null, machineId };
 }
 

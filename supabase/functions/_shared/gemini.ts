@@ -124,9 +124,11 @@ export class GeminiClient {
     let reasked = false;
     let lastProblem = "no attempt was made";
     let transientFailures = 0;
+    let attemptsMade = 0;
     for (let attempt = 1; attempt <= config.maxAttempts; attempt++) {
       const remainingMs = config.deadlineMs - (deps.now() - started);
       if (remainingMs <= 0) break;
+      attemptsMade = attempt;
       let text: string;
       try {
         text = await this.attempt(request, contents, usage, Math.min(config.timeoutMs, remainingMs));
@@ -158,7 +160,7 @@ export class GeminiClient {
       });
     }
     const failure = lastProblem.startsWith("invalid output") ? "model_invalid_output" : "model_unavailable";
-    throw new ModelError(failure, `the model did not answer usably: ${lastProblem}`, usage, config.maxAttempts);
+    throw new ModelError(failure, `the model did not answer usably: ${lastProblem}`, usage, attemptsMade);
   }
 
   private check<T>(text: string, request: GenerateRequest<T>): Validation<T> {

@@ -1,0 +1,180 @@
+// Shared test fixtures: the local stack's settings, JWT minting, rows written straight to Postgres (as the
+// platform would), and per-test Gemini stand-in API keys with their own fault queues.
+import postgres from "npm:postgres@3.4.7";
+
+const DEFAULTS: Record<string, string> = {
+  SUPABASE_URL: "http://127.0.0.1:54321",
+  SUPABASE_DB_URL: "postgresql://postgres:postgres@127.0.0.1:54322/postgres",
+  SUPABASE_JWT_SECRET: "super-secret-jwt-token-with-at-least-32-characters-long",
+  SUPABASE_SERVICE_ROLE_KEY: "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9." +
+    "eyJpc3MiOiJzdXBhYmFzZS1kZW1vIiwicm9sZSI6InNlcnZpY2Vfcm9sZSIsImV4cCI6MTk4MzgxMjk5Nn0." +
+    "EGIM96RAZx35lJzdJsyH-qQwv8Hdp7fsn3W0YpN81IU",
+  GEMINI_BASE_URL: "http://127.0.0.1:54341",
+  GEMINI_API_KEY: "devstack-gemini-key",
+  // Fast retries so fault tests take milliseconds, not seconds.
+  GEMINI_BACKOFF_BASE_MS: "5",
+  GEMINI_BACKOFF_MAX_MS: "20",
+  GEMINI_TIMEOUT_MS: "2000",
+};
+for (const [name, value] of Object.entries(DEFAULTS)) if (!Deno.env.get(name)) Deno.env.set(name, value);
+
+export const env = (name: string): string => Deno.env.get(name) as string;
+export const GEMINI_URL = env("GEMINI_BASE_URL");
+
+export const sql = postgres(env("SUPABASE_DB_URL"), { max: 2, idle_timeout: 1, onnotice: () => {} });
+
+/** Deno.test for tests that use the pooled database and HTTP clients (their sockets outlive one test). */
+export function stackTest(name: string, fn: () => Promise<void>): void {
+  Deno.test({ name, fn, sanitizeOps: false, sanitizeResources: false });
+}
+
+function base64Url(bytes: Uint8Array): string {
+  return btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+export async function mintJwt(
+  claims: Record<string, unknown>,
+  { secret = env("SUPABASE_JWT_SECRET"), alg = "HS256", validForSecs = 3600 } = {},
+): Promise<string> {
+  const encoder = new TextEncoder();
+  const now = Math.floor(Date.now() / 1000);
+  const header = base64Url(encoder.encode(JSON.stringify({ alg, typ: "JWT" })));
+  const payload = base64Url(encoder.encode(JSON.stringify({ iss: "supabase-demo", iat: now, exp: now + validForSecs, ...claims })));
+  const key = await crypto.subtle.importKey("raw", encoder.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  const signature = new Uint8Array(await crypto.subtle.sign("HMAC", key, encoder.encode(`${header}.${payload}`)));
+  return `${header}.${payload}.${base64Url(signature)}`;
+}
+
+export interface TestUser {
+  id: string;
+  jwt: string;
+  machineJwt: (machineId: string) => Promise<string>;
+}
+
+export async function createUser(tier = "pro"): Promise<TestUser> {
+  const id = crypto.randomUUID();
+  await sql`insert into auth.users (id, aud, role, email) values (${id}, 'authenticated', 'authenticated', ${`u-${id}@example.com`})`;
+  await sql`update public.users set tier = ${tier} where id = ${id}`;
+  return {
+    id,
+    jwt: await mintJwt({ role: "authenticated", sub: id, aud: "authenticated" }),
+    machineJwt: (machineId) => mintJwt({ role: "trader_machine", sub: id, machine_id: machineId }),
+  };
+}
+
+export async function deleteUser(user: TestUser): Promise<void> {
+  await sql`delete from auth.users where id = ${user.id}`;
+}
+
+export async function createTrader(user: TestUser): Promise<string> {
+  const [row] = await sql`
+    insert into public.traders (user_id, name, signal_code, ai_instructions, timeframes, check_interval,
+                                reanalysis_interval, symbols)
+    values (${user.id}, 'test trader', ${"def check_signal(symbol, ticker, klines):\n    return False\n"},
+            'Buy oversold dips in an uptrend.', ${["1h", "4h"]}, '1h_close', '1h', ${["BTCUSDT"]})
+    returning id`;
+  return row.id;
+}
+
+export async function createSignal(user: TestUser, traderId: string, symbol = "BTCUSDT"): Promise<string> {
+  const [row] = await sql`
+    insert into public.signals (trader_id, user_id, symbol, trigger_price)
+    values (${traderId}, ${user.id}, ${symbol}, 42000) returning id`;
+  return row.id;
+}
+
+export async function openPosition(
+  user: TestUser,
+  signalId: string,
+  side: "long" | "short",
+  entryPrice: number,
+  stopLoss: number,
+  takeProfit: number,
+): Promise<void> {
+  await sql`update public.signals set status = 'position_open' where id = ${signalId}`;
+  await sql`
+    insert into public.positions (signal_id, user_id, symbol, side, entry_price, size, stop_loss, take_profit)
+    values (${signalId}, ${user.id}, 'BTCUSDT', ${side}, ${entryPrice}, 0.01, ${stopLoss}, ${takeProfit})`;
+}
+
+export async function createMachine(user: TestUser, status = "running"): Promise<string> {
+  const machineId = `m-${crypto.randomUUID().slice(0, 12)}`;
+  await sql`
+    insert into public.fly_machines (user_id, machine_id, status, destroyed_at)
+    values (${user.id}, ${machineId}, ${status}, ${status === "destroyed" ? new Date() : null})`;
+  return machineId;
+}
+
+export async function usageOf(user: TestUser): Promise<{ prompt: number; completion: number; reserved: number; requests: number }> {
+  const rows = await sql`
+    select prompt_tokens, completion_tokens, reserved_tokens, requests from public.ai_usage_daily where user_id = ${user.id}`;
+  if (!rows.length) return { prompt: 0, completion: 0, reserved: 0, requests: 0 };
+  const [row] = rows;
+  return {
+    prompt: Number(row.prompt_tokens),
+    completion: Number(row.completion_tokens),
+    reserved: Number(row.reserved_tokens),
+    requests: Number(row.requests),
+  };
+}
+
+/** Use up all but `leftTokens` of the user's budget for today. */
+export async function spendBudget(user: TestUser, leftTokens: number): Promise<void> {
+  await sql`
+    insert into public.ai_usage_daily (user_id, usage_date, prompt_tokens)
+    select ${user.id}, (now() at time zone 'utc')::date, b.daily_tokens - ${leftTokens}
+      from public.users u join public.ai_token_budgets b on b.tier = u.tier where u.id = ${user.id}
+    on conflict (user_id, usage_date) do update set prompt_tokens = excluded.prompt_tokens`;
+}
+
+/** A fresh stand-in API key (its own fault queue and request log), made the functions' key. */
+export async function useGeminiKey(faults: Record<string, unknown>[] = []): Promise<string> {
+  const key = `test-${crypto.randomUUID()}`;
+  const response = await fetch(`${GEMINI_URL}/_control/faults`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ apiKey: key, faults }),
+  });
+  if (!response.ok) throw new Error(`setting faults failed: ${response.status} ${await response.text()}`);
+  await response.body?.cancel();
+  Deno.env.set("GEMINI_API_KEY", key);
+  return key;
+}
+
+// deno-lint-ignore no-explicit-any
+export async function geminiRequests(key: string): Promise<any[]> {
+  const response = await fetch(`${GEMINI_URL}/_control/requests?apiKey=${encodeURIComponent(key)}`);
+  return (await response.json()).requests;
+}
+
+export function post(url: string, body: unknown, jwt?: string, headers: Record<string, string> = {}): Request {
+  return new Request(url, {
+    method: "POST",
+    headers: {
+      "content-type": "application/json",
+      ...(jwt ? { authorization: `Bearer ${jwt}` } : {}),
+      ...headers,
+    },
+    body: typeof body === "string" ? body : JSON.stringify(body),
+  });
+}
+
+// deno-lint-ignore no-explicit-any
+export async function json(response: Response): Promise<any> {
+  return await response.json();
+}
+
+/** Klines in Binance's layout: `count` candles of `timeframeMs` ending at `endMs`, drifting by `drift` per candle. */
+export function binanceKlines(count: number, timeframeMs: number, endMs: number, start = 42000, drift = 10): unknown[][] {
+  const rows = [];
+  for (let i = 0; i < count; i++) {
+    const openTime = endMs - (count - i) * timeframeMs;
+    const open = start + i * drift;
+    const close = open + drift;
+    rows.push([
+      openTime, open.toFixed(2), (Math.max(open, close) + 50).toFixed(2), (Math.min(open, close) - 50).toFixed(2),
+      close.toFixed(2), "12.5", openTime + timeframeMs - 1, "531250.0", 140, "6.1", "259250.0", "0",
+    ]);
+  }
+  return rows;
+}
