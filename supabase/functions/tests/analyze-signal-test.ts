@@ -1,0 +1,213 @@
+// analyze-signal below the gateway: who may call it, market data validation, the recorded analysis,
+// position context for re-analysis, model faults and the budget.
+import assert from "node:assert/strict";
+import { validateDecision } from "../_shared/decision.ts";
+import { handler } from "../analyze-signal/index.ts";
+import {
+  binanceKlines, createMachine, createSignal, createTrader, createUser, deleteUser, env, geminiRequests, json,
+  mintJwt, openPosition, post, spendBudget, sql, stackTest, type TestUser, usageOf, useGeminiKey,
+} from "./helpers.ts";
+
+const URL = "http://local/analyze-signal";
+const HOUR_MS = 3_600_000;
+const NOW_MS = Date.UTC(2024, 0, 1);
+
+interface Setup {
+  user: TestUser;
+  traderId: string;
+  signalId: string;
+  machineJwt: string;
+}
+
+function marketData(overrides: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    symbol: "BTCUSDT",
+    timestamp: NOW_MS / 1000,
+    ticker: { lastPrice: "42500.00", volume24h: "25000.5", priceChange24h: "-2.5" },
+    klines: { "1h": binanceKlines(200, HOUR_MS, NOW_MS), "4h": binanceKlines(50, 4 * HOUR_MS, NOW_MS) },
+    indicators: { rsi_1h: 27.5, macd_4h: { macd: 150.2, signal: 120.5, histogram: 29.7 } },
+    ...overrides,
+  };
+}
+
+async function withSignal(fn: (setup: Setup) => Promise<void>): Promise<void> {
+  const user = await createUser();
+  try {
+    const traderId = await createTrader(user);
+    const signalId = await createSignal(user, traderId);
+    const machineJwt = await user.machineJwt(await createMachine(user));
+    await fn({ user, traderId, signalId, machineJwt });
+  } finally {
+    await deleteUser(user);
+  }
+}
+
+stackTest("analyze-signal: a machine gets a schema-valid decision, recorded in analysis_history", () =>
+  withSignal(async ({ user, traderId, signalId, machineJwt }) => {
+    const key = await useGeminiKey();
+
+    const response = await handler(post(URL, { traderId, signalId, marketData: marketData() }, machineJwt));
+
+    assert.equal(response.status, 200);
+    const body = await json(response);
+    assert.equal(body.success, true);
+    assert.equal(validateDecision(body.analysis).ok, true);
+    assert.equal(body.analysis.decision, "open_long");
+    assert.ok(body.analysis.metadata.stopLoss < 42500 && 42500 < body.analysis.metadata.takeProfit);
+    const [row] = await sql`select * from public.analysis_history where id = ${body.analysisId}`;
+    assert.equal(row.signal_id, signalId);
+    assert.equal(row.user_id, user.id);
+    assert.equal(row.decision, "open_long");
+    assert.deepEqual(row.metadata, body.analysis.metadata);
+    assert.equal(row.model, env("GEMINI_MODEL") ?? "gemini-3.5-flash");
+    assert.equal(row.prompt_tokens, body.usage.promptTokens);
+    assert.equal(row.market_data.indicators.rsi_1h, 27.5);
+    assert.equal(row.market_data.lastCandles["1h"].count, 200);
+    assert.equal((await usageOf(user)).reserved, 0);
+    // The prompt carries the trader's instructions, the allowed entries and a bounded slice of candles.
+    const [sent] = await geminiRequests(key);
+    const prompt = sent.contents[0].parts[0].text as string;
+    assert.ok(prompt.includes("Buy oversold dips in an uptrend."));
+    assert.ok(prompt.includes("Allowed decisions now: no_trade, watch, open_long, open_short"));
+    assert.ok(prompt.includes("### 1h: 200 candles"));
+    assert.ok(prompt.length < 30_000, `prompt of ${prompt.length} chars`);
+  }));
+
+stackTest("analyze-signal: an open position is re-analysed with position decisions only", () =>
+  withSignal(async ({ user, traderId, signalId, machineJwt }) => {
+    const key = await useGeminiKey();
+    await openPosition(user, signalId, "long", 40000, 39000, 46000);
+    const bullish = { rsi_1h: 45, macd_4h: { macd: 1, signal: 0.5, histogram: 0.5 } };
+
+    const body = await json(await handler(post(URL, { traderId, signalId, marketData: marketData({ indicators: bullish }) }, machineJwt)));
+
+    assert.equal(body.analysis.decision, "update_stop_loss");
+    assert.equal(body.analysis.metadata.newStopLoss, 40000);
+    const prompt = (await geminiRequests(key))[0].contents[0].parts[0].text as string;
+    assert.match(prompt, /^Position: \{"side":"long","entryPrice":40000/m);
+    assert.ok(prompt.includes("Allowed decisions now: watch, close, partial_close"));
+  }));
+
+stackTest("analyze-signal: a user JWT, another user's machine and a destroyed machine are 403", () =>
+  withSignal(async ({ user, traderId, signalId }) => {
+    await useGeminiKey();
+    const rival = await createUser();
+    try {
+      const rivalMachine = await rival.machineJwt(await createMachine(rival));
+      const destroyed = await user.machineJwt(await createMachine(user, "destroyed"));
+      const request = { traderId, signalId, marketData: marketData() };
+
+      const asUser = await handler(post(URL, request, user.jwt));
+      const asRival = await handler(post(URL, request, rivalMachine));
+      const asDestroyed = await handler(post(URL, request, destroyed));
+
+      assert.equal(asUser.status, 403);
+      assert.match((await json(asUser)).error.message, /role 'authenticated' may not analyze signals/);
+      assert.equal(asRival.status, 403);
+      assert.match((await json(asRival)).error.message, /belongs to another user/);
+      assert.equal(asDestroyed.status, 403);
+      assert.match((await json(asDestroyed)).error.message, /is not a live machine of this user/);
+      const [{ count }] = await sql`select count(*)::int as count from public.analysis_history where signal_id = ${signalId}`;
+      assert.equal(count, 0);
+    } finally {
+      await deleteUser(rival);
+    }
+  }));
+
+stackTest("analyze-signal: service_role may analyse any user's signal", () =>
+  withSignal(async ({ traderId, signalId }) => {
+    await useGeminiKey();
+    const service = await mintJwt({ role: "service_role" });
+
+    const response = await handler(post(URL, { traderId, signalId, marketData: marketData() }, service));
+
+    assert.equal(response.status, 200);
+    await response.body?.cancel();
+  }));
+
+stackTest("analyze-signal: unknown trader and a signal of another trader are 404, a closed signal 409", () =>
+  withSignal(async ({ user, traderId, signalId, machineJwt }) => {
+    await useGeminiKey();
+    const otherTrader = await createTrader(user);
+    const otherSignal = await createSignal(user, otherTrader, "ETHUSDT");
+
+    const noTrader = await handler(post(URL, { traderId: crypto.randomUUID(), signalId, marketData: marketData() }, machineJwt));
+    const wrongSignal = await handler(post(URL, { traderId, signalId: otherSignal, marketData: marketData() }, machineJwt));
+    await sql`update public.signals set status = 'closed', closed_at = now() where id = ${signalId}`;
+    const closed = await handler(post(URL, { traderId, signalId, marketData: marketData() }, machineJwt));
+
+    assert.equal(noTrader.status, 404);
+    assert.equal((await json(noTrader)).error.code, "trader_not_found");
+    assert.equal(wrongSignal.status, 404);
+    assert.equal((await json(wrongSignal)).error.code, "signal_not_found");
+    assert.equal(closed.status, 409);
+    assert.equal((await json(closed)).error.code, "signal_closed");
+  }));
+
+stackTest("analyze-signal: invalid bodies are 400 naming the field and the reason", () =>
+  withSignal(async ({ traderId, signalId, machineJwt }) => {
+    const klines = binanceKlines(3, HOUR_MS, NOW_MS);
+    const cases: [Record<string, unknown>, string][] = [
+      [{ traderId: "x", signalId, marketData: marketData() }, "traderId is required and must be a UUID"],
+      [{ traderId, signalId }, "marketData is required and must be an object"],
+      [{ traderId, signalId, marketData: marketData(), extra: 1 }, "unknown field(s): extra"],
+      [{ traderId, signalId, marketData: marketData({ symbol: "btc-usdt" }) }, "marketData.symbol must be a Binance symbol"],
+      [{ traderId, signalId, marketData: marketData({ symbol: "ETHUSDT" }) }, "marketData.symbol is ETHUSDT but signal"],
+      [{ traderId, signalId, marketData: marketData({ timestamp: NOW_MS }) }, "marketData.timestamp must be Unix seconds"],
+      [{ traderId, signalId, marketData: marketData({ ticker: { volume24h: "1" } }) }, "marketData.ticker.lastPrice is required"],
+      [{ traderId, signalId, marketData: marketData({ ticker: { lastPrice: "abc" } }) }, "marketData.ticker.lastPrice must be a decimal number"],
+      [{ traderId, signalId, marketData: marketData({ klines: {} }) }, "marketData.klines must hold 1-8 timeframes, held 0"],
+      [{ traderId, signalId, marketData: marketData({ klines: { "7m": klines } }) }, 'marketData.klines has an unknown timeframe "7m"'],
+      [{ traderId, signalId, marketData: marketData({ klines: { "1h": [[1, "1", "1", "1"]] } }) }, "marketData.klines.1h[0] must be a Binance kline array"],
+      [{ traderId, signalId, marketData: marketData({ klines: { "1h": [klines[1], klines[0]] } }) }, "marketData.klines.1h[1][0] (openTime) must be later"],
+      [{ traderId, signalId, marketData: marketData({ klines: { "1h": [[NOW_MS + 1, ...klines[0].slice(1)]] } }) }, "marketData.klines.1h[0][0] (openTime) is not aligned to 1h"],
+      [{ traderId, signalId, marketData: marketData({ klines: { "1h": [[NOW_MS, "10", "9", "11", "10", "1"]] } }) }, "marketData.klines.1h[0]: high must be the highest"],
+      [{ traderId, signalId, marketData: marketData({ klines: { "1h": binanceKlines(1001, HOUR_MS, NOW_MS) } }) }, "marketData.klines.1h has 1001 klines; at most 1000"],
+      [{ traderId, signalId, marketData: marketData({ indicators: { rsi: "high" } }) }, "marketData.indicators.rsi must be a number"],
+      [{ traderId, signalId, marketData: marketData({ indicators: { "bad name!": 1 } }) }, "marketData.indicators has an invalid name"],
+    ];
+    for (const [body, message] of cases) {
+      const response = await handler(post(URL, body, machineJwt));
+      const error = (await json(response)).error;
+      assert.equal(response.status, 400, `${message}: ${error.message}`);
+      assert.ok(error.message.startsWith(message), `${error.message} / ${message}`);
+    }
+  }));
+
+stackTest("analyze-signal: a body over 1 MB is 413", () =>
+  withSignal(async ({ traderId, signalId, machineJwt }) => {
+    const big = JSON.stringify({ traderId, signalId, marketData: marketData(), padding: "x".repeat(1_000_001) });
+
+    const response = await handler(post(URL, big, machineJwt));
+
+    assert.equal(response.status, 413);
+    assert.equal((await json(response)).error.code, "body_too_large");
+  }));
+
+stackTest("analyze-signal: one schema violation is corrected; two are 502 and nothing is recorded", () =>
+  withSignal(async ({ traderId, signalId, machineJwt }) => {
+    await useGeminiKey([{ kind: "schema_violation" }]);
+    const corrected = await handler(post(URL, { traderId, signalId, marketData: marketData() }, machineJwt));
+    assert.equal(corrected.status, 200);
+    await corrected.body?.cancel();
+
+    await useGeminiKey([{ kind: "schema_violation" }, { kind: "malformed_json" }]);
+    const failed = await handler(post(URL, { traderId, signalId, marketData: marketData() }, machineJwt));
+
+    assert.equal(failed.status, 502);
+    assert.equal((await json(failed)).error.code, "model_invalid_output");
+    const [{ count }] = await sql`select count(*)::int as count from public.analysis_history where signal_id = ${signalId}`;
+    assert.equal(count, 1);
+  }));
+
+stackTest("analyze-signal: the trader's owner pays; an exhausted budget is 429", () =>
+  withSignal(async ({ user, traderId, signalId }) => {
+    await useGeminiKey();
+    await spendBudget(user, 10);
+    const service = await mintJwt({ role: "service_role" });
+
+    const response = await handler(post(URL, { traderId, signalId, marketData: marketData() }, service));
+
+    assert.equal(response.status, 429);
+    assert.equal((await json(response)).error.code, "budget_exhausted");
+  }));
