@@ -1,0 +1,1 @@
+"""A Binance-Spot-compatible exchange simulator replaying recorded candles (REST, streams, matching)."""
