@@ -3,7 +3,7 @@
 VENV := .venv/bin
 SHELL := /bin/bash
 
-.PHONY: help setup up down status test test-db lint bench demo clean
+.PHONY: help setup up down status test test-db test-functions lint bench demo clean
 
 help:
 	@echo "make setup   install Debian/npm/Python dependencies (idempotent)"
@@ -36,12 +36,18 @@ test: setup lint
 	$(VENV)/trademind dev up --quiet || exit 1; \
 	status=0; \
 	$(VENV)/trademind dev test-db || status=$$?; \
+	$(MAKE) --no-print-directory test-functions || status=$$?; \
 	$(VENV)/pytest || status=$$?; \
 	if [ $$started = 1 ]; then $(VENV)/trademind dev down >/dev/null; fi; \
 	exit $$status
 
 test-db: setup
 	@$(VENV)/trademind dev up --quiet && $(VENV)/trademind dev test-db
+
+# Edge Function tests (deno test) against the running stack: real PostgREST/Postgres, the Gemini stand-in.
+test-functions:
+	@DENO_NO_PACKAGE_JSON=1 DENO_NO_UPDATE_CHECK=1 DENO_DIR=.devstack/deno NO_COLOR=1 \
+	node_modules/.bin/deno test --no-lock --allow-net --allow-env --allow-read supabase/functions/tests/
 
 bench: setup
 	@$(VENV)/python -m bench
