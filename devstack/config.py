@@ -23,6 +23,13 @@ REALTIME_PORT = 54333
 GEMINI_PORT = 54341
 # The stand-in accepts any key; the functions still send one, as they must to the real API.
 GEMINI_STANDIN_API_KEY = "devstack-gemini-key"
+FLY_PORT = 54342
+# The Fly stand-in's app and token (dev only): the lifecycle functions present it as production's would.
+FLY_APP_NAME = "trademind-workers"
+FLY_DEV_TOKEN = "fly-devstack-token-not-a-secret"  # noqa: S105
+FLY_DEV_IMAGE = "registry.fly.io/trademind-workers:dev"
+# Key the functions derive each machine's API secret from (HMAC per user); production sets its own.
+MACHINE_SECRET_DEV_KEY = "devstack-machine-secret-key-not-for-production"  # noqa: S105
 
 
 @dataclass(frozen=True)
@@ -134,6 +141,23 @@ class StackConfig:
             "SUPABASE_JWT_SECRET": keys.JWT_SECRET,
             "FUNCTIONS_VERIFY_JWT": json.dumps(self.functions_verify_jwt),
             **self.gemini_env(),
+            **self.fly_env(),
+        }
+
+    def fly_env(self) -> dict[str, str]:
+        """The lifecycle functions' Fly settings: the local stand-in, reached the way Fly's 6PN would be.
+
+        Production: FLY_API_URL=https://api.machines.dev/v1 and
+        MACHINE_URL_TEMPLATE=http://{machine_id}.vm.{app}.internal:8080 (see README).
+        """
+        return {
+            "FLY_API_URL": f"http://127.0.0.1:{FLY_PORT}/v1",
+            "FLY_API_TOKEN": FLY_DEV_TOKEN,
+            "FLY_APP_NAME": FLY_APP_NAME,
+            "FLY_WORKER_IMAGE": FLY_DEV_IMAGE,
+            "MACHINE_URL_TEMPLATE": f"http://127.0.0.1:{FLY_PORT}/_machines/{{machine_id}}",
+            "MACHINE_JWT_SECRET": keys.JWT_SECRET,
+            "MACHINE_SECRET_KEY": MACHINE_SECRET_DEV_KEY,
         }
 
     def gemini_env(self) -> dict[str, str]:

@@ -16,6 +16,9 @@ import httpx
 
 from devstack import keys, migrations
 from devstack.config import (
+    FLY_APP_NAME,
+    FLY_DEV_TOKEN,
+    FLY_PORT,
     FUNCTIONS_PORT,
     GEMINI_PORT,
     POSTGREST_ADMIN_PORT,
@@ -24,6 +27,7 @@ from devstack.config import (
     StackConfig,
 )
 from devstack.errors import StackError
+from devstack.fly.machines import stop_recorded_processes
 from devstack.postgres import PG_BIN_DIR, PostgresCluster
 from devstack.processes import ProcessRecord, ProcessRegistry
 
@@ -53,7 +57,7 @@ def _quiet(_: str) -> None:
 class DevStack:
     """Start, stop, inspect and reset the local stack; every process it starts is recorded by pid."""
 
-    PARTS = ("postgres", "postgrest", "realtime", "functions", "gateway", "gemini")
+    PARTS = ("postgres", "postgrest", "realtime", "functions", "gateway", "gemini", "fly")
 
     def __init__(self, config: StackConfig | None = None) -> None:
         self.config = config or StackConfig.load()
@@ -78,6 +82,7 @@ class DevStack:
         self._ensure_running("postgrest", "PostgREST", POSTGREST_PORT, self._postgrest_launch, progress)
         self._ensure_running("realtime", "Realtime", REALTIME_PORT, self._realtime_launch, progress)
         self._ensure_running("gemini", "the Gemini stand-in", GEMINI_PORT, self._gemini_launch, progress)
+        self._ensure_running("fly", "the Fly Machines stand-in", FLY_PORT, self._fly_launch, progress)
         self._ensure_running(
             "functions", "Edge Functions (Deno)", FUNCTIONS_PORT, self._functions_launch, progress
         )
@@ -91,10 +96,13 @@ class DevStack:
         """Stop every process this stack started, gateway first; return the names of those stopped."""
         stopped = []
         # Realtime before Postgres: it drops its replication slot on the way out.
-        for name in ("gateway", "functions", "realtime", "postgrest", "gemini"):
+        for name in ("gateway", "functions", "fly", "realtime", "postgrest", "gemini"):
             if self.registry.stop(name, first_signal=signal.SIGTERM):
                 progress(f"stopped {name}")
                 stopped.append(name)
+        # Worker processes a crashed Fly stand-in left behind (it stops its own on SIGTERM).
+        if stop_recorded_processes(self._fly_state_dir):
+            progress("stopped leftover Fly machine processes")
         if self.postgres.stop():
             progress("stopped postgres")
             stopped.append("postgres")
@@ -148,6 +156,7 @@ class DevStack:
             "functions": f"http://127.0.0.1:{FUNCTIONS_PORT}/_internal/health",
             "gateway": f"{self.config.api_url}/health",
             "gemini": f"http://127.0.0.1:{GEMINI_PORT}/_control/health",
+            "fly": f"http://127.0.0.1:{FLY_PORT}/_control/health",
         }
         deadline = time.monotonic() + timeout_secs
         with httpx.Client(timeout=2.0) as client:
@@ -226,6 +235,22 @@ class DevStack:
     def _gemini_launch(self) -> tuple[list[str], dict[str, str]]:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(self.config.repo_root)}
         return [sys.executable, "-m", "devstack.gemini", "--port", str(GEMINI_PORT)], env
+
+    @property
+    def _fly_state_dir(self) -> Path:
+        return self.config.state_dir / "fly"
+
+    def _fly_launch(self) -> tuple[list[str], dict[str, str]]:
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": os.environ.get("HOME", str(self.config.state_dir)),
+            "FLY_API_TOKEN": FLY_DEV_TOKEN,
+            "FLY_APP_NAME": FLY_APP_NAME,
+            "PYTHONPATH": str(self.config.repo_root),
+            "PYTHONUNBUFFERED": "1",
+        }
+        argv = [sys.executable, "-m", "devstack.fly", "--port", str(FLY_PORT)]
+        return [*argv, "--state-dir", str(self._fly_state_dir)], env
 
     def _realtime_launch(self) -> tuple[list[str], dict[str, str]]:
         env = {
