@@ -1,0 +1,267 @@
+// What the lifecycle functions share: their environment, who may act for whom, the machine config a user
+// gets, the fly_machines rows, and calls to a machine's own HTTP API (reached through MACHINE_URL_TEMPLATE:
+// `http://{machine_id}.vm.{app}.internal:8080` on Fly's private network, the stand-in's proxy locally).
+import type { SupabaseClient } from "npm:@supabase/supabase-js@2.119.0";
+import type { Caller } from "./auth.ts";
+import { isUuid } from "./auth.ts";
+import { optionalEnv, positiveIntEnv, requireEnv, type SupabaseEnv, supabaseEnv } from "./env.ts";
+import { type FlyEnv, flyEnv, type MachineConfig } from "./fly.ts";
+import { HttpError, invalidBody } from "./http.ts";
+import { DEFAULT_MACHINE_TOKEN_TTL_DAYS, machineApiSecret, mintMachineToken } from "./machine_tokens.ts";
+
+export const WORKER_HTTP_PORT = 8080;
+// Machine size by subscription tier; free users get no machine.
+export const MEMORY_MB_BY_TIER: Readonly<Record<string, number>> = { pro: 256, elite: 512, power: 1024 };
+// Rows whose machine_id is this prefix are claims taken before Fly assigned an id (see provision-machine).
+export const PENDING_PREFIX = "pending-";
+
+export interface LifecycleEnv {
+  supabase: SupabaseEnv;
+  anonKey: string;
+  fly: FlyEnv;
+  workerImage: string;
+  machineUrlTemplate: string;
+  machineJwtSecret: string;
+  machineSecretKey: string;
+  jwtIssuer: string;
+  tokenTtlSecs: number;
+  workerSupabaseUrl: string;
+  workerEnv: Record<string, string>;
+}
+
+export function lifecycleEnv(): LifecycleEnv {
+  const supabase = supabaseEnv();
+  const workerEnv: Record<string, string> = { LOG_LEVEL: optionalEnv("WORKER_LOG_LEVEL", "info") };
+  const binanceBaseUrl = Deno.env.get("WORKER_BINANCE_BASE_URL");
+  if (binanceBaseUrl) workerEnv.BINANCE_BASE_URL = binanceBaseUrl;
+  const heartbeat = Deno.env.get("WORKER_HEARTBEAT_INTERVAL_SECS");
+  if (heartbeat) workerEnv.HEARTBEAT_INTERVAL_SECS = heartbeat;
+  return {
+    supabase,
+    anonKey: requireEnv("SUPABASE_ANON_KEY"),
+    fly: flyEnv(),
+    workerImage: requireEnv("FLY_WORKER_IMAGE"),
+    machineUrlTemplate: optionalEnv("MACHINE_URL_TEMPLATE", `http://{machine_id}.vm.{app}.internal:${WORKER_HTTP_PORT}`),
+    // The project's JWT secret: PostgREST verifies machine tokens with it.
+    machineJwtSecret: optionalEnv("MACHINE_JWT_SECRET", supabase.jwtSecret),
+    machineSecretKey: requireEnv("MACHINE_SECRET_KEY"),
+    jwtIssuer: optionalEnv("MACHINE_JWT_ISSUER", "supabase"),
+    tokenTtlSecs: positiveIntEnv("MACHINE_TOKEN_TTL_DAYS", DEFAULT_MACHINE_TOKEN_TTL_DAYS) * 86_400,
+    workerSupabaseUrl: optionalEnv("WORKER_SUPABASE_URL", supabase.url),
+    workerEnv,
+  };
+}
+
+// Who may act for whom ------------------------------------------------------------------------------------
+/**
+ * The user an operation is for. service_role (operators, other functions) names any user; an end user acts
+ * only on themselves (naming another user is 403); machines and anon may not call lifecycle functions.
+ */
+export function targetUser(caller: Caller, requested: unknown, action: string): string {
+  if (requested !== undefined && requested !== null && !isUuid(requested)) throw invalidBody("userId must be a user id (uuid)");
+  if (caller.role === "service_role") {
+    if (requested === undefined || requested === null) throw invalidBody("userId is required when calling as service_role");
+    return requested as string;
+  }
+  if (caller.role === "authenticated") {
+    if (requested !== undefined && requested !== null && requested !== caller.userId) {
+      throw new HttpError(403, "forbidden", `a user may ${action} only their own machine`);
+    }
+    return caller.userId as string;
+  }
+  throw new HttpError(403, "forbidden", `role '${caller.role}' may not ${action}`);
+}
+
+export function rejectUnknownFields(body: Record<string, unknown>, allowed: readonly string[]): void {
+  const unknown = Object.keys(body).filter((key) => !allowed.includes(key));
+  if (unknown.length) throw invalidBody(`unknown field(s): ${unknown.join(", ")}; allowed: ${allowed.join(", ")}`);
+}
+
+// Rows -----------------------------------------------------------------------------------------------------
+export interface MachineRow {
+  id: string;
+  user_id: string;
+  machine_id: string;
+  status: string;
+  region: string | null;
+  memory_mb: number | null;
+  version: string | null;
+  created_at: string;
+  last_heartbeat: string | null;
+}
+
+export const MACHINE_COLUMNS = "id, user_id, machine_id, status, region, memory_mb, version, created_at, last_heartbeat";
+
+export async function liveMachineRow(db: SupabaseClient, userId: string): Promise<MachineRow | null> {
+  const { data, error } = await db
+    .from("fly_machines")
+    .select(MACHINE_COLUMNS)
+    .eq("user_id", userId)
+    .neq("status", "destroyed")
+    .maybeSingle();
+  if (error) throw new Error(`reading fly_machines failed: ${error.code} ${error.message}`);
+  return data as MachineRow | null;
+}
+
+export async function markDestroyed(db: SupabaseClient, rowId: string, errorMessage: string | null = null): Promise<void> {
+  const { error } = await db
+    .from("fly_machines")
+    .update({ status: "destroyed", destroyed_at: new Date().toISOString(), error_message: errorMessage })
+    .eq("id", rowId);
+  if (error) throw new Error(`marking the machine destroyed failed: ${error.code} ${error.message}`);
+}
+
+/** The user's open positions and watching signals as the database holds them (when the machine cannot say). */
+export async function databaseFinalState(db: SupabaseClient, userId: string): Promise<{ openPositions: number; watchingSignals: number }> {
+  const positions = await db.from("positions").select("id", { count: "exact", head: true }).eq("user_id", userId).eq("status", "open");
+  if (positions.error) throw new Error(`counting positions failed: ${positions.error.message}`);
+  const signals = await db.from("signals").select("id", { count: "exact", head: true }).eq("user_id", userId).eq("status", "watching");
+  if (signals.error) throw new Error(`counting signals failed: ${signals.error.message}`);
+  return { openPositions: positions.count ?? 0, watchingSignals: signals.count ?? 0 };
+}
+
+// Machine config -------------------------------------------------------------------------------------------
+export interface UserForMachine {
+  id: string;
+  tier: string;
+  preferred_region: string;
+  real_trading_enabled: boolean;
+}
+
+/** The worker's environment for one machine version: identity, keys, a freshly minted machine token. */
+export async function machineEnv(
+  env: LifecycleEnv,
+  user: UserForMachine,
+  machineId: string,
+  binanceKeys: { apiKey: string; secretKey: string } | null,
+): Promise<Record<string, string>> {
+  const values: Record<string, string> = {
+    ...env.workerEnv,
+    USER_ID: user.id,
+    MACHINE_ID: machineId,
+    SUPABASE_URL: env.workerSupabaseUrl,
+    SUPABASE_ANON_KEY: env.anonKey,
+    MACHINE_TOKEN: await mintMachineToken(env.machineJwtSecret, {
+      userId: user.id,
+      machineId,
+      issuer: env.jwtIssuer,
+      ttlSecs: env.tokenTtlSecs,
+    }),
+    MACHINE_API_SECRET: await machineApiSecret(env.machineSecretKey, user.id),
+    PAPER_TRADING_ONLY: user.real_trading_enabled ? "false" : "true",
+  };
+  if (binanceKeys) {
+    values.BINANCE_API_KEY = binanceKeys.apiKey;
+    values.BINANCE_API_SECRET = binanceKeys.secretKey;
+  }
+  return values;
+}
+
+export function machineConfig(env: LifecycleEnv, user: UserForMachine, workerEnv: Record<string, string>): MachineConfig {
+  const memoryMb = MEMORY_MB_BY_TIER[user.tier];
+  if (!memoryMb) throw new HttpError(403, "tier_not_eligible", `the ${user.tier} tier has no worker machine; upgrade to pro or above`);
+  return {
+    image: env.workerImage,
+    env: workerEnv,
+    guest: { cpu_kind: "shared", cpus: 1, memory_mb: memoryMb },
+    // on-failure, not always: exit 0 means the worker was told to stop, and a worker whose row is gone
+    // (exit 78) must not restart forever. Crashes and kills are restarted up to 10 times.
+    restart: { policy: "on-failure", max_retries: 10 },
+    auto_destroy: false,
+    metadata: { trademind_user_id: user.id, trademind_tier: user.tier },
+    checks: {
+      health: {
+        type: "http",
+        port: WORKER_HTTP_PORT,
+        path: "/health",
+        method: "GET",
+        interval: "15s",
+        timeout: "5s",
+        grace_period: "20s",
+      },
+    },
+    // The worker finishes in-flight work within 30 s of SIGTERM.
+    stop_config: { signal: "SIGTERM", timeout: "35s" },
+  };
+}
+
+export async function decryptBinanceKeys(db: SupabaseClient, userId: string): Promise<{ apiKey: string; secretKey: string } | null> {
+  const { data, error } = await db.rpc("decrypt_binance_keys", { user_id: userId });
+  // Never include the error's details: they could echo the arguments, never the keys, but stay terse.
+  if (error) throw new Error(`decrypt_binance_keys failed: ${error.code}`);
+  const rows = (data ?? []) as { api_key: string; secret_key: string }[];
+  return rows.length ? { apiKey: rows[0].api_key, secretKey: rows[0].secret_key } : null;
+}
+
+// The machine's own HTTP API -------------------------------------------------------------------------------
+export interface MachineAnswer {
+  status: number;
+  body: Record<string, unknown> | null;
+}
+
+/** The machine could not be reached at all (not running, no route, timeout). */
+export class MachineUnreachable extends Error {
+  constructor(readonly machineId: string, reason: string) {
+    super(`machine ${machineId} unreachable: ${reason}`);
+    this.name = "MachineUnreachable";
+  }
+}
+
+export function machineUrl(template: string, app: string, machineId: string, path: string): string {
+  const base = template.replaceAll("{machine_id}", encodeURIComponent(machineId)).replaceAll("{app}", encodeURIComponent(app));
+  return `${base.replace(/\/+$/, "")}/${path.replace(/^\/+/, "")}`;
+}
+
+export async function callMachine(
+  env: LifecycleEnv,
+  machineId: string,
+  path: string,
+  { method = "GET", userId, body, timeoutMs = 5000 }: { method?: string; userId?: string; body?: unknown; timeoutMs?: number } = {},
+): Promise<MachineAnswer> {
+  const headers: Record<string, string> = { accept: "application/json" };
+  if (userId) headers.authorization = `Bearer ${await machineApiSecret(env.machineSecretKey, userId)}`;
+  if (body !== undefined) headers["content-type"] = "application/json";
+  let response: Response;
+  try {
+    response = await fetch(machineUrl(env.machineUrlTemplate, env.fly.app, machineId, path), {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+  } catch (error) {
+    throw new MachineUnreachable(machineId, (error as Error).name === "TimeoutError" ? "timed out" : (error as Error).message);
+  }
+  const text = await response.text();
+  let parsed: Record<string, unknown> | null = null;
+  try {
+    const value = JSON.parse(text);
+    if (value && typeof value === "object" && !Array.isArray(value)) parsed = value;
+  } catch { /* not JSON */ }
+  // A proxy or router answering for a machine that is not running is not the worker speaking.
+  if ((response.status === 502 || response.status === 503 || response.status === 404) && typeof parsed?.error === "string") {
+    throw new MachineUnreachable(machineId, `HTTP ${response.status}: ${parsed.error}`);
+  }
+  return { status: response.status, body: parsed };
+}
+
+/** Run `fn` over `items` with at most `limit` in flight, keeping the input order in the result. */
+export async function mapLimited<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = new Array(items.length);
+  let next = 0;
+  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
+    while (next < items.length) {
+      const index = next++;
+      results[index] = await fn(items[index]);
+    }
+  });
+  await Promise.all(workers);
+  return results;
+}
+
+export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** A new trader_machine token for an existing machine (rolling updates re-mint them on the way). */
+export function mintFreshToken(env: LifecycleEnv, userId: string, machineId: string): Promise<string> {
+  return mintMachineToken(env.machineJwtSecret, { userId, machineId, issuer: env.jwtIssuer, ttlSecs: env.tokenTtlSecs });
+}
