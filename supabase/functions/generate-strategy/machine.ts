@@ -1,10 +1,10 @@
-// Make sure the user has a worker machine: reuse a live one, else ask provision-machine for one. Until
-// that function is deployed the trader is still saved and the answer says no machine exists yet.
+// Make sure the user has a worker machine: reuse a live one, else ask provision-machine for one. When that
+// function is missing or refuses, the trader is still saved and the answer says no machine exists yet.
 import type { SupabaseClient } from "npm:@supabase/supabase-js@2.119.0";
 import type { SupabaseEnv } from "../_shared/env.ts";
 
 export interface MachineOutcome {
-  status: "existing" | "provisioned" | "not_provisioned";
+  status: "existing" | "provisioned" | "provisioning" | "not_provisioned";
   machineId?: string;
   message?: string;
 }
@@ -35,19 +35,23 @@ export async function provisionMachine(db: SupabaseClient, env: SupabaseEnv, use
     });
   } catch (error) {
     console.error(`generate-strategy: provision-machine unreachable user_id=${userId}: ${(error as Error).message}`);
-    return { status: "not_provisioned", message: "no machine is provisioned yet: provisioning could not be reached; it will be retried" };
+    return { status: "not_provisioned", message: "no machine is provisioned yet: provisioning could not be reached; call provision-machine to retry" };
   }
   const body = await response.json().catch(() => null) as Record<string, unknown> | null;
-  if (response.status === 404) {
-    await response.body?.cancel().catch(() => {});
+  if (response.status === 404 && (body?.error as { code?: string } | undefined)?.code !== "user_not_found") {
     return { status: "not_provisioned", message: "no machine is provisioned yet: machine provisioning is not available" };
   }
+  if (response.status === 202) return { status: "provisioning", message: "the machine is being provisioned" };
   if (!response.ok) {
-    console.error(`generate-strategy: provision-machine answered ${response.status} user_id=${userId}`);
-    return { status: "not_provisioned", message: `no machine is provisioned yet: provisioning failed (HTTP ${response.status})` };
+    const reason = (body?.error as { message?: string } | undefined)?.message ?? "no reason given";
+    console.error(`generate-strategy: provision-machine answered ${response.status} user_id=${userId}: ${reason}`);
+    return {
+      status: "not_provisioned",
+      message: `no machine is provisioned yet: provisioning was refused (HTTP ${response.status}: ${reason})`,
+    };
   }
-  const machineId = body?.machineId ?? (body?.machine as Record<string, unknown> | undefined)?.machine_id;
+  const machineId = body?.machineId;
   return typeof machineId === "string"
     ? { status: "provisioned", machineId }
-    : { status: "provisioned", message: "provisioning started" };
+    : { status: "provisioning", message: "the machine is being provisioned" };
 }

@@ -51,10 +51,14 @@ export interface TestUser {
   machineJwt: (machineId: string) => Promise<string>;
 }
 
-export async function createUser(tier = "pro"): Promise<TestUser> {
+/**
+ * A signed-up user. The subscription defaults to cancelled so that generate-strategy's call to
+ * provision-machine is refused and no worker machine is started for a throwaway user.
+ */
+export async function createUser(tier = "pro", subscription = "cancelled"): Promise<TestUser> {
   const id = crypto.randomUUID();
   await sql`insert into auth.users (id, aud, role, email) values (${id}, 'authenticated', 'authenticated', ${`u-${id}@example.com`})`;
-  await sql`update public.users set tier = ${tier} where id = ${id}`;
+  await sql`update public.users set tier = ${tier}, subscription_status = ${subscription} where id = ${id}`;
   return {
     id,
     jwt: await mintJwt({ role: "authenticated", sub: id, aud: "authenticated" }),
