@@ -1,0 +1,81 @@
+"""The signal sandbox: compiles traders' LLM-written signal code and runs it where it can reach nothing else.
+
+Public API (import from here):
+
+    compile_signal(code, *, trader_id=None, version=None) -> SignalProgram   raises SignalCodeError
+    KlineSnapshot(klines_by_symbol, tickers)      one sweep's data in shared memory (a context manager)
+    SandboxPool(SandboxConfig(...))                the sandbox processes (async context manager)
+    SignalRunner(pool, reporter).load(...) / .evaluate(...) -> SweepResult   raises SignalRuntimeError
+    PostgrestTraderErrorReporter                   sets a broken trader to status='error' via PostgREST
+
+Threat model. Signal code is written by an LLM from a user's text, so treat it as written by an attacker
+who has read RestrictedPython's source. It must not read or change anything but the klines and ticker it
+is handed: not files, sockets, processes, the environment (which holds the machine token and Binance
+keys), the worker's memory, or other traders' results; and it must not stop the worker or other traders
+by looping, recursing, allocating or crashing. Out of scope: timing side channels between one user's own
+traders (a machine serves a single user) and kernel exploits (Fly's VM boundary covers those).
+
+Defence in depth, outermost last:
+1. Compile-time policy (compiler.py): an allow-list of syntax; no imports, classes, try/except, with,
+   global/nonlocal, generators, f-strings or decorators; no names or attributes starting with `_`; no
+   strings containing `__`; known internals (`format`, `gi_frame`, `f_globals`, numpy `tofile`...)
+   refused; only functions and constants at module level; immutable parameter defaults; every name must
+   be bound by the code or be a helper, `math` or a safe builtin; `check_signal` takes exactly three
+   parameters. Errors carry the line and what to do instead.
+2. RestrictedPython's transformer: attribute, item, iteration, unpacking and in-place operations become
+   calls to our guards.
+3. A minimal namespace (guards.py): 15 builtins, a `math` proxy, the catalog's helpers; attributes are an
+   allow-list per exact type (no attribute at all on functions, generators, types, exceptions); writes
+   only into lists/dicts/sets the code built; module constants are frozen after loading.
+4. A separate process per evaluation slot (child.py): started with `python -I`, an empty environment and
+   cwd `/`; RLIMIT_AS (memory), RLIMIT_CPU (per batch), RLIMIT_FSIZE=0, RLIMIT_NOFILE, RLIMIT_CORE=0 and
+   RLIMIT_NPROC=0 (effective only for a non-root uid); a CPU-time deadline per check that the code
+   cannot catch; klines mapped read-only from shared memory.
+5. The worker's watchdog (pool.py): a process silent past the deadline plus a grace period is killed;
+   any fatal error, crash or malformed frame kills and replaces the process and fails only that trader's
+   evaluation. The worker parses replies as a fixed binary format and never unpickles or evaluates them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__all__ = [
+    "KlineSnapshot",
+    "PostgrestTraderErrorReporter",
+    "SandboxConfig",
+    "SandboxPool",
+    "SignalCodeError",
+    "SignalProgram",
+    "SignalRunner",
+    "SignalRuntimeError",
+    "SweepResult",
+    "TraderErrorReporter",
+    "compile_signal",
+]
+
+if TYPE_CHECKING:
+    from worker.sandbox.compiler import SignalProgram, compile_signal
+    from worker.sandbox.errors import SignalCodeError, SignalRuntimeError
+    from worker.sandbox.pool import SandboxConfig, SandboxPool
+    from worker.sandbox.reporting import PostgrestTraderErrorReporter, TraderErrorReporter
+    from worker.sandbox.runner import SignalRunner, SweepResult
+    from worker.sandbox.snapshot import KlineSnapshot
+
+# Loaded on first use: the sandbox process imports this package too, and must not pay for (or hold in
+# memory) the HTTP and PostgREST clients the worker side needs.
+_HOMES = {
+    "SignalProgram": "compiler", "compile_signal": "compiler", "SignalCodeError": "errors",
+    "SignalRuntimeError": "errors", "SandboxConfig": "pool", "SandboxPool": "pool",
+    "PostgrestTraderErrorReporter": "reporting", "TraderErrorReporter": "reporting",
+    "SignalRunner": "runner", "SweepResult": "runner", "KlineSnapshot": "snapshot",
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'worker.sandbox' has no attribute {name!r}")
+    from importlib import import_module  # noqa: PLC0415 (see _HOMES)
+
+    return getattr(import_module(f"worker.sandbox.{home}"), name)

@@ -1,0 +1,312 @@
+"""The sandbox process (`python -I -m worker.sandbox.child FD MEMORY_LIMIT_MB`): runs signal programs.
+
+It starts from a clean environment (no secrets), limits itself (address space, CPU, no new processes,
+no files, no core dumps), then serves requests from the worker on the inherited socket: a `snapshot`
+request maps a sweep's klines read-only; a `check` request evaluates one program for a list of symbols,
+streaming results back. Each check runs under a CPU-time deadline (SIGPROF): signal code cannot catch
+the exception it raises (the compiler refuses try/except and with). Anything that means the process
+may be unhealthy (deadline, memory, recursion) is reported as FATAL and the process exits; the worker
+starts a new one. The worker also watches from outside and kills a process that stops answering.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import resource
+import signal
+import socket
+import sys
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from types import FrameType, FunctionType, TracebackType
+from typing import Any
+
+import numpy as np
+
+from worker.indicators import helpers
+from worker.market.klines import Klines
+from worker.sandbox import protocol
+from worker.sandbox.compiler import FILENAME, HELPER_NAMES, compile_signal
+from worker.sandbox.errors import SignalCodeError
+from worker.sandbox.guards import freeze_module_constants, program_globals
+from worker.sandbox.snapshot import SnapshotReader
+
+RECURSION_LIMIT = 400  # well inside the C stack even when every level goes through a builtin
+MESSAGE_FORMAT_SECS = 0.05  # formatting an exception's message gets its own small deadline
+MAX_PROGRAMS = 128
+MAX_MEMO_ENTRIES = 50_000
+
+
+class CheckDeadline(BaseException):
+    """Raised from SIGPROF inside signal code; a BaseException so nothing on the way mistakes it."""
+
+
+class ProgramStopped(Exception):
+    """The program must not run on: the reason goes to the worker as FATAL."""
+
+
+def _on_deadline(signum: int, frame: FrameType | None) -> None:
+    raise CheckDeadline
+
+
+def _arm(secs: float) -> None:
+    signal.setitimer(signal.ITIMER_PROF, secs)
+
+
+def _disarm() -> None:
+    signal.setitimer(signal.ITIMER_PROF, 0)
+
+
+def limit_resources(memory_limit_mb: int) -> None:
+    """Cap this process: address space = what is mapped now + `memory_limit_mb`, and no fork/files/cores."""
+    mapped_bytes = _mapped_bytes()
+    address_space = mapped_bytes + memory_limit_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (16, 16))
+    # Counts processes per user, so it only stops forking where the sandbox runs as its own uid; it is
+    # ignored for root. The compiler and the namespace are what keep fork out of reach.
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
+    sys.setrecursionlimit(RECURSION_LIMIT)
+    signal.signal(signal.SIGPROF, _on_deadline)
+
+
+def _mapped_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[0]) * resource.getpagesize()
+
+
+def _cpu_secs() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _limit_cpu(budget_secs: float) -> None:
+    # A backstop behind the parent's watchdog: SIGXCPU kills the process if a batch overruns its budget.
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    soft = math.ceil(_cpu_secs() + budget_secs)
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+
+
+def _signal_line(trace: TracebackType | None) -> int | None:
+    line = None
+    while trace is not None:
+        if trace.tb_frame.f_code.co_filename == FILENAME:
+            line = trace.tb_lineno
+        trace = trace.tb_next
+    return line
+
+
+def _describe(error: BaseException) -> str:
+    line = _signal_line(error.__traceback__)
+    name = type(error).__name__
+    _arm(MESSAGE_FORMAT_SECS)  # str() of a huge value would otherwise run without a deadline
+    try:
+        detail = str(error)[: protocol.MAX_MESSAGE_CHARS]
+    except CheckDeadline:
+        detail = ""
+    finally:
+        _disarm()
+    text = f"{name}: {detail}" if detail else name
+    return protocol.clip(f"line {line}: {text}" if line is not None else text)
+
+
+def _memoised(memo: Callable[[], dict[tuple[Any, ...], Any]], name: str) -> Callable[..., Any]:
+    """`name` from the helpers, remembering float/tuple results per (series, arguments) in `memo()`:
+    every program evaluated against one snapshot shares them (many traders ask for the same RSI)."""
+    function = getattr(helpers, name)
+
+    def call(k: Any, *args: Any, **kwargs: Any) -> Any:
+        if type(k) is not Klines:  # only series from the snapshot: their ids are stable while it lives
+            return function(k, *args, **kwargs)
+        entries = memo()
+        try:
+            key = (
+                name,
+                id(k),
+                tuple((type(arg), arg) for arg in args),
+                tuple(sorted((key, type(value), value) for key, value in kwargs.items())),
+            )
+            return entries[key]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable or unorderable argument: compute without remembering
+            return function(k, *args, **kwargs)
+        result = function(k, *args, **kwargs)
+        if isinstance(result, float | tuple) and len(entries) < MAX_MEMO_ENTRIES:
+            entries[key] = result
+        return result
+
+    call.__name__ = name
+    return call
+
+
+class Sandbox:
+    """The request loop of one sandbox process."""
+
+    def __init__(self, connection: socket.socket) -> None:
+        self._connection = connection
+        self._snapshots: OrderedDict[int, SnapshotReader] = OrderedDict()
+        self._programs: OrderedDict[str, FunctionType] = OrderedDict()
+        self._memo: dict[tuple[Any, ...], Any] = {}
+        # Programs call the memoising helpers; the memo in use is the snapshot's own (see SnapshotReader).
+        self._helpers = {name: _memoised(lambda: self._memo, name) for name in HELPER_NAMES}
+
+    def serve(self) -> None:
+        self._connection.sendall(protocol.frame(protocol.READY))
+        while True:
+            body = self._receive()
+            if body is None:
+                return
+            try:
+                request = protocol.decode_request(body)
+                if request["op"] == "snapshot":
+                    self._attach(request)
+                    continue
+                if request["op"] != "check":
+                    raise ValueError(f"unknown request {request['op']!r}")
+            except Exception:
+                # Our side's failure (say the snapshot was already removed): not the program's fault.
+                self._connection.close()
+                os._exit(protocol.EXIT_INTERNAL)
+            self._check(request)
+
+    def _receive(self) -> bytes | None:
+        header = self._read_exactly(protocol.LENGTH.size)
+        if header is None:
+            return None
+        (length,) = protocol.LENGTH.unpack(header)
+        if length > protocol.MAX_REQUEST_BYTES:
+            raise ValueError("request too large")
+        return self._read_exactly(length)
+
+    def _read_exactly(self, count: int) -> bytes | None:
+        chunks = bytearray()
+        while len(chunks) < count:
+            chunk = self._connection.recv(min(count - len(chunks), 1 << 20))
+            if not chunk:
+                return None
+            chunks += chunk
+        return bytes(chunks)
+
+    def _attach(self, request: dict[str, Any]) -> None:
+        generation = int(request["generation"])
+        if generation not in self._snapshots:
+            self._snapshots[generation] = SnapshotReader(request)
+            while len(self._snapshots) > protocol.MAX_SNAPSHOTS:
+                self._snapshots.popitem(last=False)
+        self._snapshots.move_to_end(generation)
+
+    def _check(self, request: dict[str, Any]) -> None:
+        symbols: list[str] = request["symbols"]
+        deadline_secs = float(request["deadline_ms"]) / 1000
+        snapshot = self._snapshots[int(request["generation"])]
+        self._snapshots.move_to_end(snapshot.generation)  # the worker mirrors this LRU exactly
+        self._memo = snapshot.memo
+        _limit_cpu(deadline_secs * (len(symbols) + 1) + 2.0)
+        index = 0
+        try:
+            check_signal = self._program(request["key"], request["source"], deadline_secs)
+            out = bytearray()
+            statuses = bytearray()
+            start = 0
+            last_flush = time.perf_counter()
+            for index, symbol in enumerate(symbols):
+                status, message = self._run_one(check_signal, symbol, snapshot, deadline_secs)
+                if message is not None:
+                    out += protocol.encode_error(index, message)
+                statuses.append(status)
+                now = time.perf_counter()
+                if now - last_flush >= protocol.FLUSH_SECS:
+                    out += protocol.encode_results(start, bytes(statuses))
+                    self._connection.sendall(out)
+                    out.clear()
+                    statuses.clear()
+                    start, last_flush = index + 1, now
+            out += protocol.encode_results(start, bytes(statuses)) + protocol.encode_done(len(symbols))
+            self._connection.sendall(out)
+        except ProgramStopped as stopped:
+            self._connection.sendall(protocol.encode_fatal(index, str(stopped)))
+            self._connection.close()
+            os._exit(protocol.EXIT_FATAL)
+
+    def _program(self, key: str, source: str, deadline_secs: float) -> FunctionType:
+        check_signal = self._programs.get(key)
+        if check_signal is not None:
+            self._programs.move_to_end(key)
+            return check_signal
+        try:
+            program = compile_signal(source)
+        except SignalCodeError as error:
+            raise ProgramStopped(f"signal code was rejected: {error}") from None
+        namespace = program_globals(self._helpers)
+        prepared = set(namespace)
+        _arm(deadline_secs)
+        try:
+            exec(program.code, namespace)  # noqa: S102 (restricted code, restricted namespace)
+        except CheckDeadline:
+            raise ProgramStopped(
+                f"module-level code ran longer than the {deadline_secs * 1000:.0f} ms deadline"
+            ) from None
+        except (MemoryError, RecursionError) as error:
+            raise ProgramStopped(f"module-level code failed: {type(error).__name__}") from None
+        except Exception as error:
+            raise ProgramStopped(f"module-level code failed: {_describe(error)}") from None
+        finally:
+            _disarm()
+        freeze_module_constants(namespace, set(namespace) - prepared)
+        check_signal = namespace.get("check_signal")
+        if type(check_signal) is not FunctionType:
+            raise ProgramStopped("check_signal is not a function")
+        self._programs[key] = check_signal
+        while len(self._programs) > MAX_PROGRAMS:
+            self._programs.popitem(last=False)
+        return check_signal
+
+    def _run_one(
+        self, check_signal: FunctionType, symbol: str, snapshot: SnapshotReader, deadline_secs: float
+    ) -> tuple[int, str | None]:
+        klines, ticker = snapshot.klines(symbol), snapshot.ticker(symbol)
+        _arm(deadline_secs)
+        try:
+            result = check_signal(symbol, ticker, klines)
+        except CheckDeadline:
+            raise ProgramStopped(
+                f"check_signal ran longer than the {deadline_secs * 1000:.0f} ms deadline"
+                f" (stopped while checking {symbol})"
+            ) from None
+        except MemoryError:
+            raise ProgramStopped(f"check_signal used too much memory (checking {symbol})") from None
+        except RecursionError as error:
+            raise ProgramStopped(
+                f"check_signal recursed too deeply ({_describe(error)}, checking {symbol})"
+            ) from None
+        except Exception as error:
+            return protocol.FAILED, _describe(error)
+        finally:
+            _disarm()
+        if result is True or result is False or type(result) is np.bool_:
+            return (protocol.MATCH if result else protocol.NO_MATCH), None
+        return protocol.FAILED, f"check_signal returned {type(result).__name__}, expected True or False"
+
+
+def main(argv: list[str]) -> int:
+    descriptor, memory_limit_mb = int(argv[1]), int(argv[2])
+    connection = socket.socket(fileno=descriptor)
+    limit_resources(memory_limit_mb)
+    try:
+        Sandbox(connection).serve()
+    except BrokenPipeError:
+        return 0  # the worker went away
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

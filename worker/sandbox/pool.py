@@ -1,0 +1,362 @@
+"""A small pool of sandbox processes: start them, hand each one batch at a time, kill and replace on failure.
+
+Every batch is one program over a list of symbols. The worker watches each batch from outside: results
+must keep arriving (the sandbox sends them at least every few tens of milliseconds), and a process that
+is silent for longer than the per-check deadline plus a grace period is killed, whatever it is doing. A
+process that reports a fatal error, exits, crashes or sends a malformed frame is killed too, and a new
+one takes its place before the failing batch returns, so the next batch finds a full pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import sys
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from worker.errors import ConfigError, TransientError
+from worker.sandbox import protocol
+from worker.sandbox.compiler import SignalProgram
+from worker.sandbox.snapshot import KlineSnapshot
+
+logger = logging.getLogger(__name__)
+
+# The sandbox gets no environment from the worker (which holds the machine token and Binance keys);
+# numeric libraries are kept to one thread so a process stays small and its CPU time is its own.
+CHILD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "LC_ALL": "C.UTF-8"}
+EXIT_WAIT_SECS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxConfig:
+    """How the pool runs: process count, limits and timings (per-trader deadlines override the default)."""
+
+    processes: int = 2
+    # Address space each process may add to what it maps at start (interpreter, numpy, helpers).
+    memory_limit_mb: int = 192
+    default_deadline_ms: float = 250.0
+    # Slack the worker's own watchdog allows over the deadline before it kills a silent process.
+    grace_ms: float = 500.0
+    start_timeout_secs: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.processes < 1:
+            raise ConfigError("the sandbox pool needs at least one process")
+        if self.memory_limit_mb < 32:
+            raise ConfigError("sandbox memory_limit_mb must be at least 32")
+        if not 1 <= self.default_deadline_ms <= 60_000:
+            raise ConfigError("sandbox default_deadline_ms must be between 1 and 60000")
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """One status byte per symbol (protocol.NO_MATCH / MATCH / FAILED) and the failures' messages."""
+
+    statuses: bytes
+    errors: dict[int, str]
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    processes: int
+    restarts: int
+    rss_mb: float
+
+
+class SandboxFailure(Exception):
+    """The batch's program was stopped and its process replaced; `reason` says why, for the trader."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class SandboxProcess:
+    """One running sandbox process and its end of the socket pair."""
+
+    def __init__(
+        self,
+        process: asyncio.subprocess.Process,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        self._process = process
+        self._reader = reader
+        self._writer = writer
+        self._snapshots: OrderedDict[int, None] = OrderedDict()  # mirrors the child's LRU exactly
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    @classmethod
+    async def start(cls, config: SandboxConfig) -> SandboxProcess:
+        ours, theirs = socket.socketpair()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-I", "-m", "worker.sandbox.child", str(theirs.fileno()),
+                str(config.memory_limit_mb),
+                pass_fds=(theirs.fileno(),), stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, env=CHILD_ENV,
+                cwd="/", start_new_session=True,
+            )  # fmt: skip
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        reader, writer = await asyncio.open_unix_connection(sock=ours)
+        sandbox = cls(process, reader, writer)
+        try:
+            async with asyncio.timeout(config.start_timeout_secs):
+                first = await sandbox._read_frame()
+            if not isinstance(first, protocol.Ready):
+                raise protocol.ProtocolViolation("the first frame was not READY")
+        except BaseException as error:
+            await sandbox.terminate()
+            if isinstance(error, asyncio.CancelledError):
+                raise
+            raise TransientError(f"sandbox process did not start: {await sandbox.exit_reason()}") from error
+        return sandbox
+
+    async def run(
+        self,
+        program: SignalProgram,
+        symbols: list[str],
+        snapshot: KlineSnapshot,
+        deadline_ms: float,
+        grace_ms: float,
+    ) -> BatchOutcome:
+        """Evaluate `program` for `symbols`. On SandboxFailure this process is dead (terminate() done)."""
+        request = bytearray()
+        if snapshot.generation not in self._snapshots:
+            request += protocol.encode_raw_request(snapshot.index_json)
+            self._snapshots[snapshot.generation] = None
+            while len(self._snapshots) > protocol.MAX_SNAPSHOTS:
+                self._snapshots.popitem(last=False)
+        self._snapshots.move_to_end(snapshot.generation)
+        request += protocol.encode_request(
+            {
+                "op": "check",
+                "generation": snapshot.generation,
+                "key": program.key,
+                "source": program.source,
+                "symbols": symbols,
+                "deadline_ms": deadline_ms,
+            }
+        )
+        silence_secs = (deadline_ms + grace_ms) / 1000 + protocol.FLUSH_SECS
+        try:
+            self._writer.write(request)
+            await self._writer.drain()
+            return await self._collect(len(symbols), silence_secs)
+        except SandboxFailure:
+            await self.terminate()
+            raise
+        except TimeoutError:
+            await self.terminate()
+            raise SandboxFailure(
+                f"check_signal ran longer than the {deadline_ms:.0f} ms deadline and did not stop; its "
+                "sandbox process was killed"
+            ) from None
+        except protocol.ProtocolViolation as error:
+            await self.terminate()
+            raise SandboxFailure(
+                f"the sandbox process sent an invalid reply ({error}) and was killed"
+            ) from None
+        except (asyncio.IncompleteReadError, ConnectionError):
+            await self.terminate()
+            if self._process.returncode == protocol.EXIT_INTERNAL:
+                raise TransientError("the sandbox process failed to set up the batch") from None
+            raise SandboxFailure(await self.exit_reason()) from None
+        except BaseException:
+            await self.terminate()  # cancelled mid-batch: the process's state is unknown
+            raise
+
+    async def _collect(self, count: int, silence_secs: float) -> BatchOutcome:
+        statuses = bytearray()
+        errors: dict[int, str] = {}
+        while True:
+            async with asyncio.timeout(silence_secs):
+                message = await self._read_frame()
+            match message:
+                case protocol.Error(index=index, message=text) if len(statuses) <= index < count:
+                    errors[index] = text
+                case protocol.Results(start=start, statuses=chunk) if start == len(statuses):
+                    if start + len(chunk) > count:
+                        raise protocol.ProtocolViolation("more results than symbols")
+                    statuses += chunk
+                case protocol.Done(count=done) if done == count == len(statuses):
+                    for index, status in enumerate(statuses):
+                        if status == protocol.FAILED and index not in errors:
+                            errors[index] = "check_signal failed"
+                    return BatchOutcome(bytes(statuses), {i: errors[i] for i in sorted(errors)})
+                case protocol.Fatal(reason=reason):
+                    raise SandboxFailure(reason)
+                case _:
+                    raise protocol.ProtocolViolation(f"unexpected {type(message).__name__} frame")
+
+    async def _read_frame(self) -> protocol.ChildFrame:
+        header = await self._reader.readexactly(protocol.LENGTH.size)
+        (length,) = protocol.LENGTH.unpack(header)
+        protocol.check_child_length(length)
+        return protocol.decode_child_frame(await self._reader.readexactly(length))
+
+    async def terminate(self) -> None:
+        """Kill the process (if it still runs), reap it and close the socket."""
+        if self._process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.kill()
+        self._writer.close()
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            async with asyncio.timeout(EXIT_WAIT_SECS):
+                await self._writer.wait_closed()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(EXIT_WAIT_SECS):
+                await self._process.wait()
+
+    async def exit_reason(self) -> str:
+        """Why the process ended, in words (waits briefly for it to end)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(EXIT_WAIT_SECS):
+                await self._process.wait()
+        code = self._process.returncode
+        if code is None:
+            return "the sandbox process stopped answering"
+        if code < 0:
+            if -code == signal.SIGXCPU:
+                return "the sandbox process used up its CPU time limit and was stopped"
+            if -code == signal.SIGKILL:
+                return "the sandbox process was killed"
+            return f"the sandbox process crashed ({signal.Signals(-code).name})"
+        return f"the sandbox process exited unexpectedly (exit code {code})"
+
+    def rss_mb(self) -> float:
+        try:
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return 0.0
+
+
+class SandboxPool:
+    """`processes` sandbox processes; each batch takes an idle one and gives it (or its replacement) back."""
+
+    def __init__(self, config: SandboxConfig | None = None) -> None:
+        self.config = config or SandboxConfig()
+        self._idle: asyncio.Queue[SandboxProcess] = asyncio.Queue()
+        self._all: set[SandboxProcess] = set()
+        self._missing = 0
+        self._refill_lock = asyncio.Lock()
+        self._restarts = 0
+        self._filled_once = False
+        self._started = False
+        self._closed = False
+
+    async def start(self) -> None:
+        """Start every process (concurrently)."""
+        if self._started:
+            raise RuntimeError("the sandbox pool was already started")
+        self._started = True
+        self._missing = self.config.processes
+        await self._refill()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        processes, self._all = list(self._all), set()
+        for process in processes:
+            await process.terminate()
+        while not self._idle.empty():
+            self._idle.get_nowait()
+
+    async def __aenter__(self) -> SandboxPool:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def run_batch(
+        self,
+        program: SignalProgram,
+        symbols: list[str],
+        snapshot: KlineSnapshot,
+        deadline_ms: float | None = None,
+    ) -> BatchOutcome:
+        """Evaluate `program` for `symbols` in one sandbox process.
+
+        Raises:
+            SandboxFailure: the program was stopped (its process has already been replaced).
+            TransientError: no sandbox process could be started.
+        """
+        if self._closed or not self._started:
+            raise RuntimeError("the sandbox pool is not running")
+        if snapshot.closed:
+            raise ValueError("the kline snapshot was already closed")
+        if self._missing:
+            await self._refill()
+        process = await self._idle.get()
+        if snapshot.closed:
+            self._idle.put_nowait(process)
+            raise ValueError("the kline snapshot was closed while the batch waited for a sandbox")
+        deadline = self.config.default_deadline_ms if deadline_ms is None else deadline_ms
+        try:
+            outcome = await process.run(program, symbols, snapshot, deadline, self.config.grace_ms)
+        except SandboxFailure as failure:
+            self._lose(process)
+            logger.warning(
+                "sandbox process stopped trader_id=%s pid=%d reason=%s", program.trader_id, process.pid,
+                failure.reason,
+            )  # fmt: skip
+            await self._refill()
+            raise
+        except BaseException:
+            self._lose(process)  # cancelled or our own failure: the next batch starts a replacement
+            raise
+        self._idle.put_nowait(process)
+        return outcome
+
+    def stats(self) -> PoolStats:
+        """Process count, replacements so far and the processes' total resident memory."""
+        processes = list(self._all)
+        return PoolStats(len(processes), self._restarts, sum(p.rss_mb() for p in processes))
+
+    @property
+    def pids(self) -> list[int]:
+        return sorted(process.pid for process in self._all)
+
+    def _lose(self, process: SandboxProcess) -> None:
+        self._all.discard(process)
+        self._missing += 1
+
+    async def _refill(self) -> None:
+        async with self._refill_lock:
+            if not self._missing or self._closed:
+                return
+            wanted = self._missing
+            results = await asyncio.gather(
+                *(SandboxProcess.start(self.config) for _ in range(wanted)), return_exceptions=True
+            )
+            for result in results:
+                if isinstance(result, SandboxProcess):
+                    self._all.add(result)
+                    self._idle.put_nowait(result)
+                    self._missing -= 1
+                    self._restarts += 1 if self._filled_once else 0
+                elif isinstance(result, asyncio.CancelledError):
+                    raise result
+                else:
+                    logger.error("sandbox process failed to start error=%s", result)
+            self._filled_once = True
+            if not self._all:
+                raise TransientError("no sandbox process could be started")
