@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 _PAGE_ROWS: Final = 1000  # PostgREST's max_rows
 _INBOX_SIZE: Final = 1000
+# Join errors that mean the machine JWT itself is bad (supabase/realtime realtime_channel.ex).
+_TOKEN_REFUSALS: Final = ("InvalidJWTToken", "JwtSignatureError", "MalformedJWT")
 _RECONNECT_BACKOFF: Final = Backoff(base_secs=0.5, max_secs=30.0)
 
 
@@ -51,6 +53,7 @@ class TraderSyncSettings:
     safety_reconcile_secs: float = 300.0
     request_timeout_secs: float = 10.0
     join_timeout_secs: int = 10
+    liveness_check_secs: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +93,7 @@ class TraderSync:
         self._waiters: list[asyncio.Future[ReconcileReport]] = []
         self._http: httpx.AsyncClient | None = None
         self._live = False
+        self._refused: ConfigError | None = None
         self.reconciles = 0
 
     @property
@@ -103,7 +107,7 @@ class TraderSync:
         return self._live
 
     async def run(self) -> None:
-        """Run until cancelled. Raises ConfigError when PostgREST refuses the machine's credentials."""
+        """Run until cancelled. Raises ConfigError when Realtime or PostgREST refuses the machine JWT."""
         headers = {
             "apikey": self._settings.anon_key,
             "Authorization": f"Bearer {self._settings.machine_jwt}",
@@ -113,6 +117,8 @@ class TraderSync:
             base_url=self._settings.rest_url, headers=headers, timeout=self._settings.request_timeout_secs
         ) as http:
             self._http = http
+            # Start from the database even while Realtime is unreachable; every subscribe reconciles again.
+            self._request_reconcile("start")
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._consume(), name="trader-sync-consume")
                 tasks.create_task(self._safety_net(), name="trader-sync-safety-net")
@@ -144,6 +150,8 @@ class TraderSync:
                 self._live = False
                 with contextlib.suppress(Exception):
                     await client.close()
+            if self._refused is not None:
+                raise self._refused
             attempt = 0 if reached_live else attempt + 1
             delay_secs = self._settings.reconnect_backoff.delay_secs(attempt)
             logger.info("realtime reconnecting in %.2fs attempt=%d", delay_secs, attempt)
@@ -161,6 +169,9 @@ class TraderSync:
                 self._request_reconcile("subscribed")
             else:
                 logger.warning("realtime channel state=%s error=%s", state.value, error)
+                if error is not None and any(code in str(error) for code in _TOKEN_REFUSALS):
+                    # Retrying cannot fix a token the server refuses: stop as misconfigured.
+                    self._refused = ConfigError(f"Realtime refused the machine JWT: {error}")
                 ended.set()
 
         def on_system(payload: Any) -> None:
@@ -180,13 +191,24 @@ class TraderSync:
         )
         channel.on_system(on_system)
         await channel.subscribe(on_state)
-        await ended.wait()
+        while not ended.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._settings.liveness_check_secs):
+                    await ended.wait()
+            # realtime-py runs its reader as a bare task: if a callback or a warning turned error kills it,
+            # the socket looks connected but nothing arrives and nobody is told. Treat that as a drop.
+            listener = getattr(client, "_listen_task", None)
+            if isinstance(listener, asyncio.Task) and listener.done() and not ended.is_set():
+                logger.warning("realtime-py's reader stopped without closing the socket; reconnecting")
+                break
         return went_live
 
     def _on_change(self, payload: Mapping[str, Any]) -> None:
         # Called synchronously by realtime-py's listen task: queue and return.
         data = payload["data"]
-        change = _Change(str(data["type"]), data.get("record"), data.get("old_record"))
+        # realtime-py hands the type over as its own str enum; str() of that is the member's name.
+        kind = data["type"]
+        change = _Change(str(getattr(kind, "value", kind)), data.get("record"), data.get("old_record"))
         try:
             self._inbox.put_nowait(change)
         except asyncio.QueueFull:
