@@ -32,7 +32,6 @@ logger = logging.getLogger(__name__)
 
 SOCKET_PATHS = frozenset({"/realtime/v1/websocket", "/socket/websocket", "/websocket"})
 MAX_CHANNELS_PER_CONNECTION = 100
-MAX_OUTBOX_FRAMES = 10_000
 SEND_TIMEOUT_SECS = 10.0
 IDLE_TIMEOUT_SECS = 60.0  # Phoenix closes a socket that sent nothing for 60 s
 MAX_BATCH_CHANGES = 500
@@ -48,6 +47,7 @@ class ServerConfig:
     slot_name: str
     recvlogical_bin: Path
     max_frame_bytes: int = 1024 * 1024
+    max_outbox_frames: int = 10_000  # a client further behind than this is disconnected (1013)
 
 
 @dataclass(slots=True)
@@ -79,7 +79,12 @@ class Connection:
     """One client socket: its serializer, its channels, and an outbox drained by its own writer."""
 
     def __init__(
-        self, websocket: ServerConnection, serializer: Serializer, token: str, claims: Claims
+        self,
+        websocket: ServerConnection,
+        serializer: Serializer,
+        token: str,
+        claims: Claims,
+        max_outbox_frames: int,
     ) -> None:
         self.websocket = websocket
         self.serializer = serializer
@@ -90,6 +95,7 @@ class Connection:
         self._outbox: collections.deque[str] = collections.deque()
         self._wakeup = asyncio.Event()
         self._close: tuple[int, str] | None = None
+        self._max_outbox_frames = max_outbox_frames
 
     @property
     def closing(self) -> bool:
@@ -101,7 +107,7 @@ class Connection:
     def send_text(self, text: str) -> None:
         if self._close is not None:
             return
-        if len(self._outbox) >= MAX_OUTBOX_FRAMES:
+        if len(self._outbox) >= self._max_outbox_frames:
             logger.warning("closing a client that fell %d frames behind", len(self._outbox))
             self._outbox.clear()
             self.close_later(protocol.CLOSE_TRY_AGAIN_LATER, "client too slow: outbox full")
@@ -162,46 +168,54 @@ class RealtimeServer:
 
     # Lifecycle ----------------------------------------------------------------------------------------
     async def run(self, started: asyncio.Event | None = None) -> None:
-        """Serve until cancelled; then close every socket with 1012 and drop the replication slot."""
-        try:
-            async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self._wal_loop(), name="realtime-wal")
-                await self._wal_ready.wait()
-                tasks.create_task(self._dispatch_loop(), name="realtime-dispatch")
-                tasks.create_task(self._sweep_loop(), name="realtime-sweep")
-                async with serve(
-                    self._handle_connection,
-                    self.config.host,
-                    self.config.port,
-                    process_request=self._process_request,
-                    compression=None,
-                    max_size=self.config.max_frame_bytes,
-                    server_header=None,
-                ) as server:
-                    self._server = server
-                    self.bound_port = next(iter(server.sockets)).getsockname()[1]
-                    logger.info("realtime listening port=%d slot=%s", self.bound_port, self._wal.slot_name)
-                    if started is not None:
-                        started.set()
-                    await server.serve_forever()
-        finally:
-            await self._shutdown()
+        """Serve until cancelled; then close every socket with 1012 and drop the replication slot.
 
-    async def _shutdown(self) -> None:
-        if self._server is not None:
-            self._server.close(close_connections=False)
-            closing = [
-                connection.websocket.close(protocol.CLOSE_SERVICE_RESTART, "server restarting")
-                for connection in self._connections
-            ]
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True), 3)
-        await self._catalog.close()
-        await self._authorizer.close()
+        The port is bound before the slot is touched, so a second server started by mistake on a busy
+        port fails without disturbing the first one's slot.
+        """
         try:
-            await asyncio.wait_for(self._wal.drop_slot(), 10)
-        except (psycopg.Error, OSError, TimeoutError, WalStreamError) as error:
-            logger.warning("could not drop slot=%s: %s", self._wal.slot_name, error)
+            async with serve(
+                self._handle_connection,
+                self.config.host,
+                self.config.port,
+                process_request=self._process_request,
+                compression=None,
+                max_size=self.config.max_frame_bytes,
+                server_header=None,
+            ) as server:
+                self._server = server
+                self.bound_port = next(iter(server.sockets)).getsockname()[1]
+                try:
+                    async with asyncio.TaskGroup() as tasks:
+                        tasks.create_task(self._wal_loop(), name="realtime-wal")
+                        await self._wal_ready.wait()
+                        tasks.create_task(self._dispatch_loop(), name="realtime-dispatch")
+                        tasks.create_task(self._sweep_loop(), name="realtime-sweep")
+                        logger.info(
+                            "realtime listening port=%d slot=%s", self.bound_port, self._wal.slot_name
+                        )
+                        if started is not None:
+                            started.set()
+                        await server.serve_forever()
+                finally:
+                    await self._close_connections()
+        finally:
+            await self._catalog.close()
+            await self._authorizer.close()
+            if self._server is not None:  # we owned the slot only if we got the port
+                try:
+                    await asyncio.wait_for(self._wal.drop_slot(), 10)
+                except (psycopg.Error, OSError, TimeoutError, WalStreamError) as error:
+                    logger.warning("could not drop slot=%s: %s", self._wal.slot_name, error)
+
+    async def _close_connections(self) -> None:
+        # 1012 (service restart): realtime-py and realtime-js reconnect on it.
+        closing = [
+            connection.websocket.close(protocol.CLOSE_SERVICE_RESTART, "server restarting")
+            for connection in self._connections
+        ]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True), 3)
 
     async def _wal_loop(self) -> None:
         delay_secs = 0.5
@@ -277,9 +291,8 @@ class RealtimeServer:
         token = request.headers.get("x-api-key") or query["apikey"][0]
         serializer = protocol.serializer_for(query.get("vsn", [None])[0])
         assert serializer is not None
-        connection = Connection(
-            websocket, serializer, token, verify(token, self.config.jwt_secret, time.time())
-        )
+        claims = verify(token, self.config.jwt_secret, time.time())
+        connection = Connection(websocket, serializer, token, claims, self.config.max_outbox_frames)
         self._connections.add(connection)
         try:
             async with asyncio.TaskGroup() as tasks:
