@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -212,7 +213,7 @@ def test_every_helper_the_stand_in_writes_exists_in_the_catalog() -> None:
     names = {entry["name"] for entry in CATALOG["helpers"]}
     source = (REPO_ROOT / "devstack/gemini/strategy.py").read_text()
 
-    used = set(__import__("re").findall(r"\b(get_[a-z_]+)\(", source))
+    used = set(re.findall(r"\b(get_[a-z_]+)\(", source))
 
     assert used
     assert used <= names, used - names
