@@ -255,7 +255,7 @@ async def _churn(dsn: str, user: AppUser, operations: int, rng: random.Random) -
                 )
             elif choice < 0.85:
                 await conn.execute(
-                    "update public.traders set signal_code_version = signal_code_version + 1 where id = %s",
+                    "update public.traders set signal_code = signal_code || '#' where id = %s",
                     (rng.choice(ids),),
                 )
             else:
@@ -286,9 +286,14 @@ async def test_killing_the_server_mid_churn_converges_with_nothing_missed_or_dup
             await _churn(stack.config.db_url, user, 40, rng)
             expected = _db_traders(db, user)
             await _wait_until(lambda: _view(dict(sync.traders)) == expected, "convergence", timeout_secs=20)
-            # The scheduler was told everything that changes what runs (renames are not its business).
-            assert {i: (t.status.value, t.signal_code_version) for i, t in scheduler.known.items()} == {
-                i: (status, version) for i, (_, status, version) in expected.items()
+            # The scheduler was told everything that changes what runs: every status, and the definition of
+            # every running trader (a paused one gets its latest definition when it resumes; renames are not
+            # the scheduler's business).
+            assert {i: t.status.value for i, t in scheduler.known.items()} == {
+                i: status for i, (_, status, _) in expected.items()
+            }
+            assert {i: t.signal_code_version for i, t in scheduler.known.items() if t.is_active} == {
+                i: version for i, (_, status, version) in expected.items() if status == "active"
             }
             assert scheduler.running == {i for i, (_, status, _) in expected.items() if status == "active"}
             assert scheduler.violations == []
