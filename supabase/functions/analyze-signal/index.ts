@@ -19,10 +19,15 @@ export const handler = postHandler("analyze-signal", async (req) => {
   const caller = await authenticate(req, env.jwtSecret);
   requireRole(caller, ["trader_machine", "service_role"], "analyze signals");
   const body = await readJsonObject(req, MAX_BODY_BYTES);
-  const unknown = Object.keys(body).filter((key) => !["traderId", "signalId", "marketData"].includes(key));
-  if (unknown.length) throw invalidBody(`unknown field(s): ${unknown.join(", ")}; expected traderId, signalId, marketData`);
+  const fields = ["traderId", "signalId", "marketData", "requestId"];
+  const unknown = Object.keys(body).filter((key) => !fields.includes(key));
+  if (unknown.length) throw invalidBody(`unknown field(s): ${unknown.join(", ")}; expected ${fields.join(", ")}`);
   if (!isUuid(body.traderId)) throw invalidBody("traderId is required and must be a UUID");
   if (!isUuid(body.signalId)) throw invalidBody("signalId is required and must be a UUID");
+  // The caller's id for this analysis: a retry with the same requestId returns the recorded decision
+  // instead of asking (and paying for) the model again.
+  if (body.requestId !== undefined && !isUuid(body.requestId)) throw invalidBody("requestId must be a UUID");
+  const requestId = body.requestId as string | undefined;
   const market = parseMarketData(body.marketData);
   const gemini = new GeminiClient(geminiConfigFromEnv());
   const db = serviceClient(env);
@@ -68,6 +73,10 @@ export const handler = postHandler("analyze-signal", async (req) => {
   if (signal.status === "closed") throw new HttpError(409, "signal_closed", `signal ${signal.id} is closed`);
   if (signal.symbol !== market.symbol) {
     throw invalidBody(`marketData.symbol is ${market.symbol} but signal ${signal.id} is for ${signal.symbol}`);
+  }
+  if (requestId) {
+    const recorded = await recordedAnalysis(db, requestId, signal.id);
+    if (recorded) return recorded;
   }
   const row = positionResult.data;
   const position: PositionContext | null = row
@@ -120,6 +129,7 @@ export const handler = postHandler("analyze-signal", async (req) => {
   const { data: saved, error: insertError } = await db
     .from("analysis_history")
     .insert({
+      ...(requestId ? { id: requestId } : {}),
       signal_id: signal.id,
       trader_id: trader.id,
       user_id: trader.user_id,
@@ -134,6 +144,11 @@ export const handler = postHandler("analyze-signal", async (req) => {
     })
     .select("id")
     .single();
+  if (insertError?.code === "23505" && requestId) {
+    // A concurrent duplicate of this request recorded first: answer with what it recorded.
+    const recorded = await recordedAnalysis(db, requestId, signal.id);
+    if (recorded) return recorded;
+  }
   if (insertError) throw new Error(`recording the analysis failed: ${insertError.code} ${insertError.message}`);
 
   return jsonResponse({
@@ -148,5 +163,30 @@ export const handler = postHandler("analyze-signal", async (req) => {
     usage: { promptTokens: result.usage.promptTokens, completionTokens: result.usage.completionTokens, model: result.model },
   });
 });
+
+/** The response for an analysis already recorded under `requestId`, or null if there is none. */
+async function recordedAnalysis(
+  db: ReturnType<typeof serviceClient>,
+  requestId: string,
+  signalId: string,
+): Promise<Response | null> {
+  const { data: row, error } = await db
+    .from("analysis_history")
+    .select("id, signal_id, decision, reasoning, confidence, metadata, model, prompt_tokens, completion_tokens")
+    .eq("id", requestId)
+    .maybeSingle();
+  if (error) throw new Error(`reading analysis ${requestId} failed: ${error.message}`);
+  if (!row) return null;
+  if (row.signal_id !== signalId) {
+    throw new HttpError(409, "request_id_reused", `requestId ${requestId} was used for another signal`);
+  }
+  return jsonResponse({
+    success: true,
+    analysis: { decision: row.decision, reasoning: row.reasoning, confidence: row.confidence, metadata: row.metadata ?? {} },
+    analysisId: row.id,
+    usage: { promptTokens: row.prompt_tokens ?? 0, completionTokens: row.completion_tokens ?? 0, model: row.model },
+    replayed: true,
+  });
+}
 
 if (import.meta.main) Deno.serve(handler);

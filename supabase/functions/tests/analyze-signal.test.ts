@@ -211,3 +211,26 @@ stackTest("analyze-signal: the trader's owner pays; an exhausted budget is 429",
     assert.equal(response.status, 429);
     assert.equal((await json(response)).error.code, "budget_exhausted");
   }));
+
+stackTest("analyze-signal: a retry with the same requestId replays the recorded decision without a second model call", () =>
+  withSignal(async ({ signalId, traderId, machineJwt, user }) => {
+    const key = await useGeminiKey();
+    const requestId = crypto.randomUUID();
+    const request = { traderId, signalId, marketData: marketData(), requestId };
+
+    const first = await json(await handler(post(URL, request, machineJwt)));
+    const second = await json(await handler(post(URL, request, machineJwt)));
+    const otherSignal = await createSignal(user, traderId, "ETHUSDT");
+    const reused = await handler(
+      post(URL, { ...request, signalId: otherSignal, marketData: marketData({ symbol: "ETHUSDT" }) }, machineJwt),
+    );
+
+    assert.equal(first.analysisId, requestId);
+    assert.equal(second.replayed, true);
+    assert.deepEqual(second.analysis, first.analysis);
+    assert.equal((await geminiRequests(key)).length, 1);
+    const rows = await sql`select count(*)::int as n from public.analysis_history where signal_id = ${signalId}`;
+    assert.equal(rows[0].n, 1);
+    assert.equal(reused.status, 409);
+    assert.equal((await json(reused)).error.code, "request_id_reused");
+  }));
