@@ -239,7 +239,7 @@ class _Policy:
             case ast.FunctionDef(name=name, decorator_list=decorators):
                 self._check_name(name, line)
                 if decorators:
-                    raise SignalCodeError("decorators are not allowed", line)
+                    raise SignalCodeError("decorators are not allowed", decorators[0].lineno)
                 _check_defaults(node.args)
             case ast.Lambda():
                 _check_defaults(node.args)

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import signal
 import socket
+import subprocess
 import sys
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -82,7 +83,7 @@ class SandboxProcess:
 
     def __init__(
         self,
-        process: asyncio.subprocess.Process,
+        process: subprocess.Popen[bytes],
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
     ) -> None:
@@ -99,12 +100,14 @@ class SandboxProcess:
     async def start(cls, config: SandboxConfig) -> SandboxProcess:
         ours, theirs = socket.socketpair()
         try:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable, "-I", "-m", "worker.sandbox.child", str(theirs.fileno()),
-                str(config.memory_limit_mb),
-                pass_fds=(theirs.fileno(),), stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, env=CHILD_ENV,
-                cwd="/", start_new_session=True,
+            # A plain Popen, reaped only by terminate(): asyncio's child watcher can race other reapers
+            # and then reports every exit as code 255, losing why a process died.
+            process = await asyncio.to_thread(
+                subprocess.Popen,
+                [sys.executable, "-I", "-m", "worker.sandbox.child", str(theirs.fileno()),
+                 str(config.memory_limit_mb)],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, env=CHILD_ENV, cwd="/", start_new_session=True,
             )  # fmt: skip
         except BaseException:
             ours.close()
@@ -210,22 +213,22 @@ class SandboxProcess:
 
     async def terminate(self) -> None:
         """Kill the process (if it still runs), reap it and close the socket."""
-        if self._process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self._process.kill()
+        if self._process.poll() is None:
+            self._process.kill()
         self._writer.close()
         with contextlib.suppress(ConnectionError, TimeoutError):
             async with asyncio.timeout(EXIT_WAIT_SECS):
                 await self._writer.wait_closed()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(EXIT_WAIT_SECS):
-                await self._process.wait()
+        await self._wait()
+
+    async def _wait(self) -> None:
+        if self._process.returncode is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                await asyncio.to_thread(self._process.wait, EXIT_WAIT_SECS)
 
     async def exit_reason(self) -> str:
         """Why the process ended, in words (waits briefly for it to end)."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(EXIT_WAIT_SECS):
-                await self._process.wait()
+        await self._wait()
         code = self._process.returncode
         if code is None:
             return "the sandbox process stopped answering"

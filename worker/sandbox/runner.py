@@ -44,7 +44,7 @@ class SignalRunner:
         self._pool = pool
         self._reporter = reporter
         self._programs = ProgramCache()
-        self._stopped: dict[str, str] = {}  # program key -> why it was stopped
+        self._stopped: dict[tuple[str | None, str], str] = {}  # (trader id, program key) -> why
         self._reported: set[tuple[str, str]] = set()  # (trader id, program key or version) reported
 
     async def load(self, trader_id: str, version: int, code: str) -> SignalProgram:
@@ -81,7 +81,7 @@ class SignalRunner:
         """
         started = time.perf_counter()
         trader = program.trader_id
-        stopped = self._stopped.get(program.key)
+        stopped = self._stopped.get((program.trader_id, program.key))
         if stopped is not None:
             await self._report(trader, program.key, f"signal code stopped: {stopped}")
             raise SignalRuntimeError(program.trader_id, stopped)
@@ -93,7 +93,7 @@ class SignalRunner:
             try:
                 outcome = await self._pool.run_batch(program, runnable, snapshot, deadline_ms)
             except SandboxFailure as failure:
-                self._stopped[program.key] = failure.reason
+                self._stopped[program.trader_id, program.key] = failure.reason
                 await self._report(trader, program.key, f"signal code stopped: {failure.reason}")
                 raise SignalRuntimeError(program.trader_id, failure.reason) from None
             statuses = zip(runnable, outcome.statuses, strict=True)
