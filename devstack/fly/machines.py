@@ -492,10 +492,7 @@ class Fleet:
         async with machine.lock:
             relaunch = machine.wants_running and machine.run is None and machine.state in RUNNING_STATES
             if relaunch and not self._closing.is_set():
-                self._set_state(machine, MachineState.STARTING)
-                await self._spawn_process(machine)
-                self._set_state(machine, MachineState.STARTED)
-                self._event(machine, "restart", "started", "flyd")
+                await self._launch(machine, event="restart", source="flyd")
                 self._save()
 
     async def _stop_process(self, machine: Machine, signum: signal.Signals, timeout_secs: float) -> None:

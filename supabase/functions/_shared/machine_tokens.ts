@@ -49,6 +49,8 @@ export async function mintMachineToken(secret: string, claims: MachineTokenClaim
     machine_id: claims.machineId,
     iat: now,
     exp: now + ttl,
+    // Every mint is distinct, so a re-minted token is never byte-identical to the one it replaces.
+    jti: crypto.randomUUID(),
   })));
   const signature = base64Url(await hmac(secret, `${header}.${payload}`));
   return `${header}.${payload}.${signature}`;

@@ -42,6 +42,8 @@ interface UpdateRequest {
   dryRun: boolean;
   userIds: string[] | null;
   deadlineSecs: number;
+  waitTimeoutSecs: number;
+  healthTimeoutSecs: number;
 }
 
 type Outcome = "updated" | "failed" | "skipped" | "pending";
@@ -55,12 +57,20 @@ interface MachineResult {
   toVersion: string;
   stage?: string;
   error?: string;
+  startedAt?: string;
+  finishedAt?: string;
   durationMs?: number;
 }
 
 function parseRequest(body: Record<string, unknown>): UpdateRequest {
-  rejectUnknownFields(body, ["image", "strategy", "maxUnavailable", "continueOnFailure", "dryRun", "userIds", "deadlineSecs"]);
-  const { image, strategy = "rolling", maxUnavailable = 1, continueOnFailure = false, dryRun = false, userIds, deadlineSecs = 120 } = body;
+  rejectUnknownFields(body, [
+    "image", "strategy", "maxUnavailable", "continueOnFailure", "dryRun", "userIds", "deadlineSecs", "waitTimeoutSecs",
+    "healthTimeoutSecs",
+  ]);
+  const {
+    image, strategy = "rolling", maxUnavailable = 1, continueOnFailure = false, dryRun = false, userIds, deadlineSecs = 120,
+    waitTimeoutSecs = positiveIntEnv("UPDATE_WAIT_SECS", 90), healthTimeoutSecs = positiveIntEnv("UPDATE_HEALTH_SECS", 60),
+  } = body;
   if (typeof image !== "string" || !IMAGE.test(image)) throw invalidBody("image is required: an image reference such as registry.fly.io/app:v42");
   if (!(STRATEGIES as readonly unknown[]).includes(strategy)) throw invalidBody(`strategy must be one of: ${STRATEGIES.join(", ")}`);
   if (!Number.isInteger(maxUnavailable) || (maxUnavailable as number) < 1 || (maxUnavailable as number) > 100) {
@@ -74,6 +84,11 @@ function parseRequest(body: Record<string, unknown>): UpdateRequest {
   if (!Number.isInteger(deadlineSecs) || (deadlineSecs as number) < 10 || (deadlineSecs as number) > 3600) {
     throw invalidBody("deadlineSecs must be an integer between 10 and 3600");
   }
+  for (const [name, value] of [["waitTimeoutSecs", waitTimeoutSecs], ["healthTimeoutSecs", healthTimeoutSecs]] as const) {
+    if (!Number.isInteger(value) || (value as number) < 1 || (value as number) > 600) {
+      throw invalidBody(`${name} must be an integer between 1 and 600`);
+    }
+  }
   return {
     image,
     strategy: strategy as Strategy,
@@ -82,6 +97,8 @@ function parseRequest(body: Record<string, unknown>): UpdateRequest {
     dryRun,
     userIds: (userIds as string[] | undefined) ?? null,
     deadlineSecs: deadlineSecs as number,
+    waitTimeoutSecs: waitTimeoutSecs as number,
+    healthTimeoutSecs: healthTimeoutSecs as number,
   };
 }
 
@@ -143,9 +160,10 @@ async function updateOne(
   result: MachineResult,
 ): Promise<void> {
   const started = Date.now();
+  result.startedAt = new Date(started).toISOString();
   const machineId = row.machine_id;
-  const waitSecs = positiveIntEnv("UPDATE_WAIT_SECS", 90);
-  const healthSecs = positiveIntEnv("UPDATE_HEALTH_SECS", 60);
+  const waitSecs = request.waitTimeoutSecs;
+  const healthSecs = request.healthTimeoutSecs;
   let nonce: string | null = null;
   try {
     if (!known) throw new StageError("lookup", `machine ${machineId} is not on Fly`);
@@ -187,6 +205,7 @@ async function updateOne(
     console.error(`update-machines: machine_id=${machineId} failed at ${result.stage}: ${result.error}`);
   } finally {
     if (nonce) await fly.releaseLease(machineId, nonce);
+    result.finishedAt = new Date().toISOString();
     result.durationMs = Date.now() - started;
   }
 }
