@@ -542,7 +542,8 @@ def test_health_fans_out_and_summarises(stack: DevStack, fleet: Fleet, fly: FlyS
     assert by_machine[healthy_id] | {"lastHeartbeat": None, "heartbeatAgeSecs": None} == {
         "userId": str(alice.id), "machineId": healthy_id, "state": "started", "status": "running",
         "version": "dev", "healthy": True, "activeTraders": 0, "openPositions": 0,
-        "websocketConnected": False, "components": {"heartbeat": "running"}, "lastHeartbeat": None, "heartbeatAgeSecs": None,
+        "websocketConnected": False, "components": {"heartbeat": "running"},
+        "lastHeartbeat": None, "heartbeatAgeSecs": None,
     }  # fmt: skip
     assert 0 <= by_machine[healthy_id]["heartbeatAgeSecs"] < 60
     assert by_machine[stopped_id]["state"] == "stopped" and by_machine[stopped_id]["healthy"] is False
