@@ -32,7 +32,6 @@ logger = logging.getLogger(__name__)
 
 SOCKET_PATHS = frozenset({"/realtime/v1/websocket", "/socket/websocket", "/websocket"})
 MAX_CHANNELS_PER_CONNECTION = 100
-SEND_TIMEOUT_SECS = 10.0
 IDLE_TIMEOUT_SECS = 60.0  # Phoenix closes a socket that sent nothing for 60 s
 MAX_BATCH_CHANGES = 500
 SUBSCRIBED_MESSAGE = "Subscribed to PostgreSQL"
@@ -48,6 +47,7 @@ class ServerConfig:
     recvlogical_bin: Path
     max_frame_bytes: int = 1024 * 1024
     max_outbox_frames: int = 10_000  # a client further behind than this is disconnected (1013)
+    send_timeout_secs: float = 10.0  # a client that takes no bytes for this long is dropped
 
 
 @dataclass(slots=True)
@@ -84,7 +84,9 @@ class Connection:
         serializer: Serializer,
         token: str,
         claims: Claims,
+        *,
         max_outbox_frames: int,
+        send_timeout_secs: float,
     ) -> None:
         self.websocket = websocket
         self.serializer = serializer
@@ -96,6 +98,7 @@ class Connection:
         self._wakeup = asyncio.Event()
         self._close: tuple[int, str] | None = None
         self._max_outbox_frames = max_outbox_frames
+        self._send_timeout_secs = send_timeout_secs
 
     @property
     def closing(self) -> bool:
@@ -128,7 +131,7 @@ class Connection:
                 self._wakeup.clear()
                 while self._outbox:
                     text = self._outbox.popleft()
-                    async with asyncio.timeout(SEND_TIMEOUT_SECS):
+                    async with asyncio.timeout(self._send_timeout_secs):
                         await self.websocket.send(text)
                 if self._close is not None:
                     await self.websocket.close(*self._close)
@@ -165,6 +168,10 @@ class RealtimeServer:
     @property
     def ready(self) -> asyncio.Event:
         return self._wal_ready
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
 
     # Lifecycle ----------------------------------------------------------------------------------------
     async def run(self, started: asyncio.Event | None = None) -> None:
@@ -292,7 +299,14 @@ class RealtimeServer:
         serializer = protocol.serializer_for(query.get("vsn", [None])[0])
         assert serializer is not None
         claims = verify(token, self.config.jwt_secret, time.time())
-        connection = Connection(websocket, serializer, token, claims, self.config.max_outbox_frames)
+        connection = Connection(
+            websocket,
+            serializer,
+            token,
+            claims,
+            max_outbox_frames=self.config.max_outbox_frames,
+            send_timeout_secs=self.config.send_timeout_secs,
+        )
         self._connections.add(connection)
         try:
             async with asyncio.TaskGroup() as tasks:
