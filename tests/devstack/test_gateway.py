@@ -107,8 +107,8 @@ def test_realtime_route_checks_the_key_in_the_query_string(http: httpx.Client) -
     with_key = http.get("/realtime/v1/websocket", params={"apikey": keys.ANON_KEY, "vsn": "1.0.0"})
 
     assert without_key.status_code == 401
-    # No Realtime server yet: the route exists and says so in JSON rather than hanging or 404ing.
-    assert (with_key.status_code, with_key.json()["error"]["code"]) == (503, "realtime_unavailable")
+    # The key passes and the request reaches the Realtime server, which wants a WebSocket upgrade.
+    assert (with_key.status_code, with_key.json()["error"]) == (426, "expected a WebSocket upgrade")
 
 
 def test_unknown_route_is_a_json_404(http: httpx.Client) -> None:
