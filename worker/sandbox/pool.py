@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -251,34 +252,41 @@ class SandboxProcess:
 
 
 class SandboxPool:
-    """`processes` sandbox processes; each batch takes an idle one and gives it (or its replacement) back."""
+    """`processes` sandbox processes in fixed slots; each symbol always goes to the same slot.
+
+    A batch is split by symbol (a stable hash picks the slot), and the parts run in their slots at the
+    same time. So every slot computes the helpers of its own symbols only, once per snapshot however many
+    traders ask, and the slots work in parallel. A slot runs one batch at a time.
+    """
 
     def __init__(self, config: SandboxConfig | None = None) -> None:
         self.config = config or SandboxConfig()
-        self._idle: asyncio.Queue[SandboxProcess] = asyncio.Queue()
-        self._all: set[SandboxProcess] = set()
-        self._missing = 0
-        self._refill_lock = asyncio.Lock()
+        self._slots: list[SandboxProcess | None] = [None] * self.config.processes
+        self._locks = [asyncio.Lock() for _ in self._slots]
+        self._ever_started = [False] * len(self._slots)
         self._restarts = 0
-        self._filled_once = False
         self._started = False
         self._closed = False
 
     async def start(self) -> None:
-        """Start every process (concurrently)."""
+        """Start every process (concurrently).
+
+        Raises:
+            TransientError: a process could not be started.
+        """
         if self._started:
             raise RuntimeError("the sandbox pool was already started")
         self._started = True
-        self._missing = self.config.processes
-        await self._refill()
+        async with asyncio.TaskGroup() as group:
+            for slot in range(len(self._slots)):
+                group.create_task(self._ensure(slot), name=f"sandbox-start-{slot}")
 
     async def aclose(self) -> None:
         self._closed = True
-        processes, self._all = list(self._all), set()
-        for process in processes:
-            await process.terminate()
-        while not self._idle.empty():
-            self._idle.get_nowait()
+        for slot, process in enumerate(self._slots):
+            self._slots[slot] = None
+            if process is not None:
+                await process.terminate()
 
     async def __aenter__(self) -> SandboxPool:
         await self.start()
@@ -289,6 +297,9 @@ class SandboxPool:
     ) -> None:
         await self.aclose()
 
+    def slot_of(self, symbol: str) -> int:
+        return zlib.crc32(symbol.encode()) % len(self._slots)
+
     async def run_batch(
         self,
         program: SignalProgram,
@@ -296,70 +307,85 @@ class SandboxPool:
         snapshot: KlineSnapshot,
         deadline_ms: float | None = None,
     ) -> BatchOutcome:
-        """Evaluate `program` for `symbols` in one sandbox process.
+        """Evaluate `program` for `symbols`, each part in the slot its symbols belong to.
 
         Raises:
-            SandboxFailure: the program was stopped (its process has already been replaced).
+            SandboxFailure: the program was stopped (the processes it ran in have been replaced).
             TransientError: no sandbox process could be started.
         """
         if self._closed or not self._started:
             raise RuntimeError("the sandbox pool is not running")
         if snapshot.closed:
             raise ValueError("the kline snapshot was already closed")
-        if self._missing:
-            await self._refill()
-        process = await self._idle.get()
-        if snapshot.closed:
-            self._idle.put_nowait(process)
-            raise ValueError("the kline snapshot was closed while the batch waited for a sandbox")
         deadline = self.config.default_deadline_ms if deadline_ms is None else deadline_ms
-        try:
-            outcome = await process.run(program, symbols, snapshot, deadline, self.config.grace_ms)
-        except SandboxFailure as failure:
-            self._lose(process)
-            logger.warning(
-                "sandbox process stopped trader_id=%s pid=%d reason=%s", program.trader_id, process.pid,
-                failure.reason,
-            )  # fmt: skip
-            await self._refill()
-            raise
-        except BaseException:
-            self._lose(process)  # cancelled or our own failure: the next batch starts a replacement
-            raise
-        self._idle.put_nowait(process)
-        return outcome
+        parts: dict[int, list[int]] = {}
+        for index, symbol in enumerate(symbols):
+            parts.setdefault(self.slot_of(symbol), []).append(index)
+        async with asyncio.TaskGroup() as group:
+            tasks = {
+                slot: group.create_task(
+                    self._run_in_slot(slot, program, [symbols[i] for i in indexes], snapshot, deadline),
+                    name=f"sandbox-batch-{slot}",
+                )
+                for slot, indexes in parts.items()
+            }
+        statuses = bytearray(len(symbols))
+        errors: dict[int, str] = {}
+        failures = []
+        for slot, task in sorted(tasks.items()):
+            outcome = task.result()
+            if isinstance(outcome, SandboxFailure):
+                failures.append(outcome)
+                continue
+            indexes = parts[slot]
+            for position, status in enumerate(outcome.statuses):
+                statuses[indexes[position]] = status
+            errors.update({indexes[position]: message for position, message in outcome.errors.items()})
+        if failures:
+            raise failures[0]
+        return BatchOutcome(bytes(statuses), {index: errors[index] for index in sorted(errors)})
+
+    async def _run_in_slot(
+        self, slot: int, program: SignalProgram, symbols: list[str], snapshot: KlineSnapshot, deadline: float
+    ) -> BatchOutcome | SandboxFailure:
+        async with self._locks[slot]:
+            if snapshot.closed:
+                raise ValueError("the kline snapshot was closed while the batch waited for a sandbox")
+            process = await self._ensure_locked(slot)
+            try:
+                return await process.run(program, symbols, snapshot, deadline, self.config.grace_ms)
+            except SandboxFailure as failure:
+                self._slots[slot] = None
+                logger.warning(
+                    "sandbox process stopped trader_id=%s pid=%d reason=%s", program.trader_id, process.pid,
+                    failure.reason,
+                )  # fmt: skip
+                await self._ensure_locked(slot)
+                return failure
+            except BaseException:
+                self._slots[slot] = None  # cancelled or our own failure: the next batch starts a new one
+                raise
 
     def stats(self) -> PoolStats:
         """Process count, replacements so far and the processes' total resident memory."""
-        processes = list(self._all)
+        processes = [process for process in self._slots if process is not None]
         return PoolStats(len(processes), self._restarts, sum(p.rss_mb() for p in processes))
 
     @property
     def pids(self) -> list[int]:
-        return sorted(process.pid for process in self._all)
+        return sorted(process.pid for process in self._slots if process is not None)
 
-    def _lose(self, process: SandboxProcess) -> None:
-        self._all.discard(process)
-        self._missing += 1
+    async def _ensure(self, slot: int) -> None:
+        async with self._locks[slot]:
+            await self._ensure_locked(slot)
 
-    async def _refill(self) -> None:
-        async with self._refill_lock:
-            if not self._missing or self._closed:
-                return
-            wanted = self._missing
-            results = await asyncio.gather(
-                *(SandboxProcess.start(self.config) for _ in range(wanted)), return_exceptions=True
-            )
-            for result in results:
-                if isinstance(result, SandboxProcess):
-                    self._all.add(result)
-                    self._idle.put_nowait(result)
-                    self._missing -= 1
-                    self._restarts += 1 if self._filled_once else 0
-                elif isinstance(result, asyncio.CancelledError):
-                    raise result
-                else:
-                    logger.error("sandbox process failed to start error=%s", result)
-            self._filled_once = True
-            if not self._all:
-                raise TransientError("no sandbox process could be started")
+    async def _ensure_locked(self, slot: int) -> SandboxProcess:
+        process = self._slots[slot]
+        if process is None:
+            if self._closed:
+                raise RuntimeError("the sandbox pool is closed")
+            process = await SandboxProcess.start(self.config)
+            self._restarts += 1 if self._ever_started[slot] else 0
+            self._ever_started[slot] = True
+            self._slots[slot] = process
+        return process
