@@ -1,0 +1,31 @@
+// destroy-machine: request checks and the answer for a user without a machine.
+import assert from "node:assert/strict";
+import { handler } from "../destroy-machine/index.ts";
+import { createUser, deleteUser, env, json, post, stackTest } from "./helpers.ts";
+
+for (const [name, value] of Object.entries({
+  SUPABASE_ANON_KEY: "anon-key-for-tests",
+  FLY_API_TOKEN: "fly-devstack-token-not-a-secret",
+  FLY_API_URL: "http://127.0.0.1:54342/v1",
+  FLY_APP_NAME: "trademind-workers",
+  FLY_WORKER_IMAGE: "registry.fly.io/trademind-workers:dev",
+  MACHINE_SECRET_KEY: "devstack-machine-secret-key-not-for-production",
+})) if (!Deno.env.get(name)) Deno.env.set(name, value);
+
+const URL = "http://local/destroy-machine";
+
+stackTest("destroy-machine: 404 without a machine, 400 for a bad reason, 403 for someone else's", async () => {
+  const [alice, bob] = [await createUser(), await createUser()];
+  try {
+    const none = await handler(post(URL, {}, alice.jwt));
+    const badReason = await handler(post(URL, { userId: alice.id, reason: "whim" }, env("SUPABASE_SERVICE_ROLE_KEY")));
+    const other = await handler(post(URL, { userId: bob.id }, alice.jwt));
+
+    assert.deepEqual([none.status, (await json(none)).error.code], [404, "machine_not_found"]);
+    assert.deepEqual([badReason.status, (await json(badReason)).error.code], [400, "invalid_body"]);
+    assert.deepEqual([other.status, (await json(other)).error.code], [403, "forbidden"]);
+  } finally {
+    await deleteUser(alice);
+    await deleteUser(bob);
+  }
+});
