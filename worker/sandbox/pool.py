@@ -277,9 +277,13 @@ class SandboxPool:
         if self._started:
             raise RuntimeError("the sandbox pool was already started")
         self._started = True
-        async with asyncio.TaskGroup() as group:
-            for slot in range(len(self._slots)):
-                group.create_task(self._ensure(slot), name=f"sandbox-start-{slot}")
+        try:
+            async with asyncio.TaskGroup() as group:
+                for slot in range(len(self._slots)):
+                    group.create_task(self._ensure(slot), name=f"sandbox-start-{slot}")
+        except BaseExceptionGroup as grouped:
+            await self.aclose()
+            raise grouped.exceptions[0] from None
 
     async def aclose(self) -> None:
         self._closed = True
@@ -321,14 +325,17 @@ class SandboxPool:
         parts: dict[int, list[int]] = {}
         for index, symbol in enumerate(symbols):
             parts.setdefault(self.slot_of(symbol), []).append(index)
-        async with asyncio.TaskGroup() as group:
-            tasks = {
-                slot: group.create_task(
-                    self._run_in_slot(slot, program, [symbols[i] for i in indexes], snapshot, deadline),
-                    name=f"sandbox-batch-{slot}",
-                )
-                for slot, indexes in parts.items()
-            }
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = {
+                    slot: group.create_task(
+                        self._run_in_slot(slot, program, [symbols[i] for i in indexes], snapshot, deadline),
+                        name=f"sandbox-batch-{slot}",
+                    )
+                    for slot, indexes in parts.items()
+                }
+        except BaseExceptionGroup as grouped:
+            raise grouped.exceptions[0] from None  # callers expect TransientError etc., not a group
         statuses = bytearray(len(symbols))
         errors: dict[int, str] = {}
         failures = []

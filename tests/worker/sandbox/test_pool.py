@@ -165,6 +165,8 @@ async def test_each_snapshot_is_read_fresh_and_removed_when_closed(pool: Sandbox
         assert not await asyncio.to_thread(Path("/dev/shm", name).exists)
 
     assert all(result.matches == list(klines) and not result.errors for result in answers)
+    with pytest.raises(ValueError, match="closed"):
+        await runner.evaluate(program, list(klines), snapshot)
 
 
 def _rsi(closes: object) -> float:
