@@ -192,6 +192,8 @@ def test_provision_starts_a_worker_that_heartbeats_and_answers_health(
     assert machine["config"]["image"] == FLY_DEV_IMAGE
     assert machine["config"]["guest"] == {"cpu_kind": "shared", "cpus": 1, "memory_mb": 256}
     assert machine["config"]["restart"] == {"policy": "on-failure", "max_retries": 10}
+    assert machine["config"]["env"]["PAPER_TRADING_ONLY"] == "true"
+    assert "BINANCE_API_KEY" not in machine["config"]["env"]
 
 
 def test_provisioning_twice_or_concurrently_gives_one_machine(
@@ -268,7 +270,7 @@ def test_a_user_provisions_and_destroys_their_own_machine(
     assert fly.get(machine_id)["state"] == "destroyed"
 
 
-def test_machine_gets_a_scoped_token_its_api_secret_and_binance_keys_that_never_leak(
+def test_a_real_trading_machine_gets_a_scoped_token_its_api_secret_and_keys_that_never_leak(
     stack: DevStack, fleet: Fleet, fly: FlyStandInClient, db: psycopg.Connection[Any]
 ) -> None:
     user = fleet.user()
@@ -279,6 +281,7 @@ def test_machine_gets_a_scoped_token_its_api_secret_and_binance_keys_that_never_
     )
     try:
         db.execute("select public.set_binance_keys(%s, %s)", (api_key, secret_key))
+        db.execute("update public.users set real_trading_enabled = true where id = %s", (user.id,))
     finally:
         db.execute("reset role")
         db.execute("select set_config('request.jwt.claims', '', false)")
@@ -303,7 +306,7 @@ def test_machine_gets_a_scoped_token_its_api_secret_and_binance_keys_that_never_
     assert claims["exp"] - claims["iat"] == 90 * 86400
     assert env["MACHINE_API_SECRET"] == expected_secret.decode()
     assert (env["BINANCE_API_KEY"], env["BINANCE_API_SECRET"]) == (api_key, secret_key)
-    assert env["PAPER_TRADING_ONLY"] == "true"
+    assert env["PAPER_TRADING_ONLY"] == "false"
     for secret in (api_key, secret_key, env["MACHINE_TOKEN"], env["MACHINE_API_SECRET"]):
         assert secret not in response.text
         assert secret not in functions_log

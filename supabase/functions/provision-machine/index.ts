@@ -120,7 +120,8 @@ async function provision(env: LifecycleEnv, db: SupabaseClient, userId: string, 
   try {
     machine = await fly.create({ name: `trademind-${user.id}`, region: chosenRegion, config: placeholderConfig, skip_launch: true });
     await setRow(db, row.id, { machine_id: machine.id });
-    const keys = await decryptBinanceKeys(db, user.id);
+    // Keys reach a machine only when the user trades for real; paper trading needs none.
+    const keys = user.real_trading_enabled ? await decryptBinanceKeys(db, user.id) : null;
     const config = machineConfig(env, user, await machineEnv(env, user, machine.id, keys));
     const updated = await fly.update(machine.id, { config, current_version: machine.instance_id });
     const deadline = Date.now() + positiveIntEnv("PROVISION_WAIT_SECS", 90) * 1000;
