@@ -96,7 +96,8 @@ class DevStack:
         """Stop every process this stack started, gateway first; return the names of those stopped."""
         stopped = []
         # Realtime before Postgres: it drops its replication slot on the way out.
-        for name in ("gateway", "functions", "fly", "realtime", "postgrest", "gemini"):
+        # Fly first: its workers record their last heartbeat (`stopped`) through the gateway as they stop.
+        for name in ("fly", "gateway", "functions", "realtime", "postgrest", "gemini"):
             if self.registry.stop(name, first_signal=signal.SIGTERM):
                 progress(f"stopped {name}")
                 stopped.append(name)
