@@ -93,7 +93,7 @@ class DevStack:
         self.wait_until_ready()
 
     def down(self, progress: Progress = _quiet) -> list[str]:
-        """Stop every process this stack started, gateway first; return the names of those stopped."""
+        """Stop every process this stack started, Fly machines first; return the names of those stopped."""
         stopped = []
         # Realtime before Postgres: it drops its replication slot on the way out.
         # Fly first: its workers record their last heartbeat (`stopped`) through the gateway as they stop.
