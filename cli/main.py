@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import dev
+from cli import dev, machines
 
 app = typer.Typer(
     name="trademind",
@@ -13,6 +13,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(dev.app, name="dev")
+app.add_typer(machines.app, name="machines")
 
 
 if __name__ == "__main__":
