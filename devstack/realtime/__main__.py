@@ -12,7 +12,7 @@ import signal
 from devstack import keys
 from devstack.config import REALTIME_PORT, StackConfig
 from devstack.postgres import PG_BIN_DIR
-from devstack.realtime.server import RealtimeServer, ServerConfig
+from devstack.realtime.server import SLOT_PREFIX, RealtimeServer, ServerConfig
 from devstack.realtime.wal import DatabaseAddress
 
 
@@ -33,7 +33,7 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
         database=DatabaseAddress("127.0.0.1", args.db_port, "postgres", "postgres", args.db_name),
         # The stack's well-known local secret unless told otherwise (never printed).
         jwt_secret=os.environ.get("REALTIME_JWT_SECRET", keys.JWT_SECRET),
-        slot_name=args.slot or f"devstack_realtime_{args.port}",
+        slot_name=args.slot or f"{SLOT_PREFIX}{args.port}",
         recvlogical_bin=PG_BIN_DIR / "pg_recvlogical",
     )
 

@@ -35,6 +35,7 @@ MAX_CHANNELS_PER_CONNECTION = 100
 IDLE_TIMEOUT_SECS = 60.0  # Phoenix closes a socket that sent nothing for 60 s
 MAX_BATCH_CHANGES = 500
 SUBSCRIBED_MESSAGE = "Subscribed to PostgreSQL"
+SLOT_PREFIX = "devstack_realtime_"  # + port: the slot each server owns by default
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +231,9 @@ class RealtimeServer:
         while True:
             started = time.monotonic()
             try:
+                if first and self._wal.slot_name.startswith(SLOT_PREFIX):
+                    for name in await self._wal.drop_orphaned_slots(SLOT_PREFIX):
+                        logger.warning("dropped slot=%s left by a server that was killed", name)
                 await self._wal.recreate_slot()
                 if not first:
                     # Changes were lost while the stream was down: say so as the real server does after

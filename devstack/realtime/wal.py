@@ -98,6 +98,17 @@ def parse_line(line: bytes, received_monotonic: float) -> WalChange | None:
     )
 
 
+async def _listening(port: int) -> bool:
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
 def _die_with_parent() -> None:
     # Runs in the child between fork and exec: ask the kernel to end it when the server dies.
     libc = ctypes.CDLL(None, use_errno=True)
@@ -138,6 +149,27 @@ class WalStream:
         ) as conn:
             await self._drop(conn)
             await conn.execute("select pg_create_logical_replication_slot(%s, 'wal2json')", (self.slot_name,))
+
+    async def drop_orphaned_slots(self, prefix: str) -> list[str]:
+        """Drop idle slots named `<prefix><port>` whose port has no server: left by a killed server."""
+        dropped = []
+        async with await psycopg.AsyncConnection.connect(
+            **self._address.connect_kwargs(), autocommit=True
+        ) as conn:
+            rows = await (
+                await conn.execute(
+                    "select slot_name from pg_replication_slots where not active and slot_name like %s",
+                    (prefix.replace("_", r"\_") + "%",),
+                )
+            ).fetchall()
+            for (name,) in rows:
+                port = name.removeprefix(prefix)
+                if name == self.slot_name or not port.isdigit() or await _listening(int(port)):
+                    continue
+                with contextlib.suppress(psycopg.errors.ObjectInUse, psycopg.errors.UndefinedObject):
+                    await conn.execute("select pg_drop_replication_slot(%s)", (name,))
+                    dropped.append(name)
+        return dropped
 
     async def drop_slot(self) -> None:
         async with await psycopg.AsyncConnection.connect(

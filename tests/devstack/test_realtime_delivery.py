@@ -136,12 +136,14 @@ async def test_supabase_js_under_deno_gets_insert_update_and_delete_within_a_sec
         while not any(entry.get("system") == "Subscribed to PostgreSQL" for entry in seen):
             seen.append(await line())
         assert {"status": "SUBSCRIBED", "error": None, "vsn": "2.0.0"} in seen
+        # Each write waits for its event: the server selects a row by key to authorize it, so a row
+        # deleted before its UPDATE is checked would (as on Supabase) withhold that UPDATE.
         trader = create_trader(db, user, "js")
-        committed = [time.time()]
+        committed, events = [time.time()], [await line()]
         committed.append(_commit(db, "update public.traders set name = 'js2' where id = %s", (trader,)))
-        await asyncio.sleep(0.3)  # let the UPDATE out before the row goes (RLS selects it by key)
+        events.append(await line())
         committed.append(_commit(db, "delete from public.traders where id = %s", (trader,)))
-        events = [await line() for _ in range(3)]
+        events.append(await line())
     finally:
         deno.stdin.close()
         with contextlib.suppress(TimeoutError):
