@@ -56,7 +56,7 @@ def test_status_lists_every_part(stack: DevStack) -> None:
     result = runner.invoke(app, ["dev", "status"])
 
     assert result.exit_code == 0
-    for name in ("postgres", "postgrest", "functions", "gateway"):
+    for name in stack.PARTS:
         assert name in result.stdout
 
 

@@ -20,7 +20,8 @@ def port_is_open(port: int) -> bool:
 def test_status_shows_every_part_running_with_pid_and_port(stack: DevStack) -> None:
     parts = {part.name: part for part in stack.status()}
 
-    assert set(parts) == {"postgres", "postgrest", "functions", "gateway"}
+    assert set(parts) == set(stack.PARTS)
+    assert {"postgres", "postgrest", "realtime", "functions", "gateway"} <= set(parts)
     assert all(part.running and part.pid for part in parts.values())
     assert parts["postgres"].port == stack.config.db_port
     assert parts["gateway"].port == stack.config.api_port
@@ -42,7 +43,7 @@ def test_down_stops_exactly_its_processes_and_up_brings_them_back(stack: DevStac
 
     stopped = stack.down()
 
-    assert sorted(stopped) == ["functions", "gateway", "postgres", "postgrest"]
+    assert sorted(stopped) == sorted(stack.PARTS)
     assert all(process_start_ticks(record.pid) is None for record in records)
     assert all(process_start_ticks(pid) is None for members in groups.values() for pid in members)
     assert not any(port_is_open(port) for port in ports)

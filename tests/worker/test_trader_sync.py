@@ -29,14 +29,6 @@ from worker.trader_sync import TraderSync, TraderSyncSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-# realtime-py reads ConnectionClosed.code/.reason (deprecated in websockets 13.1) when a socket drops; as an
-# error that warning kills its reader task, which is not how it runs in production.
-pytestmark = [
-    pytest.mark.filterwarnings("ignore:ConnectionClosed.code is deprecated:DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore:ConnectionClosed.reason is deprecated:DeprecationWarning"),
-]
-
-
 class RecordingScheduler:
     """A TraderScheduler that records every call and checks the protocol: once each, in a sane order."""
 
