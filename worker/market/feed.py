@@ -77,6 +77,8 @@ class FeedHealth:
 
 
 KlineKey = tuple[str, str]  # (symbol, interval)
+# Called with (symbol, interval, open_time_ms) when the stream delivers a candle's closing update.
+KlineClosedListener = Callable[[str, str, int], None]
 
 
 def kline_stream(symbol: str, interval: str) -> str:
@@ -154,6 +156,20 @@ class MarketFeed:
         self._malformed = 0
         self._last_error: str | None = None
         self._log_once = _LogOnce(settings.log_repeat_secs)
+        self._closed_listeners: list[KlineClosedListener] = []
+
+    # Listeners ---------------------------------------------------------------------------------------
+    def add_kline_closed_listener(self, listener: KlineClosedListener) -> None:
+        """Call `listener(symbol, interval, open_time_ms)` right after a streamed closing kline is stored.
+
+        Called synchronously from the reader: it must be cheap; an exception is logged, never raised here.
+        Candles filled in by a REST backfill are not announced (they closed while we were not listening).
+        """
+        self._closed_listeners.append(listener)
+
+    def remove_kline_closed_listener(self, listener: KlineClosedListener) -> None:
+        if listener in self._closed_listeners:
+            self._closed_listeners.remove(listener)
 
     # Subscriptions -------------------------------------------------------------------------------------
     def set_subscriptions(self, klines: set[KlineKey], tickers: set[str]) -> None:
@@ -370,6 +386,12 @@ class MarketFeed:
         )  # fmt: skip
         if result in (Upsert.GAP, Upsert.UNCONFIRMED):
             self.request_backfill(key)
+        if update.closed and result is not Upsert.STALE:
+            for listener in self._closed_listeners:
+                try:
+                    listener(update.symbol, update.interval, update.open_time)
+                except Exception:  # a listener's bug must not stop the feed
+                    logger.exception("kline closed listener failed symbol=%s interval=%s", *key)
 
     # Backfill --------------------------------------------------------------------------------------
     def request_backfill(self, key: KlineKey) -> None:
