@@ -175,6 +175,10 @@ class TradingStore:
             },
         )
 
+    async def order(self, client_order_id: str) -> dict[str, Any] | None:
+        rows = await self._get("trades", {"select": "*", "client_order_id": f"eq.{client_order_id}"})
+        return rows[0] if rows else None
+
     async def trades_of(self, position_id: uuid.UUID) -> list[dict[str, Any]]:
         return await self._get(
             "trades", {"select": "*", "position_id": f"eq.{position_id}", "order": "executed_at"}
