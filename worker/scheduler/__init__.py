@@ -1,0 +1,1 @@
+"""The scheduler: APScheduler jobs per trader (`scheduler.SignalScheduler`), timer intervals (`intervals`)."""

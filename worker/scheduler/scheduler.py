@@ -1,0 +1,391 @@
+"""The scheduler: one APScheduler job per active trader for its signal checks, one for its re-analysis.
+
+Driven by the trader sync (`TraderScheduler`: add / update / pause / resume / remove), it keeps the market
+feed subscribed to exactly what the active traders need. Fixed intervals (`1s` .. `1d`) fire on the UTC
+grid. A `<tf>_close` trader runs as soon as the feed has delivered the closing kline of that timeframe
+for all its symbols (or `close_gather_secs` after the first one, whichever is first); its APScheduler job
+fires on the wall clock `close_fallback_secs` after every close as a fallback that first backfills any
+symbol whose closing candle never arrived over REST, and runs only if a newer candle closed than the last
+one the trader ran on. Every job has `max_instances=1` and coalescing, so a slow run is never stacked: a
+close arriving during a run makes the job run once more right after it. Pausing or removing a trader
+removes its jobs at once; a run already under way finishes but creates no further signals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Final
+
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from worker.clock import Clock, LiveClock
+from worker.components import ComponentState
+from worker.domain.trader import Trader
+from worker.errors import ConfigError
+from worker.execution import Reanalyzer
+from worker.market.feed import MarketFeed
+from worker.market.klines import INTERVAL_MS
+from worker.scheduler.intervals import GridTrigger, TimerInterval, parse_interval
+from worker.signals.engine import RunReport, SignalEngine
+from worker.signals.universe import subscriptions, trader_symbols
+
+logger = logging.getLogger(__name__)
+
+_RECENT_RUNS: Final = 256
+# Timer runs that start within this long of each other share one data snapshot.
+_TIMER_SHARE_SECS: Final = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerSettings:
+    default_symbols: tuple[str, ...]
+    close_gather_secs: float = 0.5
+    close_fallback_secs: float = 5.0
+    fallback_backfill_wait_secs: float = 3.0
+    max_misfire_grace_secs: float = 60.0
+
+
+class LoggingReanalyzer:
+    """Stands in for the trading component's re-analysis until it is wired in."""
+
+    async def reanalyze(self, trader: Trader) -> None:
+        logger.info("re-analysis not run (no reanalyzer) trader_id=%s", trader.id)
+
+
+@dataclass(eq=False)
+class _Gather:
+    open_time_ms: int
+    closed: set[str] = field(default_factory=set)
+    timer: asyncio.TimerHandle | None = None
+
+
+@dataclass(eq=False)
+class _Scheduled:
+    """One active trader's jobs and run state."""
+
+    trader: Trader
+    interval: TimerInterval
+    symbols: frozenset[str]
+    running: bool = False
+    rerun: bool = False
+    next_trigger: str | None = None  # set by a candle-close event for the run it requests
+    next_fresh_after: float | None = None
+    last_close_open_ms: int | None = None  # the newest closed candle a close run has covered
+    gather: _Gather | None = None
+
+
+def _signal_job_id(trader_id: uuid.UUID) -> str:
+    return f"signal:{trader_id}"
+
+
+def _reanalysis_job_id(trader_id: uuid.UUID) -> str:
+    return f"reanalysis:{trader_id}"
+
+
+class SignalScheduler:
+    """Implements TraderScheduler over APScheduler's AsyncIOScheduler; a Component of the worker."""
+
+    name = "scheduler"
+
+    def __init__(
+        self,
+        engine: SignalEngine,
+        feed: MarketFeed,
+        settings: SchedulerSettings,
+        *,
+        reanalyzer: Reanalyzer | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self._engine = engine
+        self._feed = feed
+        self._settings = settings
+        self._reanalyzer: Reanalyzer = reanalyzer or LoggingReanalyzer()
+        self._clock = clock or LiveClock()
+        self._aps = AsyncIOScheduler(
+            timezone=UTC, job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 1}
+        )
+        self._scheduled: dict[uuid.UUID, _Scheduled] = {}
+        self._by_close_timeframe: dict[str, set[uuid.UUID]] = {}
+        self._running_jobs = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._state = ComponentState.STARTING
+        self.recent_runs: deque[RunReport] = deque(maxlen=_RECENT_RUNS)
+
+    # Lifecycle (Component) ----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start APScheduler on the running loop and listen for closing klines (before any add)."""
+        if self._aps.running:
+            return
+        self._aps.start()
+        self._feed.add_kline_closed_listener(self._on_kline_closed)
+        self._state = ComponentState.RUNNING
+
+    def state(self) -> ComponentState:
+        return self._state
+
+    async def run(self) -> None:
+        """Keep the jobs running until cancelled; then stop APScheduler (running checks are cancelled)."""
+        self.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self._stop()
+
+    async def prepare_shutdown(self) -> None:
+        """Start no new runs and wait for those under way."""
+        if self._aps.running:
+            self._aps.pause()
+        for scheduled in self._scheduled.values():
+            self._cancel_gather(scheduled)
+        await self._idle.wait()
+        self._state = ComponentState.STOPPED
+
+    def _stop(self) -> None:
+        self._feed.remove_kline_closed_listener(self._on_kline_closed)
+        for scheduled in self._scheduled.values():
+            self._cancel_gather(scheduled)
+        if self._aps.running:
+            # APScheduler's asyncio shutdown is deferred to the loop; it cancels the running jobs' tasks.
+            self._aps.shutdown(wait=False)
+        self._state = ComponentState.STOPPED
+
+    # TraderScheduler ---------------------------------------------------------------------------------
+    async def add(self, trader: Trader) -> None:
+        if trader.is_active:
+            await self._schedule(trader)
+
+    async def update(self, trader: Trader) -> None:
+        self._unschedule(trader.id)
+        if trader.is_active:
+            await self._schedule(trader)
+        else:
+            self._engine.deactivate(trader.id)
+            self._resubscribe()
+
+    async def pause(self, trader: Trader) -> None:
+        self._unschedule(trader.id)
+        self._engine.deactivate(trader.id)
+        self._resubscribe()
+        logger.info("trader paused trader_id=%s status=%s", trader.id, trader.status)
+
+    async def resume(self, trader: Trader) -> None:
+        await self._schedule(trader)
+
+    async def remove(self, trader: Trader) -> None:
+        self._unschedule(trader.id)
+        self._engine.deactivate(trader.id, forget=True)
+        self._resubscribe()
+
+    # Introspection (HTTP API, tests) ----------------------------------------------------------------------
+    def scheduled_traders(self) -> list[uuid.UUID]:
+        return list(self._scheduled)
+
+    def next_run_time(self, trader_id: uuid.UUID) -> datetime | None:
+        job = self._aps.get_job(_signal_job_id(trader_id))
+        return job.next_run_time if job is not None else None
+
+    def job_ids(self) -> set[str]:
+        return {job.id for job in self._aps.get_jobs()}
+
+    # Jobs ------------------------------------------------------------------------------------------
+    async def _schedule(self, trader: Trader) -> None:
+        try:
+            interval = parse_interval(trader.check_interval)
+            reanalysis = parse_interval(trader.reanalysis_interval)
+        except ConfigError as error:
+            logger.error("trader not scheduled trader_id=%s: %s", trader.id, error)
+            return
+        self._unschedule(trader.id)
+        if await self._engine.prepare(trader) is None:
+            return  # rejected code: reported; the sync pauses the trader once its status is 'error'
+        scheduled = _Scheduled(
+            trader, interval, frozenset(trader_symbols(trader, self._settings.default_symbols))
+        )
+        self._scheduled[trader.id] = scheduled
+        self._engine.activate(trader)
+        if interval.timeframe is not None:
+            self._by_close_timeframe.setdefault(interval.timeframe, set()).add(trader.id)
+        offset = self._settings.close_fallback_secs if interval.on_close else 0.0
+        self._aps.add_job(
+            self._signal_job, GridTrigger(interval.period_secs, offset), args=[trader.id],
+            id=_signal_job_id(trader.id), name=f"signals {trader.name}", replace_existing=True,
+            misfire_grace_time=self._grace_secs(interval),
+        )  # fmt: skip
+        reanalysis_offset = self._settings.close_fallback_secs if reanalysis.on_close else 0.0
+        self._aps.add_job(
+            self._reanalysis_job, GridTrigger(reanalysis.period_secs, reanalysis_offset), args=[trader.id],
+            id=_reanalysis_job_id(trader.id), name=f"re-analysis {trader.name}", replace_existing=True,
+            misfire_grace_time=self._grace_secs(reanalysis),
+        )  # fmt: skip
+        self._resubscribe()
+        logger.info(
+            "trader scheduled trader_id=%s check_interval=%s reanalysis_interval=%s symbols=%d",
+            trader.id, interval.text, reanalysis.text, len(scheduled.symbols),
+        )  # fmt: skip
+
+    def _grace_secs(self, interval: TimerInterval) -> float:
+        # A run later than half its period is dropped: the next one is closer than catching up would be.
+        return max(1.0, min(interval.period_secs / 2, self._settings.max_misfire_grace_secs))
+
+    def _unschedule(self, trader_id: uuid.UUID) -> None:
+        scheduled = self._scheduled.pop(trader_id, None)
+        if scheduled is not None:
+            self._cancel_gather(scheduled)
+            if scheduled.interval.timeframe is not None:
+                self._by_close_timeframe.get(scheduled.interval.timeframe, set()).discard(trader_id)
+        for job_id in (_signal_job_id(trader_id), _reanalysis_job_id(trader_id)):
+            with contextlib.suppress(JobLookupError):
+                self._aps.remove_job(job_id)
+
+    def _resubscribe(self) -> None:
+        klines, tickers = subscriptions(
+            (s.trader for s in self._scheduled.values()), self._settings.default_symbols
+        )
+        self._feed.set_subscriptions(klines, tickers)
+
+    async def _signal_job(self, trader_id: uuid.UUID) -> None:
+        scheduled = self._scheduled.get(trader_id)
+        if scheduled is None or not self._engine.is_active(trader_id):
+            return
+        scheduled.running = True
+        self._running_jobs += 1
+        self._idle.clear()
+        try:
+            trigger, fresh_after = scheduled.next_trigger, scheduled.next_fresh_after
+            scheduled.next_trigger = scheduled.next_fresh_after = None
+            if trigger is None and scheduled.interval.on_close:
+                if not await self._fallback_due(scheduled):
+                    return
+                trigger = "close_fallback"
+            elif trigger is None:
+                trigger = "timer"
+                fresh_after = self._clock.monotonic() - _TIMER_SHARE_SECS
+            report = await self._engine.run_trader(scheduled.trader, trigger, fresh_after=fresh_after)
+            self.recent_runs.append(report)
+        except Exception:  # a job must never die silently inside APScheduler
+            logger.exception("signal run failed trader_id=%s", trader_id)
+        finally:
+            scheduled.running = False
+            self._running_jobs -= 1
+            if self._running_jobs == 0:
+                self._idle.set()
+            if scheduled.rerun and self._scheduled.get(trader_id) is scheduled:
+                scheduled.rerun = False
+                self._run_now(scheduled)
+
+    async def _reanalysis_job(self, trader_id: uuid.UUID) -> None:
+        scheduled = self._scheduled.get(trader_id)
+        if scheduled is None or not self._engine.is_active(trader_id):
+            return
+        try:
+            await self._reanalyzer.reanalyze(scheduled.trader)
+        except Exception:
+            logger.exception("re-analysis failed trader_id=%s", trader_id)
+
+    def _run_now(self, scheduled: _Scheduled) -> None:
+        if scheduled.running:
+            scheduled.rerun = True
+            return
+        with contextlib.suppress(JobLookupError):
+            self._aps.modify_job(_signal_job_id(scheduled.trader.id), next_run_time=datetime.now(UTC))
+
+    # Candle closes ---------------------------------------------------------------------------------
+    def _on_kline_closed(self, symbol: str, interval: str, open_time_ms: int) -> None:
+        """From the feed's reader: cheap bookkeeping, then at most one APScheduler call."""
+        for trader_id in self._by_close_timeframe.get(interval, ()):
+            scheduled = self._scheduled.get(trader_id)
+            if scheduled is None or symbol not in scheduled.symbols:
+                continue
+            if scheduled.last_close_open_ms is not None and open_time_ms <= scheduled.last_close_open_ms:
+                continue  # already run for this candle (a repeated or late closing update)
+            gather = scheduled.gather
+            if gather is None or open_time_ms > gather.open_time_ms:
+                self._cancel_gather(scheduled)
+                gather = scheduled.gather = _Gather(open_time_ms)
+            elif open_time_ms < gather.open_time_ms:
+                continue
+            gather.closed.add(symbol)
+            if gather.closed >= scheduled.symbols:
+                self._fire_close(trader_id, open_time_ms)
+            elif gather.timer is None:
+                loop = asyncio.get_running_loop()
+                gather.timer = loop.call_later(
+                    self._settings.close_gather_secs, self._fire_close, trader_id, open_time_ms
+                )
+
+    def _fire_close(self, trader_id: uuid.UUID, open_time_ms: int) -> None:
+        scheduled = self._scheduled.get(trader_id)
+        if scheduled is None or scheduled.gather is None or scheduled.gather.open_time_ms != open_time_ms:
+            return
+        self._cancel_gather(scheduled)
+        scheduled.last_close_open_ms = open_time_ms
+        scheduled.next_trigger = "candle_close"
+        scheduled.next_fresh_after = self._clock.monotonic()
+        self._run_now(scheduled)
+
+    @staticmethod
+    def _cancel_gather(scheduled: _Scheduled) -> None:
+        if scheduled.gather is not None and scheduled.gather.timer is not None:
+            scheduled.gather.timer.cancel()
+        scheduled.gather = None
+
+    async def _fallback_due(self, scheduled: _Scheduled) -> bool:
+        """After a close on the wall clock: backfill symbols whose closing candle is missing; True when a
+        newer candle closed than the last close run covered."""
+        timeframe = scheduled.interval.timeframe
+        assert timeframe is not None
+        expected = self._expected_closed_open_ms(timeframe)
+        lagging = [s for s in scheduled.symbols if (self._last_closed_open_ms(s, timeframe) or -1) < expected]
+        if lagging:
+            for symbol in lagging:
+                self._feed.request_backfill((symbol, timeframe))
+            waited = 0.0
+            while waited < self._settings.fallback_backfill_wait_secs and any(
+                (self._last_closed_open_ms(s, timeframe) or -1) < expected for s in lagging
+            ):
+                await self._clock.sleep(0.1)
+                waited += 0.1
+        closed = [self._last_closed_open_ms(s, timeframe) for s in scheduled.symbols]
+        newest = max((value for value in closed if value is not None), default=None)
+        if newest is None or (
+            scheduled.last_close_open_ms is not None and newest <= scheduled.last_close_open_ms
+        ):
+            return False
+        scheduled.last_close_open_ms = newest
+        logger.info(
+            "close fallback runs trader_id=%s timeframe=%s open_time_ms=%d backfilled=%d",
+            scheduled.trader.id, timeframe, newest, len(lagging),
+        )  # fmt: skip
+        return True
+
+    def _expected_closed_open_ms(self, timeframe: str) -> int:
+        """The open time of the candle that should have closed last: by the wall clock, or by the market's
+        own newest candle when the feed is live (a replayed or lagging market runs behind the wall)."""
+        step = INTERVAL_MS[timeframe]
+        now_ms = int(self._clock.now().timestamp() * 1000)
+        expected = now_ms // step * step - step
+        health = self._feed.health()
+        if health.connected and not health.stale:
+            newest = max(
+                (s.last_open_time or 0 for s in self._feed.store if s.interval == timeframe), default=0
+            )
+            if newest:
+                expected = min(expected, newest - step)
+        return expected
+
+    def _last_closed_open_ms(self, symbol: str, timeframe: str) -> int | None:
+        series = self._feed.store.get(symbol, timeframe)
+        if series is None or len(series) == 0:
+            return None
+        if series.last_closed:
+            return series.last_open_time
+        times = series.klines().open_time
+        return int(times[-2]) if len(times) >= 2 else None
