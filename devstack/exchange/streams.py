@@ -169,6 +169,11 @@ class StreamHub:
                 connection.streams[name] = StreamName(name, "", None)
                 continue
             connection.streams[name] = stream
+            if stream.interval is not None and name not in connection.kline_bucket_ms:
+                # Events start with the candle forming at subscription time.
+                interval_ms = INTERVAL_MS[stream.interval]
+                now_ms = self.simulator.clock.now_ms()
+                connection.kline_bucket_ms[name] = now_ms // interval_ms * interval_ms
 
     # Faults -----------------------------------------------------------------------------------------
     def drop_all(self, *, abort: bool = False) -> int:

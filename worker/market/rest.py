@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import importlib
+import warnings
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
-from binance.async_client import AsyncClient
-from binance.exceptions import BinanceAPIException, BinanceRequestException
 
 from worker.errors import ConfigError, RateLimited, TransientError
+
+with warnings.catch_warnings():
+    # python-binance 1.0.37 imports websockets' legacy client at import time (a DeprecationWarning under
+    # websockets >= 14); we never use its websocket code.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    _binance_client = importlib.import_module("binance.async_client")
+    _binance_errors = importlib.import_module("binance.exceptions")
+AsyncClient = _binance_client.AsyncClient
+BinanceAPIException = _binance_errors.BinanceAPIException
+BinanceRequestException = _binance_errors.BinanceRequestException
 
 MAX_KLINES_PER_REQUEST = 1000
 
@@ -38,9 +48,9 @@ class BinanceKlineSource:
     def __init__(self, base_url: str, request_timeout_secs: float = 10.0) -> None:
         self._base_url = base_url.rstrip("/")
         self._timeout_secs = request_timeout_secs
-        self._client: AsyncClient | None = None
+        self._client: Any = None
 
-    async def _ensure_client(self) -> AsyncClient:
+    async def _ensure_client(self) -> Any:
         if self._client is None:
             # Constructed directly (not AsyncClient.create) so nothing pings the production host first.
             client = AsyncClient(requests_params={"timeout": self._timeout_secs})
