@@ -641,16 +641,16 @@ class TradeExecutor:
             take_profit_id=client_order_id(position.id, f"tp-{generation}"), generation=generation,
         )  # fmt: skip
         try:
-            for cid, kind, level in (
-                (request.stop_loss_id, OrderType.STOP_LOSS_LIMIT, request.stop_loss),
-                (request.take_profit_id, OrderType.TAKE_PROFIT_LIMIT, request.take_profit),
+            for cid, kind, level, leg in (
+                (request.stop_loss_id, OrderType.STOP_LOSS_LIMIT, request.stop_loss, "sl"),
+                (request.take_profit_id, OrderType.TAKE_PROFIT_LIMIT, request.take_profit, "tp"),
             ):
                 if level is not None:
                     await self.store.record_order(
                         _order_json(cid, position.symbol, position.exit_side, request.quantity, self.mode,
                                     signal_id=position.signal_id, position_id=position.id, order_type=kind,
                                     price=level,
-                                    intent={"kind": "protection", "position_id": str(position.id)})
+                                    intent={"kind": "protection", "leg": leg, "position_id": str(position.id)})
                     )  # fmt: skip
             protection = await self.venue.place_protection(request)
         except (OrderRejected, TransientError) as error:
