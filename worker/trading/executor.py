@@ -650,7 +650,8 @@ class TradeExecutor:
                         _order_json(cid, position.symbol, position.exit_side, request.quantity, self.mode,
                                     signal_id=position.signal_id, position_id=position.id, order_type=kind,
                                     price=level,
-                                    intent={"kind": "protection", "leg": leg, "position_id": str(position.id)})
+                                    intent={"kind": "protection", "leg": leg,
+                                            "position_id": str(position.id)})
                     )  # fmt: skip
             protection = await self.venue.place_protection(request)
         except (OrderRejected, TransientError) as error:
