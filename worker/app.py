@@ -14,13 +14,18 @@ from worker.clock import Clock, LiveClock
 from worker.components import Component, ComponentState
 from worker.database import MachineDatabase, check_schema_version
 from worker.domain.enums import MachineStatus
+from worker.errors import ConfigError
 from worker.heartbeat import Heartbeat
 from worker.http_api import ShutdownReport, build_app
 from worker.metrics import WorkerMetrics
 from worker.retry import retry
 from worker.settings import WorkerSettings
+from worker.signals.wiring import SignalEngineParts, build_signal_engine
 
 logger = logging.getLogger(__name__)
+
+# How long POST /reload-traders waits for the trader sync's reconcile before counting what the database holds.
+RELOAD_TIMEOUT_SECS = 30.0
 
 
 class _StopRequested(Exception):
@@ -43,6 +48,9 @@ class WorkerApp:
         self.metrics = WorkerMetrics()
         self._clock = clock or LiveClock()
         self._components = list(components or [])
+        # Without injected components the app runs the signal engine (feed, sandbox, scheduler, sync).
+        self._with_signal_engine = components is None
+        self.signal_engine: SignalEngineParts | None = None
         self._database = MachineDatabase(
             settings.rest_url,
             settings.supabase_anon_key.get_secret_value(),
@@ -65,11 +73,17 @@ class WorkerApp:
             check_schema_version(version)
             await retry(self._first_heartbeat, what="first heartbeat", clock=self._clock)
             await self.reload_traders()
-            runner = await self._start_http()
-            try:
-                await self._run_components()
-            finally:
-                await runner.cleanup()
+            async with contextlib.AsyncExitStack() as engine_resources:
+                if self._with_signal_engine:
+                    self.signal_engine = await build_signal_engine(
+                        self.settings, self.metrics, engine_resources, clock=self._clock
+                    )
+                    self._components += self.signal_engine.components
+                runner = await self._start_http()
+                try:
+                    await self._run_components()
+                finally:
+                    await runner.cleanup()
         finally:
             await self._database.aclose()
 
@@ -88,6 +102,9 @@ class WorkerApp:
                 group.create_task(self._stop_when_requested(), name="shutdown")
         except* _StopRequested:
             pass
+        except* ConfigError as errors:
+            # A component found the configuration unusable (e.g. a refused token): stop as misconfigured.
+            raise errors.exceptions[0] from None
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
@@ -129,6 +146,12 @@ class WorkerApp:
 
     async def reload_traders(self) -> int:
         """Re-read what the database holds for this user; returns the number of active traders."""
+        if self.signal_engine is not None and not self._prepare_lock.locked():  # not while shutting down
+            try:
+                async with asyncio.timeout(RELOAD_TIMEOUT_SECS):
+                    await self.signal_engine.trader_sync.reload_traders()
+            except TimeoutError:
+                logger.warning("trader sync did not reconcile within %.0fs", RELOAD_TIMEOUT_SECS)
         state = await retry(self._database.recover_state, what="recover state", clock=self._clock)
         self.metrics.active_traders = state.active_traders
         self.metrics.open_positions = state.open_positions

@@ -126,10 +126,29 @@ def build_app(control: WorkerControl, api_secret: str) -> web.Application:
         lines = []
         for name, help_text, value in gauges:
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name}{{{labels}}} {value}"]
+        per_trader = [
+            ("trademind_trader_checks_total", "check_signal calls per trader.", "counter", "checks"),
+            ("trademind_trader_matches_total", "Signal code matches per trader.", "counter", "matches"),
+            ("trademind_trader_errors_total", "Check errors per trader.", "counter", "errors"),
+            ("trademind_trader_stale_symbols_total", "Symbols skipped as stale.", "counter", "stale_symbols"),
+            ("trademind_trader_last_run_duration_ms", "Last run.", "gauge", "last_run_duration_ms"),
+        ]  # fmt: skip
+        for name, help_text, kind, attribute in per_trader if metrics.traders else ():
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+            for trader_id, figures in sorted(metrics.traders.items()):
+                value = getattr(figures, attribute)
+                if value is not None:
+                    lines.append(f'{name}{{{labels},trader_id="{trader_id}"}} {value}')
         for component, state in control.component_states().items():
             healthy = int(state in HEALTHY_STATES)
             lines.append(f'trademind_component_healthy{{{labels},component="{component}"}} {healthy}')
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8")
+
+    async def trader_metrics(_: web.Request) -> web.Response:
+        figures = control.metrics.traders
+        return web.json_response(
+            {"traders": {trader_id: figures[trader_id].as_json() for trader_id in sorted(figures)}}
+        )
 
     async def positions(_: web.Request) -> web.Response:
         return web.json_response({"positions": await control.open_positions()}, dumps=_dumps)
@@ -172,6 +191,7 @@ def build_app(control: WorkerControl, api_secret: str) -> web.Application:
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics_json)
     app.router.add_get("/metrics/prometheus", metrics_prometheus)
+    app.router.add_get("/metrics/traders", trader_metrics)
     app.router.add_get("/positions", positions)
     app.router.add_post("/reload-traders", reload_traders)
     app.router.add_post("/prepare-shutdown", prepare_shutdown)

@@ -37,6 +37,52 @@ class HourlyCounter:
 
 
 @dataclass
+class TraderMetrics:
+    """One trader's signal engine figures since the worker started (the HTTP API reports them)."""
+
+    runs: int = 0
+    checks: int = 0  # check_signal calls (one per symbol evaluated)
+    matches: int = 0
+    errors: int = 0  # per-symbol check failures, and runs that failed as a whole
+    stale_symbols: int = 0  # symbols skipped because their data was missing or stale
+    signals_created: int = 0
+    already_live: int = 0  # matches skipped: a signal for the symbol is still live
+    cooldown_skipped: int = 0
+    budget_skipped: int = 0  # matches skipped: the trader's analysis budget was used up
+    analyses: int = 0
+    analysis_failures: int = 0
+    last_run_at: datetime | None = None
+    last_run_duration_ms: float | None = None
+    last_trigger: str | None = None
+    last_error: str | None = None
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "runs": self.runs,
+            "checks": self.checks,
+            "matches": self.matches,
+            "errors": self.errors,
+            "staleSymbols": self.stale_symbols,
+            "signalsCreated": self.signals_created,
+            "alreadyLive": self.already_live,
+            "cooldownSkipped": self.cooldown_skipped,
+            "budgetSkipped": self.budget_skipped,
+            "analyses": self.analyses,
+            "analysisFailures": self.analysis_failures,
+            "lastRunAt": _rfc3339(self.last_run_at),
+            "lastRunDurationMs": (
+                round(self.last_run_duration_ms, 3) if self.last_run_duration_ms is not None else None
+            ),
+            "lastTrigger": self.last_trigger,
+            "lastError": self.last_error,
+        }
+
+
+def _rfc3339(moment: datetime | None) -> str | None:
+    return moment.isoformat().replace("+00:00", "Z") if moment is not None else None
+
+
+@dataclass
 class WorkerMetrics:
     """Shared by the components that produce the figures and the HTTP API that reports them."""
 
@@ -47,6 +93,15 @@ class WorkerMetrics:
     last_kline_update: datetime | None = None
     signals_checked: HourlyCounter = field(default_factory=HourlyCounter)
     signals_triggered: HourlyCounter = field(default_factory=HourlyCounter)
+    # Per trader id (str), kept while the trader is scheduled.
+    traders: dict[str, TraderMetrics] = field(default_factory=dict)
+
+    def trader(self, trader_id: str) -> TraderMetrics:
+        """The trader's metrics, created on first use."""
+        found = self.traders.get(trader_id)
+        if found is None:
+            found = self.traders[trader_id] = TraderMetrics()
+        return found
 
 
 def resident_memory_mb() -> float:

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, HttpUrl, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from worker.errors import ConfigError
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+# The signal engine's default universe when DEFAULT_SYMBOLS is not set (liquid USDT pairs).
+DEFAULT_SYMBOLS = (
+    "BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT", "DOGEUSDT", "ADAUSDT", "TRXUSDT", "AVAXUSDT",
+    "LINKUSDT", "DOTUSDT", "LTCUSDT", "BCHUSDT", "NEARUSDT", "UNIUSDT", "ATOMUSDT", "ETCUSDT", "XLMUSDT",
+    "APTUSDT", "FILUSDT",
+)  # fmt: skip
+_SYMBOL = re.compile(r"^[A-Z0-9]{2,20}$")
+_PRODUCTION_REST = "https://api.binance.com"
+_PRODUCTION_STREAMS = "wss://stream.binance.com:9443"
 
 
 class WorkerSettings(BaseSettings):
@@ -31,17 +42,70 @@ class WorkerSettings(BaseSettings):
     paper_trading_only: bool = True
     binance_api_key: SecretStr | None = None
     binance_api_secret: SecretStr | None = None
-    binance_base_url: HttpUrl = HttpUrl("https://api.binance.com")
+    binance_base_url: HttpUrl = HttpUrl(_PRODUCTION_REST)
+    # Market streams; unset: Binance's streams for Binance's REST URL, else the REST host itself over ws(s)
+    # (the local exchange simulator serves both on one port).
+    binance_stream_url: str | None = Field(default=None, pattern=r"^wss?://[^\s/]+(/[^\s]*)?$")
     log_level: LogLevel = "INFO"
     http_host: str = "::"
     http_port: int = Field(default=8080, ge=1, le=65535)
     heartbeat_interval_secs: float = Field(default=30.0, gt=0, le=60)
     shutdown_timeout_secs: float = Field(default=30.0, gt=0)
+    # Signal engine: universe, freshness, cooldown, candle-close timing.
+    default_symbols: Annotated[tuple[str, ...], NoDecode] = DEFAULT_SYMBOLS
+    kline_history: int = Field(default=1000, ge=50, le=5000)
+    signal_cooldown_secs: float = Field(default=300.0, ge=0)
+    signal_stale_after_secs: float = Field(default=60.0, gt=0)
+    signal_stranded_after_secs: float = Field(default=900.0, gt=0)
+    candle_close_gather_secs: float = Field(default=0.5, gt=0, le=10)
+    candle_close_fallback_secs: float = Field(default=5.0, gt=0, le=60)
+    # Sandbox pool: processes, memory per process, default per-check deadline.
+    sandbox_processes: int = Field(default=2, ge=1, le=16)
+    sandbox_memory_limit_mb: int = Field(default=192, ge=32, le=4096)
+    sandbox_deadline_ms: float = Field(default=250.0, ge=1, le=60_000)
+    # analyze-signal: per-attempt timeout, overall deadline, attempts, per-trader calls per rolling hour.
+    analysis_attempt_timeout_secs: float = Field(default=45.0, gt=0)
+    analysis_deadline_secs: float = Field(default=120.0, gt=0)
+    analysis_max_attempts: int = Field(default=4, ge=1, le=10)
+    analysis_calls_per_hour: int = Field(default=60, ge=1)
+    analysis_concurrency: int = Field(default=4, ge=1, le=32)
 
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_log_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("default_symbols", mode="before")
+    @classmethod
+    def _split_symbols(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = tuple(part.strip().upper() for part in value.split(",") if part.strip())
+        if isinstance(value, list | tuple):
+            bad = [str(symbol) for symbol in value if not _SYMBOL.match(str(symbol))]
+            if bad:
+                raise ValueError(f"not Binance symbols: {', '.join(bad[:5])}")
+            if not value:
+                raise ValueError("at least one symbol is needed")
+            return tuple(dict.fromkeys(value))
+        return value
+
+    @property
+    def stream_url(self) -> str:
+        """The market streams' base URL (see `binance_stream_url`)."""
+        if self.binance_stream_url:
+            return self.binance_stream_url.rstrip("/")
+        rest = str(self.binance_base_url).rstrip("/")
+        if rest == _PRODUCTION_REST:
+            return _PRODUCTION_STREAMS
+        return "ws" + rest.removeprefix("http")
+
+    @property
+    def functions_url(self) -> str:
+        return f"{str(self.supabase_url).rstrip('/')}/functions/v1"
+
+    @property
+    def realtime_url(self) -> str:
+        return f"{str(self.supabase_url).rstrip('/')}/realtime/v1"
 
     @property
     def rest_url(self) -> str:

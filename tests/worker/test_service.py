@@ -45,7 +45,36 @@ class RunningWorker:
         return self.process.returncode, stderr
 
 
-def worker_env(stack: DevStack, user: AppUser, machine_id: str, port: int) -> dict[str, str]:
+@pytest.fixture(scope="module")
+def exchange_url() -> Iterator[str]:
+    """Our own exchange simulator (the worker's market feed connects to it), replaying at 60x."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "devstack.exchange", "--port", str(port), "--speed", "60"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/api/v3/ping", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise AssertionError("the exchange simulator did not start")
+            time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def worker_env(
+    stack: DevStack, user: AppUser, machine_id: str, port: int, exchange_url: str
+) -> dict[str, str]:
     return {
         "PATH": os.environ["PATH"],
         "USER_ID": str(user.id),
@@ -59,6 +88,7 @@ def worker_env(stack: DevStack, user: AppUser, machine_id: str, port: int) -> di
         "HTTP_PORT": str(port),
         "HEARTBEAT_INTERVAL_SECS": "0.5",
         "LOG_LEVEL": "info",
+        "BINANCE_BASE_URL": exchange_url,
     }
 
 
@@ -90,7 +120,7 @@ def wait_healthy(url: str, process: subprocess.Popen[str], timeout_secs: float =
 
 
 @pytest.fixture
-def worker(stack: DevStack, db: psycopg.Connection[Any]) -> Iterator[RunningWorker]:
+def worker(stack: DevStack, db: psycopg.Connection[Any], exchange_url: str) -> Iterator[RunningWorker]:
     user = create_user(db)
     create_trader(db, user, "worker test trader")
     machine_id = f"m-{uuid.uuid4().hex[:12]}"
@@ -100,7 +130,7 @@ def worker(stack: DevStack, db: psycopg.Connection[Any]) -> Iterator[RunningWork
         (user.id, machine_id),
     )
     port = free_port()
-    env = worker_env(stack, user, machine_id, port)
+    env = worker_env(stack, user, machine_id, port, exchange_url)
     process = start_worker(env)
     running = RunningWorker(process, f"http://127.0.0.1:{port}", machine_id, user, env)
     try:
@@ -132,7 +162,10 @@ def test_worker_heartbeats_and_reports_health(worker: RunningWorker, db: psycopg
         worker.machine_id,
         1,
     )
-    assert health["components"] == {"heartbeat": "running"}
+    assert set(health["components"]) == {
+        "heartbeat", "trader-sync", "market-feed", "scheduler", "signal-engine",
+    }  # fmt: skip
+    assert set(health["components"].values()) <= {"starting", "running"}
     assert machine_row(db, worker.machine_id) == ("running", "v-test-1", True)
 
 
@@ -249,14 +282,16 @@ def test_missing_settings_stop_startup_with_one_clear_line(stack: DevStack) -> N
         assert name in result.stderr
 
 
-def test_a_token_for_another_user_is_refused_at_startup(stack: DevStack, db: psycopg.Connection[Any]) -> None:
+def test_a_token_for_another_user_is_refused_at_startup(
+    stack: DevStack, db: psycopg.Connection[Any], exchange_url: str
+) -> None:
     owner, intruder = create_user(db), create_user(db)
     try:
         machine_id = f"m-{uuid.uuid4().hex[:12]}"
         db.execute(
             "insert into public.fly_machines (user_id, machine_id) values (%s, %s)", (owner.id, machine_id)
         )
-        env = worker_env(stack, owner, machine_id, free_port()) | {
+        env = worker_env(stack, owner, machine_id, free_port(), exchange_url) | {
             "MACHINE_TOKEN": intruder.machine_jwt(machine_id)
         }
 

@@ -206,34 +206,38 @@ class SignalScheduler:
         self._unschedule(trader.id)
         if await self._engine.prepare(trader) is None:
             return  # rejected code: reported; the sync pauses the trader once its status is 'error'
-        scheduled = _Scheduled(
-            trader, interval, frozenset(trader_symbols(trader, self._settings.default_symbols))
-        )
-        self._scheduled[trader.id] = scheduled
+        symbols = frozenset(trader_symbols(trader, self._settings.default_symbols))
+        offset = self._settings.close_fallback_secs if interval.on_close else 0.0
+        reanalysis_offset = self._settings.close_fallback_secs if reanalysis.on_close else 0.0
+        reanalysis_trigger = GridTrigger(reanalysis.period_secs, reanalysis_offset)
+        try:
+            self._aps.add_job(
+                self._signal_job, GridTrigger(interval.period_secs, offset), args=[trader.id],
+                id=_signal_job_id(trader.id), name=f"signals {trader.name}", replace_existing=True,
+                misfire_grace_time=self._grace_secs(interval),
+            )  # fmt: skip
+            self._aps.add_job(
+                self._reanalysis_job, reanalysis_trigger, args=[trader.id],
+                id=_reanalysis_job_id(trader.id), name=f"re-analysis {trader.name}", replace_existing=True,
+                misfire_grace_time=self._grace_secs(reanalysis),
+            )  # fmt: skip
+        except Exception:
+            self._unschedule(trader.id)
+            raise
+        # No await from here on, so a job that fires finds the trader registered.
+        scheduled = self._scheduled[trader.id] = _Scheduled(trader, interval, symbols)
         self._engine.activate(trader)
         if interval.timeframe is not None:
             self._by_close_timeframe.setdefault(interval.timeframe, set()).add(trader.id)
-        offset = self._settings.close_fallback_secs if interval.on_close else 0.0
-        self._aps.add_job(
-            self._signal_job, GridTrigger(interval.period_secs, offset), args=[trader.id],
-            id=_signal_job_id(trader.id), name=f"signals {trader.name}", replace_existing=True,
-            misfire_grace_time=self._grace_secs(interval),
-        )  # fmt: skip
-        reanalysis_offset = self._settings.close_fallback_secs if reanalysis.on_close else 0.0
-        self._aps.add_job(
-            self._reanalysis_job, GridTrigger(reanalysis.period_secs, reanalysis_offset), args=[trader.id],
-            id=_reanalysis_job_id(trader.id), name=f"re-analysis {trader.name}", replace_existing=True,
-            misfire_grace_time=self._grace_secs(reanalysis),
-        )  # fmt: skip
         self._resubscribe()
         logger.info(
             "trader scheduled trader_id=%s check_interval=%s reanalysis_interval=%s symbols=%d",
             trader.id, interval.text, reanalysis.text, len(scheduled.symbols),
         )  # fmt: skip
 
-    def _grace_secs(self, interval: TimerInterval) -> float:
+    def _grace_secs(self, interval: TimerInterval) -> int:
         # A run later than half its period is dropped: the next one is closer than catching up would be.
-        return max(1.0, min(interval.period_secs / 2, self._settings.max_misfire_grace_secs))
+        return int(max(1, min(interval.period_secs // 2, self._settings.max_misfire_grace_secs)))
 
     def _unschedule(self, trader_id: uuid.UUID) -> None:
         scheduled = self._scheduled.pop(trader_id, None)
