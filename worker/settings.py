@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Annotated, Literal
 
 from pydantic import Field, HttpUrl, SecretStr, ValidationError, field_validator
@@ -13,6 +14,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from worker.errors import ConfigError
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+AtrInterval = Literal["1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d"]
 
 # The signal engine's default universe when DEFAULT_SYMBOLS is not set (liquid USDT pairs).
 DEFAULT_SYMBOLS = (
@@ -69,6 +71,21 @@ class WorkerSettings(BaseSettings):
     analysis_max_attempts: int = Field(default=4, ge=1, le=10)
     analysis_calls_per_hour: int = Field(default=60, ge=1)
     analysis_concurrency: int = Field(default=4, ge=1, le=32)
+    # Trading: paper fills, sizing without positionSize, guardrails, the position monitor, trailing stops
+    # for new positions (off, percent of price, or ATR multiple of TRADING_ATR_INTERVAL candles).
+    trading_paper_fee_rate: Decimal = Field(default=Decimal("0.001"), ge=0, lt=1)
+    trading_paper_slippage_rate: Decimal = Field(default=Decimal("0.0005"), ge=0, lt=1)
+    trading_default_balance_fraction: Decimal = Field(default=Decimal("0.1"), gt=0, le=1)
+    trading_symbol_cooldown_secs: float = Field(default=900.0, ge=0)
+    trading_safe_mode_failures: int = Field(default=3, ge=1, le=100)
+    trading_monitor_sweep_interval_secs: float = Field(default=1.0, gt=0, le=60)
+    trading_stale_price_secs: float = Field(default=10.0, gt=0)
+    trading_trailing_mode: Literal["off", "percent", "atr"] = "off"
+    trading_trailing_distance: Decimal = Field(default=Decimal("0.02"), gt=0)
+    trading_trailing_activation_fraction: Decimal = Field(default=Decimal("0"), ge=0, lt=1)
+    trading_atr_interval: AtrInterval = "1h"
+    trading_exchange_stop_update_secs: float = Field(default=10.0, gt=0)
+    trading_order_timeout_secs: float = Field(default=10.0, gt=0, le=60)
 
     @field_validator("log_level", mode="before")
     @classmethod
