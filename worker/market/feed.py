@@ -148,7 +148,8 @@ class MarketFeed:
         self._connection_numbers = 0
         self._layout_changed = asyncio.Event()
         self._backfill_queue: asyncio.Queue[KlineKey] = asyncio.Queue()
-        self._backfill_pending: set[KlineKey] = set()
+        # Series waiting for a backfill -> the oldest open time to fetch from (None: the newest candles).
+        self._backfill_pending: dict[KlineKey, int | None] = {}
         self._group: asyncio.TaskGroup | None = None
         self._last_message_at: float | None = None
         self._last_message_wall: datetime | None = None
@@ -189,7 +190,8 @@ class MarketFeed:
         self._klines, self._tickers = wanted_klines, wanted_tickers
         self._assign()
         for name in added:
-            self.request_backfill(wanted_klines[name])
+            key = wanted_klines[name]
+            self.request_backfill(key, self.store.series(*key).last_open_time)
 
     def _assign(self) -> None:
         """Keep streams on their connection; put new ones where there is room, opening connections."""
@@ -305,7 +307,8 @@ class MarketFeed:
             # Backfill only now: whatever closes from here on arrives on this socket.
             for name in connection.wanted:
                 if name in self._klines:
-                    self.request_backfill(self._klines[name])
+                    key = self._klines[name]
+                    self.request_backfill(key, self.store.series(*key).last_open_time)
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._sync_subscriptions(connection, socket))
                 group.create_task(self._watchdog(connection))
@@ -380,12 +383,13 @@ class MarketFeed:
         if kline_stream(*key) not in self._klines:
             return  # a late message for a stream we just dropped
         series = self.store.series(*key)
+        previous_open_ms = series.last_open_time
         result = series.upsert(
             update.open_time, update.open, update.high, update.low, update.close, update.volume,
             closed=update.closed,
         )  # fmt: skip
         if result in (Upsert.GAP, Upsert.UNCONFIRMED):
-            self.request_backfill(key)
+            self.request_backfill(key, previous_open_ms)
         if update.closed and result is not Upsert.STALE:
             for listener in self._closed_listeners:
                 try:
@@ -394,32 +398,44 @@ class MarketFeed:
                     logger.exception("kline closed listener failed symbol=%s interval=%s", *key)
 
     # Backfill --------------------------------------------------------------------------------------
-    def request_backfill(self, key: KlineKey) -> None:
-        """Fetch candles over REST from the newest stored one (or the last `backfill_limit`) up to now."""
-        if key not in self._backfill_pending:
-            self._backfill_pending.add(key)
-            self._backfill_queue.put_nowait(key)
+    def request_backfill(self, key: KlineKey, from_ms: int | None) -> None:
+        """Fetch candles over REST from open time `from_ms` (None: the newest `backfill_limit`) to now.
+
+        Requests for a series already waiting merge into one, from the older of the two starts.
+        """
+        if key in self._backfill_pending:
+            pending = self._backfill_pending[key]
+            if pending is not None and from_ms is not None:
+                self._backfill_pending[key] = min(pending, from_ms)
+            return
+        self._backfill_pending[key] = from_ms
+        self._backfill_queue.put_nowait(key)
 
     async def _backfill_worker(self) -> None:
         attempts: dict[KlineKey, int] = {}
         while True:
             key = await self._backfill_queue.get()
-            self._backfill_pending.discard(key)
+            from_ms = self._backfill_pending.pop(key, None)
             if kline_stream(*key) not in self._klines:
                 continue
             try:
-                await self._backfill(key)
+                await self._backfill(key, from_ms)
                 attempts.pop(key, None)
             except RateLimited as error:
-                await self._retry_later(key, attempts, error, error.retry_after_secs)
+                await self._retry_later(key, from_ms, attempts, error, error.retry_after_secs)
             except TransientError as error:
-                await self._retry_later(key, attempts, error, None)
+                await self._retry_later(key, from_ms, attempts, error, None)
             except ConfigError as error:
                 self._last_error = str(error)
                 logger.error("giving up backfill symbol=%s interval=%s: %s", key[0], key[1], error)
 
     async def _retry_later(
-        self, key: KlineKey, attempts: dict[KlineKey, int], error: Exception, at_least_secs: float | None
+        self,
+        key: KlineKey,
+        from_ms: int | None,
+        attempts: dict[KlineKey, int],
+        error: Exception,
+        at_least_secs: float | None,
     ) -> None:
         attempt = attempts.get(key, 0)
         attempts[key] = attempt + 1
@@ -428,12 +444,12 @@ class MarketFeed:
         self._log_once(f"backfill-{key}", "backfill failed symbol=%s interval=%s retry_in_secs=%.1f error=%s",
                        key[0], key[1], delay, error)  # fmt: skip
         await self.clock.sleep(delay)
-        self.request_backfill(key)
+        self.request_backfill(key, from_ms)
 
-    async def _backfill(self, key: KlineKey) -> None:
+    async def _backfill(self, key: KlineKey, from_ms: int | None) -> None:
         symbol, interval = key
         series = self.store.series(symbol, interval)
-        start_ms = series.last_open_time
+        start_ms = from_ms if from_ms is not None else series.last_open_time
         limit = min(self.settings.backfill_limit, MAX_KLINES_PER_REQUEST)
         while True:
             rows = await self.source.fetch_klines(symbol, interval, start_ms=start_ms, limit=limit)
