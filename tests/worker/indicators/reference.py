@@ -112,6 +112,6 @@ def aroon(high: list[float], low: list[float], n: int) -> tuple[list[float], lis
 def obv(close: list[float], volume: list[float]) -> list[float]:
     out = [volume[0]]
     for i in range(1, len(close)):
-        sign = (close[i] > close[i - 1]) - (close[i] < close[i - 1])
+        sign = int(close[i] > close[i - 1]) - int(close[i] < close[i - 1])
         out.append(out[-1] + sign * volume[i])
     return out
