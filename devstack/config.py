@@ -24,6 +24,9 @@ GEMINI_PORT = 54341
 # The stand-in accepts any key; the functions still send one, as they must to the real API.
 GEMINI_STANDIN_API_KEY = "devstack-gemini-key"
 FLY_PORT = 54342
+# The Binance Spot simulator (REST and streams on one port) and its default replay speed.
+EXCHANGE_PORT = 54340
+EXCHANGE_DEFAULT_SPEED = 60.0
 # The Fly stand-in's app and token (dev only): the lifecycle functions present it as production's would.
 FLY_APP_NAME = "trademind-workers"
 FLY_DEV_TOKEN = "fly-devstack-token-not-a-secret"  # noqa: S105

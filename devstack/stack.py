@@ -16,6 +16,8 @@ import httpx
 
 from devstack import keys, migrations
 from devstack.config import (
+    EXCHANGE_DEFAULT_SPEED,
+    EXCHANGE_PORT,
     FLY_APP_NAME,
     FLY_DEV_TOKEN,
     FLY_PORT,
@@ -57,7 +59,7 @@ def _quiet(_: str) -> None:
 class DevStack:
     """Start, stop, inspect and reset the local stack; every process it starts is recorded by pid."""
 
-    PARTS = ("postgres", "postgrest", "realtime", "functions", "gateway", "gemini", "fly")
+    PARTS = ("postgres", "postgrest", "realtime", "functions", "gateway", "gemini", "fly", "exchange")
 
     def __init__(self, config: StackConfig | None = None) -> None:
         self.config = config or StackConfig.load()
@@ -84,6 +86,9 @@ class DevStack:
         self._ensure_running("gemini", "the Gemini stand-in", GEMINI_PORT, self._gemini_launch, progress)
         self._ensure_running("fly", "the Fly Machines stand-in", FLY_PORT, self._fly_launch, progress)
         self._ensure_running(
+            "exchange", "the Binance exchange simulator", EXCHANGE_PORT, self._exchange_launch, progress
+        )
+        self._ensure_running(
             "functions", "Edge Functions (Deno)", FUNCTIONS_PORT, self._functions_launch, progress
         )
         self._ensure_running(
@@ -97,7 +102,7 @@ class DevStack:
         stopped = []
         # Realtime before Postgres: it drops its replication slot on the way out.
         # Fly first: its workers record their last heartbeat (`stopped`) through the gateway as they stop.
-        for name in ("fly", "gateway", "functions", "realtime", "postgrest", "gemini"):
+        for name in ("fly", "gateway", "functions", "realtime", "postgrest", "gemini", "exchange"):
             if self.registry.stop(name, first_signal=signal.SIGTERM):
                 progress(f"stopped {name}")
                 stopped.append(name)
@@ -158,6 +163,7 @@ class DevStack:
             "gateway": f"{self.config.api_url}/health",
             "gemini": f"http://127.0.0.1:{GEMINI_PORT}/_control/health",
             "fly": f"http://127.0.0.1:{FLY_PORT}/_control/health",
+            "exchange": f"http://127.0.0.1:{EXCHANGE_PORT}/api/v3/ping",
         }
         deadline = time.monotonic() + timeout_secs
         with httpx.Client(timeout=2.0) as client:
@@ -236,6 +242,15 @@ class DevStack:
     def _gemini_launch(self) -> tuple[list[str], dict[str, str]]:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(self.config.repo_root)}
         return [sys.executable, "-m", "devstack.gemini", "--port", str(GEMINI_PORT)], env
+
+    def _exchange_launch(self) -> tuple[list[str], dict[str, str]]:
+        """Replay ../shared/data/klines (or $TRADEMIND_KLINES_DIR) at $TRADEMIND_EXCHANGE_SPEED (60x)."""
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(self.config.repo_root)}
+        if klines_dir := os.environ.get("TRADEMIND_KLINES_DIR"):
+            env["TRADEMIND_KLINES_DIR"] = klines_dir
+        speed = os.environ.get("TRADEMIND_EXCHANGE_SPEED", str(EXCHANGE_DEFAULT_SPEED))
+        argv = [sys.executable, "-m", "devstack.exchange", "--port", str(EXCHANGE_PORT), "--speed", speed]
+        return argv, env
 
     @property
     def _fly_state_dir(self) -> Path:

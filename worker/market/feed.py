@@ -398,15 +398,18 @@ class MarketFeed:
                     logger.exception("kline closed listener failed symbol=%s interval=%s", *key)
 
     # Backfill --------------------------------------------------------------------------------------
-    def request_backfill(self, key: KlineKey, from_ms: int | None) -> None:
-        """Fetch candles over REST from open time `from_ms` (None: the newest `backfill_limit`) to now.
+    def request_backfill(self, key: KlineKey, from_ms: int | None = None) -> None:
+        """Fetch candles over REST from open time `from_ms` up to now.
+
+        Without `from_ms`: from the newest stored candle (the newest `backfill_limit` if there is none).
 
         Requests for a series already waiting merge into one, from the older of the two starts.
         """
         if key in self._backfill_pending:
             pending = self._backfill_pending[key]
-            if pending is not None and from_ms is not None:
-                self._backfill_pending[key] = min(pending, from_ms)
+            if from_ms is not None:
+                # None means "from the newest stored candle", which is never older than a given start.
+                self._backfill_pending[key] = from_ms if pending is None else min(pending, from_ms)
             return
         self._backfill_pending[key] = from_ms
         self._backfill_queue.put_nowait(key)
