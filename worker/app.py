@@ -21,6 +21,7 @@ from worker.metrics import WorkerMetrics
 from worker.retry import retry
 from worker.settings import WorkerSettings
 from worker.signals.wiring import SignalEngineParts, build_signal_engine
+from worker.trading.wiring import TradingSystem, build_trading
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class WorkerApp:
         # Without injected components the app runs the signal engine (feed, sandbox, scheduler, sync).
         self._with_signal_engine = components is None
         self.signal_engine: SignalEngineParts | None = None
+        self.trading: TradingSystem | None = None
         self._database = MachineDatabase(
             settings.rest_url,
             settings.supabase_anon_key.get_secret_value(),
@@ -75,10 +77,19 @@ class WorkerApp:
             await self.reload_traders()
             async with contextlib.AsyncExitStack() as engine_resources:
                 if self._with_signal_engine:
+                    self.trading = await build_trading(self.settings, engine_resources, clock=self._clock)
                     self.signal_engine = await build_signal_engine(
-                        self.settings, self.metrics, engine_resources, clock=self._clock
+                        self.settings,
+                        self.metrics,
+                        engine_resources,
+                        executor=self.trading.executor,
+                        reanalyzer=self.trading.reanalyzer,
+                        clock=self._clock,
                     )
-                    self._components += self.signal_engine.components
+                    # Positions are guarded from the first ticker on: recovery re-arms the monitor first.
+                    self.trading.attach(self.signal_engine.feed)
+                    await self.trading.recover(self.metrics)
+                    self._components += self.trading.components + self.signal_engine.components
                 runner = await self._start_http()
                 try:
                     await self._run_components()

@@ -53,6 +53,7 @@ async def recover(executor: TradeExecutor) -> RecoveryReport:
         completed += done is True
         failed += done is False
     await _seed_guardrails(executor)
+    await _close_orphaned_signals(executor)
     exits = placed = 0
     if executor.venue.supports_protection:
         exits = await executor.reconcile_exchange_exits()
@@ -174,6 +175,21 @@ async def _resolve_protection(
     message = "not placed: the worker stopped before the exchange accepted it"
     await executor.store.mark_order(cid, status, error_message=message)
     return False
+
+
+async def _close_orphaned_signals(executor: TradeExecutor) -> None:
+    # A crash between a flip's two legs leaves the signal position_open with no open position: the flip
+    # is recorded (the closed position says `flip`), so close the signal and say why.
+    held = {position.signal_id for position in executor.positions.values()}
+    for row in await executor.store.signals_in(SignalStatus.POSITION_OPEN):
+        signal_id = uuid.UUID(str(row["id"]))
+        if signal_id in held:
+            continue
+        reason = "no open position after restart (interrupted flip or close)"
+        try:
+            await executor.store.set_signal(signal_id, status=SignalStatus.CLOSED, close_reason=reason)
+        except WorkerError as error:
+            logger.warning("could not close signal signal_id=%s error=%s", signal_id, error)
 
 
 async def _seed_guardrails(executor: TradeExecutor) -> None:

@@ -150,6 +150,9 @@ class TradingStore:
             params["trader_id"] = f"eq.{trader_id}"
         return await self._get("signals", params)
 
+    async def signals_in(self, status: SignalStatus) -> list[dict[str, Any]]:
+        return await self._get("signals", {"select": "*", "status": f"eq.{status.value}"})
+
     async def pending_trades(self) -> list[dict[str, Any]]:
         return await self._get("trades", {"select": "*", "status": "eq.pending", "order": "executed_at"})
 

@@ -19,6 +19,7 @@ from worker.market.feed import MarketFeed
 from worker.market.store import KlineStore
 from worker.market.tickers import TickerStore
 from worker.metrics import WorkerMetrics
+from worker.retry import retry
 from worker.settings import WorkerSettings
 from worker.signals.analysis import AnalysisClient, AnalysisSettings
 from worker.signals.market_data import build_market_data
@@ -224,7 +225,7 @@ async def build_trading(
     stack.push_async_callback(store.aclose)
     venue, reason = choose_venue(settings, await store.user_row(), config)
     logger.info("trading mode=%s reason=%s", venue.mode, reason)
-    await venue.start()
+    await retry(venue.start, what=f"{venue.mode} venue start", clock=clock)
     stack.push_async_callback(venue.aclose)
     prices = MarketPrices(config)
     executor = TradeExecutor(store, venue, Guardrails(config), config, prices, clock=clock)
