@@ -6,6 +6,7 @@ tests/worker/trading/crash_driver.py, killing itself at an exact point so every 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import subprocess
@@ -69,12 +70,12 @@ async def account(exchange: str) -> AsyncIterator[tuple[str, str]]:
 
 
 def run_driver(
-    exchange: str, keys: tuple[str, str], env: dict[str, str], step: str, crash_at: str | None = None
+    exchange: str, keys: tuple[str, str], env: dict[str, str], *, step: str, crash_at: str | None = None
 ) -> int:
     command = [
         sys.executable, "-m", "tests.worker.trading.crash_driver", "--exchange", exchange, "--key", keys[0],
-        "--secret", keys[1], "--token", env["token"], "--signal", env["signal"], "--trader-row", env["trader"],
-        "--step", step,
+        "--secret", keys[1], "--token", env["token"], "--signal", env["signal"],
+        "--trader-row", env["trader"], "--step", step,
     ]  # fmt: skip
     if crash_at:
         command += ["--crash-at", crash_at]
@@ -108,6 +109,7 @@ CASES = [
 
 @pytest.mark.parametrize(("before", "step", "crash_at"), CASES)
 async def test_sigkill_then_restart_leaves_everything_consistent(
+    *,
     db: psycopg.Connection[Any],
     exchange: str,
     account: tuple[str, str],
@@ -119,21 +121,26 @@ async def test_sigkill_then_restart_leaves_everything_consistent(
     trader_id = create_trader(db, user)
     set_risk(db, trader_id, 1000, 3, 500)
     signal_id = uuid.uuid4()
-    price = Decimal(
-        str(httpx.get(f"{exchange}/api/v3/ticker/price", params={"symbol": "BTCUSDT"}).json()["price"])
-    )
+    async with httpx.AsyncClient() as client:
+        reply = await client.get(f"{exchange}/api/v3/ticker/price", params={"symbol": "BTCUSDT"})
+    price = Decimal(str(reply.json()["price"]))
     db.execute(
-        "insert into signals (id, trader_id, user_id, symbol, trigger_price) values (%s, %s, %s, 'BTCUSDT', %s)",
+        "insert into signals (id, trader_id, user_id, symbol, trigger_price)"
+        " values (%s, %s, %s, 'BTCUSDT', %s)",
         (signal_id, trader_id, user.id, price),
     )
     trader_row = rows(db, "select * from traders where id = %s", trader_id)[0]
     env = {"token": user.machine_jwt("crash-test"), "signal": str(signal_id),
            "trader": json.dumps(trader_row, default=str)}  # fmt: skip
+
+    async def run(step: str, crash_at: str | None = None) -> int:
+        return await asyncio.to_thread(run_driver, exchange, account, env, step=step, crash_at=crash_at)
+
     for clean in before:
-        assert run_driver(exchange, account, env, clean) == 0
-    assert run_driver(exchange, account, env, step, crash_at) == -9
-    assert run_driver(exchange, account, env, "recover") == 0
-    assert run_driver(exchange, account, env, "recover") == 0  # a second restart changes nothing
+        assert await run(clean) == 0
+    assert await run(step, crash_at) == -9
+    assert await run("recover") == 0
+    assert await run("recover") == 0  # a second restart changes nothing
 
     venue = BinanceVenue(exchange, *account, settle_secs=0.01)
     await venue.start()
