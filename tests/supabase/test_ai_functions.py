@@ -15,6 +15,7 @@ from devstack.stack import DevStack
 from tests.devstack.test_gemini import load_klines, run_over_history
 from tests.factories import AppUser, create_trader
 from worker.domain.decision import parse_decision
+from worker.sandbox import compile_signal
 
 HOUR_MS = 3_600_000
 
@@ -71,6 +72,8 @@ def test_generate_strategy_saves_a_trader_whose_code_runs_on_real_candles_and_pr
         ).fetchone()
         assert row is not None
         assert row[0] == alice.id
+        program = compile_signal(row[1], trader_id=body["trader"]["id"])  # the worker's sandbox accepts it
+        assert program.trader_id == body["trader"]["id"]
         results = run_over_history(row[1], load_klines("BTCUSDT-1h.csv"), row[2][0])
         assert any(results) and not all(results)
         # The lifecycle function provisioned alice's machine.
