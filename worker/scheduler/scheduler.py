@@ -195,6 +195,15 @@ class SignalScheduler:
     def job_ids(self) -> set[str]:
         return {job.id for job in self._aps.get_jobs()}
 
+    def run_now(self, trader_id: uuid.UUID) -> bool:
+        """Run the trader's check job now, as its timer would (a `<tf>_close` trader: the wall-clock
+        fallback); False when the trader is not scheduled."""
+        scheduled = self._scheduled.get(trader_id)
+        if scheduled is None:
+            return False
+        self._run_now(scheduled)
+        return True
+
     # Jobs ------------------------------------------------------------------------------------------
     async def _schedule(self, trader: Trader) -> None:
         try:
@@ -372,17 +381,15 @@ class SignalScheduler:
 
     def _expected_closed_open_ms(self, timeframe: str) -> int:
         """The open time of the candle that should have closed last: by the wall clock, or by the market's
-        own newest candle when the feed is live (a replayed or lagging market runs behind the wall)."""
+        newest candle of any series when the feed is live (a replayed or lagging market runs behind)."""
         step = INTERVAL_MS[timeframe]
         now_ms = int(self._clock.now().timestamp() * 1000)
         expected = now_ms // step * step - step
         health = self._feed.health()
         if health.connected and not health.stale:
-            newest = max(
-                (s.last_open_time or 0 for s in self._feed.store if s.interval == timeframe), default=0
-            )
-            if newest:
-                expected = min(expected, newest - step)
+            market_ms = max((s.last_open_time or 0 for s in self._feed.store), default=0)
+            if market_ms:
+                expected = min(expected, market_ms // step * step - step)
         return expected
 
     def _last_closed_open_ms(self, symbol: str, timeframe: str) -> int | None:

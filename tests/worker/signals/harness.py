@@ -1,0 +1,211 @@
+"""The signal engine assembled from real parts for tests: an exchange simulator in this loop, the market
+feed, the sandbox pool, the local stack's PostgREST and analyze-signal (Gemini stand-in behind it)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import psycopg
+from psycopg.rows import dict_row
+
+from devstack import keys
+from devstack.exchange.data import SymbolData, default_data_dir, load_directory
+from devstack.exchange.server import ExchangeSimulator, SimulatorConfig
+from devstack.stack import DevStack
+from tests.factories import AppUser
+from worker.domain.decision import Decision
+from worker.domain.trader import Trader
+from worker.execution import SignalContext
+from worker.market.feed import FeedSettings, MarketFeed
+from worker.market.rest import BinanceKlineSource
+from worker.market.store import KlineStore
+from worker.market.tickers import TickerStore
+from worker.metrics import WorkerMetrics
+from worker.sandbox import PostgrestTraderErrorReporter, SandboxConfig, SandboxPool, SignalRunner
+from worker.scheduler.scheduler import SchedulerSettings, SignalScheduler
+from worker.signals.analysis import AnalysisBudget, AnalysisClient, AnalysisSettings
+from worker.signals.engine import EngineSettings, SignalEngine
+from worker.signals.signal_store import SignalStore
+from worker.signals.snapshots import SnapshotSource
+from worker.signals.wiring import feed_keys
+
+# 2025-01-03 03:00 UTC: two days into the 1m recordings, so a backfill finds 1000 candles.
+START_MS = 1_735_873_200_000
+SYMBOLS = ("BTCUSDT", "ETHUSDT")
+NEVER = "def check_signal(symbol, ticker, klines):\n    return False\n"
+ALWAYS = "def check_signal(symbol, ticker, klines):\n    return ticker['lastPrice'] > 0\n"
+
+
+async def until(predicate: Callable[[], object], timeout_secs: float = 20.0) -> None:
+    """Poll `predicate` every 50 ms until it is true (TimeoutError after `timeout_secs`)."""
+    async with asyncio.timeout(timeout_secs):
+        while True:
+            if predicate():
+                return
+            await asyncio.sleep(0.05)
+
+
+@dataclass
+class RecordingExecutor:
+    """A DecisionExecutor that keeps what it was handed (the trading component is tested on its own)."""
+
+    executed: list[tuple[SignalContext, Decision]] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def execute(self, context: SignalContext, decision: Decision) -> None:
+        self.executed.append((context, decision))
+        self.arrived.set()
+
+
+def machine_user(db: psycopg.Connection[Any], user: AppUser) -> str:
+    """Give the user a live machine row (analyze-signal serves only live machines); its id."""
+    machine_id = f"m-{uuid.uuid4().hex[:12]}"
+    db.execute(
+        "insert into public.fly_machines (user_id, machine_id, status) values (%s, %s, 'running')",
+        (user.id, machine_id),
+    )
+    return machine_id
+
+
+def insert_trader(
+    db: psycopg.Connection[Any],
+    user: AppUser,
+    code: str,
+    *,
+    check_interval: str = "1m_close",
+    timeframes: tuple[str, ...] = ("1m",),
+    symbols: tuple[str, ...] | None = SYMBOLS,
+    reanalysis_interval: str = "1h",
+    name: str = "engine test trader",
+) -> Trader:
+    """A trader row as the platform would write it, read back as the worker parses it."""
+    with db.cursor(row_factory=dict_row) as cursor:
+        row = cursor.execute(
+            "insert into public.traders (user_id, name, signal_code, ai_instructions, timeframes,"
+            " check_interval, reanalysis_interval, symbols) values (%s, %s, %s, 'Trade carefully.', %s, %s,"
+            " %s, %s) returning *",
+            (user.id, name, code, list(timeframes), check_interval, reanalysis_interval,
+             list(symbols) if symbols is not None else None),
+        ).fetchone()  # fmt: skip
+    assert row is not None
+    return Trader.from_row(row)
+
+
+def trader_row(db: psycopg.Connection[Any], trader_id: uuid.UUID) -> dict[str, Any]:
+    with db.cursor(row_factory=dict_row) as cursor:
+        row = cursor.execute("select * from public.traders where id = %s", (trader_id,)).fetchone()
+    assert row is not None
+    return row
+
+
+def signal_rows(db: psycopg.Connection[Any], trader_id: uuid.UUID) -> list[dict[str, Any]]:
+    with db.cursor(row_factory=dict_row) as cursor:
+        return cursor.execute(
+            "select id, symbol, status::text, trigger_price, close_reason, created_at from public.signals"
+            " where trader_id = %s order by created_at",
+            (trader_id,),
+        ).fetchall()
+
+
+@dataclass
+class Engine:
+    simulator: ExchangeSimulator
+    feed: MarketFeed
+    store: KlineStore
+    tickers: TickerStore
+    pool: SandboxPool
+    runner: SignalRunner
+    signals: SignalStore
+    analysis: AnalysisClient
+    engine: SignalEngine
+    scheduler: SignalScheduler
+    metrics: WorkerMetrics
+    executor: RecordingExecutor
+
+    async def wait_for_data(self, symbols: tuple[str, ...], timeframe: str, timeout_secs: float = 20) -> None:
+        """Until every symbol has a backfilled series and a ticker."""
+        async with asyncio.timeout(timeout_secs):
+            while True:
+                series = [self.store.get(symbol, timeframe) for symbol in symbols]
+                if all(s is not None and len(s) >= 100 for s in series) and all(
+                    self.tickers.get(symbol) is not None for symbol in symbols
+                ):
+                    return
+                await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def running_engine(
+    stack: DevStack,
+    user: AppUser,
+    machine_id: str,
+    *,
+    recorded: dict[str, SymbolData] | None = None,
+    speed: float = 60.0,
+    paused: bool = False,
+    engine_settings: EngineSettings | None = None,
+    scheduler_settings: SchedulerSettings | None = None,
+    analysis_settings: AnalysisSettings | None = None,
+    analysis_transport: httpx.AsyncBaseTransport | None = None,
+    sandbox: SandboxConfig | None = None,
+) -> AsyncIterator[Engine]:
+    """Every part of the engine, running (feed, engine workers, APScheduler) until the block ends."""
+    data = recorded if recorded is not None else load_directory(default_data_dir())
+    simulator = ExchangeSimulator(SimulatorConfig(start_ms=START_MS, speed=speed, paused=paused), data)
+    await simulator.start()
+    token = user.machine_jwt(machine_id)
+    rest_url = f"{stack.config.api_url}/rest/v1"
+    async with contextlib.AsyncExitStack() as stack_exit:
+        stack_exit.push_async_callback(simulator.stop)
+        store, tickers = KlineStore(), TickerStore()
+        source = BinanceKlineSource(simulator.url)
+        stack_exit.push_async_callback(source.close)
+        feed = MarketFeed(FeedSettings(ws_base_url=simulator.ws_url), store, tickers, source)
+        pool = await stack_exit.enter_async_context(SandboxPool(sandbox or SandboxConfig()))
+        reporter = PostgrestTraderErrorReporter(rest_url, keys.ANON_KEY, token)
+        stack_exit.push_async_callback(reporter.aclose)
+        runner = SignalRunner(pool, reporter)
+        signals = SignalStore(rest_url, keys.ANON_KEY, token, user.id)
+        stack_exit.push_async_callback(signals.aclose)
+        analysis_config = analysis_settings or AnalysisSettings(
+            functions_url=f"{stack.config.api_url}/functions/v1", anon_key=keys.ANON_KEY, machine_token=token
+        )
+        analysis = AnalysisClient(analysis_config, transport=analysis_transport)
+        stack_exit.push_async_callback(analysis.aclose)
+        snapshots = SnapshotSource(store, tickers, lambda: feed_keys(feed))
+        stack_exit.callback(snapshots.close)
+        metrics = WorkerMetrics()
+        executor = RecordingExecutor()
+        engine = SignalEngine(
+            runner, snapshots, klines=store, tickers=tickers, signals=signals, analysis=analysis,
+            budget=AnalysisBudget(analysis_config.calls_per_hour), executor=executor,
+            settings=engine_settings or EngineSettings(default_symbols=SYMBOLS), metrics=metrics,
+        )  # fmt: skip
+        scheduler = SignalScheduler(
+            engine, feed, scheduler_settings or SchedulerSettings(default_symbols=SYMBOLS)
+        )
+        scheduler.start()
+        tasks = []
+        for name, coroutine in (
+            ("feed", feed.run()),
+            ("engine", engine.run()),
+            ("scheduler", scheduler.run()),
+        ):
+            tasks.append(asyncio.create_task(coroutine, name=f"test-{name}"))
+        try:
+            yield Engine(
+                simulator, feed, store, tickers, pool, runner, signals, analysis, engine, scheduler, metrics,
+                executor,
+            )  # fmt: skip
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
