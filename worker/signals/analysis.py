@@ -30,6 +30,7 @@ from worker.retry import Backoff
 logger = logging.getLogger(__name__)
 
 HOUR_SECS = 3600.0
+BUDGET_CODE = "budget_exhausted"  # analyze-signal's 429 (supabase/functions/_shared/budget.ts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,14 +163,18 @@ class AnalysisClient:
             else:
                 if response.status_code == 200:
                     return self._parse(response, request_id, attempt, what)
-                problem = _problem(response)
+                code, problem = _problem(response)
                 if response.status_code == 429 or response.status_code >= 500:
                     last_problem = f"HTTP {response.status_code} {problem}"
                     retry_after = _retry_after_secs(response)
-                    if retry_after is not None and retry_after > settings.deadline_secs:
+                    # The function's only 429 is the user's daily budget: it resets at midnight UTC.
+                    if code == BUDGET_CODE or (
+                        retry_after is not None and retry_after > settings.deadline_secs
+                    ):
+                        wait = f" (retry after {retry_after:.0f}s)" if retry_after is not None else ""
                         raise AnalysisFailed(
                             FailureKind.BUDGET,
-                            f"{what}: HTTP {response.status_code} {problem} (retry after {retry_after:.0f}s)",
+                            f"{what}: HTTP {response.status_code} {problem}{wait}",
                             status=response.status_code,
                         )
                 else:
@@ -205,13 +210,14 @@ class AnalysisClient:
         return Analysis(decision, analysis_id, request_id, bool(body.get("replayed", False)), attempt)
 
 
-def _problem(response: httpx.Response) -> str:
-    """`code: message` from the function's {error: {code, message}} body (never the whole body)."""
+def _problem(response: httpx.Response) -> tuple[str | None, str]:
+    """The error code and `code: message` from the function's {error: {code, message}} body."""
     try:
         error = response.json().get("error", {})
-        return f"{error.get('code')}: {str(error.get('message', ''))[:300]}"
+        code = error.get("code")
+        return (str(code) if code is not None else None), f"{code}: {str(error.get('message', ''))[:300]}"
     except (ValueError, AttributeError):
-        return response.text[:200]
+        return None, response.text[:200]
 
 
 def _retry_after_secs(response: httpx.Response) -> float | None:
