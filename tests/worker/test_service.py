@@ -163,7 +163,7 @@ def test_worker_heartbeats_and_reports_health(worker: RunningWorker, db: psycopg
         1,
     )
     assert set(health["components"]) == {
-        "heartbeat", "trader-sync", "market-feed", "scheduler", "signal-engine",
+        "heartbeat", "trader-sync", "market-feed", "scheduler", "signal-engine", "position-monitor",
     }  # fmt: skip
     assert set(health["components"].values()) <= {"starting", "running"}
     assert machine_row(db, worker.machine_id) == ("running", "v-test-1", True)
