@@ -11,6 +11,7 @@ from psycopg.rows import dict_row
 
 from devstack import keys
 from devstack.stack import DevStack
+from tests.worker.sandbox.hostile import SNIPPETS, Outcome
 from tests.worker.signals.conftest import FaultyNetwork, MachineUser
 from tests.worker.signals.harness import (
     ALWAYS,
@@ -207,3 +208,34 @@ async def test_symbols_without_fresh_data_are_skipped_and_counted(
     assert [row["symbol"] for row in signal_rows(db, trader.id)] == ["BTCUSDT"]
     assert all("XRPUSDT" in run.stale for run in runs)
     assert metrics.stale_symbols >= len(runs)
+
+
+async def test_the_hostile_corpus_scheduled_next_to_a_good_trader_leaves_the_worker_signalling(
+    stack: DevStack, db: psycopg.Connection[Any], machine: MachineUser
+) -> None:
+    hostile = [
+        (snippet, insert_trader(db, machine.user, snippet.code, name=snippet.name)) for snippet in SNIPPETS
+    ]
+    good = insert_trader(db, machine.user, ALWAYS, name="good")
+    must_stop = [t for s, t in hostile if s.outcome in (Outcome.REJECTED, Outcome.STOPPED)]
+    fails = [t for s, t in hostile if s.outcome is Outcome.FAILS]
+
+    async with running_engine(stack, machine.user, machine.machine_id) as parts:
+        for _, trader in hostile:
+            await parts.scheduler.add(trader)
+        await parts.scheduler.add(good)
+        await until(lambda: all(trader_row(db, t.id)["status"] == "error" for t in must_stop), 60)
+        await until(lambda: len(parts.executor.executed) == 2, 30)
+        good_runs = len([r for r in parts.scheduler.recent_runs if r.trader_id == good.id])
+        await until(
+            lambda: len([r for r in parts.scheduler.recent_runs if r.trader_id == good.id]) > good_runs
+        )
+        state, pool_size = parts.engine.state(), parts.pool.stats().processes
+        fail_metrics = [parts.metrics.trader(str(t.id)) for t in fails]
+
+    assert len(hostile) >= 40
+    assert all(trader_row(db, t.id)["error_message"] for t in must_stop)
+    assert all(m.errors >= 1 and m.signals_created == 0 for m in fail_metrics)
+    assert all(signal_rows(db, t.id) == [] for _, t in hostile)
+    assert sorted(r["symbol"] for r in signal_rows(db, good.id)) == sorted(SYMBOLS)
+    assert (state, pool_size) == (ComponentState.RUNNING, 2)
