@@ -1,0 +1,119 @@
+"""The trading parts as the app builds them: venue choice, recovery at start, and the feed's ticker store
+driving the position monitor to a close (no poll in between)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+
+from devstack.keys import ANON_KEY
+from tests.factories import create_trader, create_user
+from tests.worker.trading.helpers import decision, set_risk
+from worker.domain.enums import AnalysisDecision, TradingMode
+from worker.execution import SignalContext
+from worker.market.feed import FeedSettings, MarketFeed
+from worker.market.messages import Ticker
+from worker.market.rest import BinanceKlineSource
+from worker.market.store import KlineStore
+from worker.market.tickers import TickerStore
+from worker.settings import load_settings
+from worker.trading.binance_venue import BinanceVenue
+from worker.trading.config import TradingConfig
+from worker.trading.venue import PaperVenue
+from worker.trading.wiring import build_trading, choose_venue
+
+
+def settings_for(user: Any, **extra: str) -> Any:
+    return load_settings(
+        {
+            "USER_ID": str(user.id),
+            "MACHINE_ID": "wiring-test",
+            "SUPABASE_URL": "http://127.0.0.1:54321",
+            "SUPABASE_ANON_KEY": ANON_KEY,
+            "MACHINE_TOKEN": user.machine_jwt("wiring-test"),
+            "MACHINE_API_SECRET": "x" * 32,
+            "TRADING_PAPER_SLIPPAGE_RATE": "0",
+            **extra,
+        }
+    )
+
+
+def ticker(symbol: str, price: str, at_ms: int) -> Ticker:
+    value = Decimal(price)
+    zero = Decimal(0)
+    return Ticker(symbol, value, value, value, value, zero, zero, value, value, zero, zero, at_ms)
+
+
+def test_real_trading_needs_the_flag_the_keys_and_the_users_consent(db: psycopg.Connection[Any]) -> None:
+    user = create_user(db)
+    config = TradingConfig()
+    keys = {"BINANCE_API_KEY": "k" * 16, "BINANCE_API_SECRET": "s" * 16}
+    cases = [
+        ({}, {"real_trading_enabled": True}, "PAPER_TRADING_ONLY is set"),
+        (
+            {"PAPER_TRADING_ONLY": "false"},
+            {"real_trading_enabled": True},
+            "no Binance API keys are configured",
+        ),
+        (
+            {"PAPER_TRADING_ONLY": "false", **keys},
+            {"real_trading_enabled": False},
+            "the user has not enabled real trading",
+        ),
+    ]
+    for env, row, reason in cases:
+        venue, why = choose_venue(settings_for(user, **env), row, config)
+        assert isinstance(venue, PaperVenue) and why == reason
+    venue, why = choose_venue(
+        settings_for(user, PAPER_TRADING_ONLY="false", **keys), {"real_trading_enabled": True}, config
+    )
+    assert isinstance(venue, BinanceVenue) and venue.mode is TradingMode.REAL
+
+
+async def test_built_system_recovers_and_closes_on_a_ticker_update(db: psycopg.Connection[Any]) -> None:
+    user = create_user(db)
+    trader_id = create_trader(db, user)
+    trader = set_risk(db, trader_id, 500, 3, 500)
+    signal_id = db.execute(
+        "insert into signals (trader_id, user_id, symbol, trigger_price)"
+        " values (%s, %s, 'BTCUSDT', 40000) returning id",
+        (trader_id, user.id),
+    ).fetchone()[0]  # type: ignore[index]
+    async with contextlib.AsyncExitStack() as stack:
+        system = await build_trading(settings_for(user), stack)
+        assert system.venue.mode is TradingMode.PAPER and system.mode_reason == "PAPER_TRADING_ONLY is set"
+        source = BinanceKlineSource("http://127.0.0.1:9")
+        stack.push_async_callback(source.close)
+        feed = MarketFeed(
+            FeedSettings(ws_base_url="ws://127.0.0.1:9"), KlineStore(capacity=100), TickerStore(), source
+        )
+        system.attach(feed)
+        feed.tickers.update(ticker("BTCUSDT", "40000", 1))
+        report = await system.recover()
+        assert report.open_positions == 0
+        context = SignalContext(signal_id, trader, "BTCUSDT", Decimal(40000), Decimal(40000), signal_id)
+        await system.executor.execute(
+            context, decision(AnalysisDecision.OPEN_LONG, stop_loss="39000", take_profit="42000")
+        )
+        assert system.monitor.watched() == 1
+        monitor = asyncio.create_task(system.monitor.run())
+        try:
+            feed.tickers.update(
+                ticker("BTCUSDT", "38999.5", 2)
+            )  # through the stop: the listener queues the exit
+            for _ in range(200):
+                if not system.executor.positions:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await monitor
+    row = db.execute(
+        "select status, close_reason, exit_price from positions where signal_id = %s", (signal_id,)
+    ).fetchone()
+    assert row == ("closed", "stop_loss", Decimal("38999.5"))
