@@ -84,6 +84,7 @@ class WorkerApp:
                         engine_resources,
                         executor=self.trading.executor,
                         reanalyzer=self.trading.reanalyzer,
+                        extra_tickers=self.trading.position_symbols,
                         clock=self._clock,
                     )
                     # Positions are guarded from the first ticker on: recovery re-arms the monitor first.

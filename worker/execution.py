@@ -36,6 +36,10 @@ class DecisionExecutor(Protocol):
         """Act on `decision` for the signal (idempotent per analysis_id: a retry must not act twice)."""
         ...
 
+    def record_analysis_failure(self, trader_id: uuid.UUID, reason: str = "") -> None:
+        """Count an analysis that failed for good (consecutive failures put the trader in safe mode)."""
+        ...
+
 
 class Reanalyzer(Protocol):
     async def reanalyze(self, trader: Trader) -> None:
@@ -56,3 +60,6 @@ class LoggingExecutor:
             decision.decision,
             decision.confidence,
         )
+
+    def record_analysis_failure(self, trader_id: uuid.UUID, reason: str = "") -> None:
+        logger.info("analysis failure not counted (no executor) trader_id=%s reason=%s", trader_id, reason)

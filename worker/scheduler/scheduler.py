@@ -18,6 +18,7 @@ import contextlib
 import logging
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final
@@ -41,6 +42,10 @@ logger = logging.getLogger(__name__)
 _RECENT_RUNS: Final = 256
 # Timer runs that start within this long of each other share one data snapshot.
 _TIMER_SHARE_SECS: Final = 0.25
+
+
+# How often the extra ticker symbols (open positions' symbols) are compared with what the feed follows.
+EXTRA_TICKERS_CHECK_SECS = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,9 +106,13 @@ class SignalScheduler:
         settings: SchedulerSettings,
         *,
         reanalyzer: Reanalyzer | None = None,
+        extra_tickers: Callable[[], set[str]] | None = None,
         clock: Clock | None = None,
     ) -> None:
         self._engine = engine
+        # Symbols followed beyond the traders' own (open positions the monitor must keep guarding).
+        self._extra_tickers = extra_tickers or set
+        self._followed_extra: set[str] = set()
         self._feed = feed
         self._settings = settings
         self._reanalyzer: Reanalyzer = reanalyzer or LoggingReanalyzer()
@@ -135,7 +144,9 @@ class SignalScheduler:
         """Keep the jobs running until cancelled; then stop APScheduler (running checks are cancelled)."""
         self.start()
         try:
-            await asyncio.Event().wait()
+            while True:
+                await self._clock.sleep(EXTRA_TICKERS_CHECK_SECS)
+                self.follow_extra_tickers()
         finally:
             self._stop()
 
@@ -262,7 +273,13 @@ class SignalScheduler:
         klines, tickers = subscriptions(
             (s.trader for s in self._scheduled.values()), self._settings.default_symbols
         )
-        self._feed.set_subscriptions(klines, tickers)
+        self._followed_extra = self._extra_tickers()
+        self._feed.set_subscriptions(klines, tickers | self._followed_extra)
+
+    def follow_extra_tickers(self) -> None:
+        """Re-read the extra symbols (e.g. after a position opened or closed); cheap when nothing changed."""
+        if self._extra_tickers() != self._followed_extra:
+            self._resubscribe()
 
     async def _signal_job(self, trader_id: uuid.UUID) -> None:
         scheduled = self._scheduled.get(trader_id)

@@ -380,6 +380,7 @@ class SignalEngine:
             metrics.last_error = f"analysis failed ({error.kind}): {error}"
             logger.warning("analysis failed signal_id=%s kind=%s error=%s", signal_id, error.kind, error)
             await self._close(signal_id, f"analysis failed ({error.kind.value}): {error}")
+            self._executor.record_analysis_failure(trader.id, f"{error.kind.value}: {error}")
             return
         metrics.analyses += 1
         current = self._active.get(trader.id)

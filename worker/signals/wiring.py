@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
@@ -130,6 +131,7 @@ async def build_signal_engine(
     *,
     executor: DecisionExecutor | None = None,
     reanalyzer: Reanalyzer | None = None,
+    extra_tickers: Callable[[], set[str]] | None = None,
     clock: Clock | None = None,
 ) -> SignalEngineParts:
     """Start the sandbox pool and build every part (their `run` is started by the app)."""
@@ -196,6 +198,7 @@ async def build_signal_engine(
             close_fallback_secs=settings.candle_close_fallback_secs,
         ),
         reanalyzer=reanalyzer,
+        extra_tickers=extra_tickers,
         clock=clock,
     )
     scheduler.start()

@@ -57,10 +57,14 @@ class RecordingExecutor:
 
     executed: list[tuple[SignalContext, Decision]] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    analysis_failures: list[tuple[uuid.UUID, str]] = field(default_factory=list)
 
     async def execute(self, context: SignalContext, decision: Decision) -> None:
         self.executed.append((context, decision))
         self.arrived.set()
+
+    def record_analysis_failure(self, trader_id: uuid.UUID, reason: str = "") -> None:
+        self.analysis_failures.append((trader_id, reason))
 
 
 def machine_user(db: psycopg.Connection[Any], user: AppUser) -> str:

@@ -121,6 +121,8 @@ async def test_a_failed_analysis_closes_its_signal_with_the_reason(
     assert len(rows) == 2  # the freed symbols are not signalled again within the cooldown
     assert all(row["close_reason"].startswith("analysis failed (budget_exhausted): ") for row in rows)
     assert parts.executor.executed == []
+    # Each failure is counted towards the trader's safe mode.
+    assert [trader_id for trader_id, _ in parts.executor.analysis_failures] == [trader.id, trader.id]
 
 
 async def test_a_trader_paused_mid_analysis_gets_its_signal_closed_not_executed(
