@@ -161,6 +161,9 @@ class StackConfig:
             "MACHINE_URL_TEMPLATE": f"http://127.0.0.1:{FLY_PORT}/_machines/{{machine_id}}",
             "MACHINE_JWT_SECRET": keys.JWT_SECRET,
             "MACHINE_SECRET_KEY": MACHINE_SECRET_DEV_KEY,
+            # Local machines trade against the exchange simulator, on the two recorded pairs.
+            "WORKER_BINANCE_BASE_URL": f"http://127.0.0.1:{EXCHANGE_PORT}",
+            "WORKER_DEFAULT_SYMBOLS": "BTCUSDT,ETHUSDT",
         }
 
     def gemini_env(self) -> dict[str, str]:

@@ -19,7 +19,7 @@ import aiohttp
 
 from worker.clock import Clock, LiveClock
 from worker.domain.enums import OrderSide, OrderType, PositionSide, TradingMode
-from worker.errors import OrderRejected, RateLimited, TransientError
+from worker.errors import ConfigError, OrderRejected, RateLimited, TransientError
 from worker.trading.model import (
     ClientOrderId,
     ExchangeOrderId,
@@ -96,7 +96,15 @@ class BinanceVenue:
             self._client = client
         info = await self._call(self._client.get_exchange_info, "exchangeInfo")
         self._rules = {s["symbol"]: SymbolRules.from_exchange_info(s) for s in info.get("symbols", [])}
-        account = await self._call(self._client.get_account, "account")
+        try:
+            account = await self._call(self._client.get_account, "account")
+        except ExchangeRejected as error:
+            if error.code in KEY_REJECTED_CODES:
+                # Retrying or restarting will not make the key valid: the user must fix it.
+                raise ConfigError(
+                    f"Binance refused the API key ({error.code}: {error.exchange_message})"
+                ) from error
+            raise
         rates = account.get("commissionRates") or {}
         if rates.get("taker") is not None:
             self.taker_fee_rate = Decimal(str(rates["taker"]))
@@ -355,6 +363,10 @@ class BinanceVenue:
             else:
                 fee_quote = fee
         return Fill(executed, price, fee_quote, fee, asset, base_asset_fee)
+
+
+# Binance's answers to a key that is wrong, lacks permissions, or signs badly.
+KEY_REJECTED_CODES = frozenset({-2015, -2014, -2008, -1022})
 
 
 class ExchangeRejected(OrderRejected):

@@ -34,6 +34,8 @@ export function lifecycleEnv(): LifecycleEnv {
   const workerEnv: Record<string, string> = { LOG_LEVEL: optionalEnv("WORKER_LOG_LEVEL", "info") };
   const binanceBaseUrl = Deno.env.get("WORKER_BINANCE_BASE_URL");
   if (binanceBaseUrl) workerEnv.BINANCE_BASE_URL = binanceBaseUrl;
+  const symbols = Deno.env.get("WORKER_DEFAULT_SYMBOLS");
+  if (symbols) workerEnv.DEFAULT_SYMBOLS = symbols;
   const heartbeat = Deno.env.get("WORKER_HEARTBEAT_INTERVAL_SECS");
   if (heartbeat) workerEnv.HEARTBEAT_INTERVAL_SECS = heartbeat;
   return {

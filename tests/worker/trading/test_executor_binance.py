@@ -16,6 +16,7 @@ from devstack.exchange.server import SimulatorConfig
 from tests.worker.trading.exchange import START_MS, FaultySimulator
 from tests.worker.trading.helpers import TradingEnv, decision, trading_env
 from worker.domain.enums import AnalysisDecision as D
+from worker.errors import ConfigError
 from worker.trading.binance_venue import BinanceVenue
 from worker.trading.config import TradingConfig
 
@@ -192,3 +193,14 @@ async def test_an_exchange_side_stop_fill_is_recorded_once(
 @pytest.mark.parametrize("unused", [None])
 def test_levels_helper_rounds_to_cents(unused: None) -> None:
     assert levels(Decimal("100"), "0.98", "1.03") == {"stop_loss": "98.00", "take_profit": "103.00"}
+
+
+async def test_a_key_the_exchange_refuses_stops_start_up_as_a_config_error(
+    simulator: FaultySimulator,
+) -> None:
+    venue = BinanceVenue(simulator.url, "unknownkey" * 4, "unknownsecret" * 3, request_timeout_secs=1.0)
+    try:
+        with pytest.raises(ConfigError, match=r"Binance refused the API key \(-2015"):
+            await venue.start()
+    finally:
+        await venue.aclose()
