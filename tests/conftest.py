@@ -14,10 +14,11 @@ from devstack.stack import DevStack
 @pytest.fixture(scope="session")
 def stack() -> Iterator[DevStack]:
     dev_stack = DevStack()
-    was_up = dev_stack.is_up()
+    # Stop it afterwards only if nothing was running before: a stack someone else started stays up.
+    was_running = any(part.running for part in dev_stack.status())
     dev_stack.up()
     yield dev_stack
-    if not was_up:
+    if not was_running:
         dev_stack.down()
 
 

@@ -3,8 +3,9 @@ begin;
 select plan(27);
 
 select tables_are('public',
-  array['users', 'fly_machines', 'traders', 'signals', 'positions', 'trades', 'analysis_history'],
-  'public has exactly the seven product tables');
+  array['users', 'fly_machines', 'traders', 'signals', 'positions', 'trades', 'analysis_history',
+        'ai_token_budgets', 'ai_usage_daily', 'paper_accounts'],
+  'public has exactly the product tables (a new one must be added here, with its RLS tests)');
 
 select ok(
   (select bool_and(c.relrowsecurity) from pg_class c join pg_namespace n on n.oid = c.relnamespace

@@ -29,6 +29,7 @@ from tests.factories import AppUser, create_trader, create_user, delete_user
 JS_CLIENT = Path(__file__).with_name("realtime_supabase_js_client.ts")
 LATENCY_LIMIT_SECS = 1.0
 
+
 @pytest.fixture
 def user(db: psycopg.Connection[Any]) -> Iterator[AppUser]:
     app_user = create_user(db)

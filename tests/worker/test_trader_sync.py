@@ -29,6 +29,7 @@ from worker.trader_sync import TraderSync, TraderSyncSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
+
 class RecordingScheduler:
     """A TraderScheduler that records every call and checks the protocol: once each, in a sane order."""
 

@@ -95,7 +95,7 @@ stackTest("provision-machine: the minted token is accepted by PostgREST for that
     const [row] = await sql`select status, last_heartbeat is not null as beat from public.fly_machines where user_id = ${user.id}`;
 
     assert.equal(response.status, 201);
-    assert.equal(beat.status, 200);
+    assert.equal(beat.status, 200, `heartbeat with the minted token: ${await beat.clone().text()}`);
     await beat.body?.cancel();
     assert.deepEqual({ ...row }, { status: "running", beat: true });
     assert.equal(machine.config.env.MACHINE_API_SECRET, await machineApiSecret(env("MACHINE_SECRET_KEY"), user.id));
