@@ -83,10 +83,12 @@ def sma(values: npt.ArrayLike, period: int = 20) -> FloatArray:
     tail = x[start:]
     if len(tail) < period:
         return out
-    # Cumulative sums around the first value keep the sums small, so a constant series stays exact.
+    # Each window is summed on its own (pairwise, by numpy): a running cumulative sum would carry the
+    # rounding error of every earlier value, so one huge price would blur all later averages. Summing
+    # around the first value keeps a constant series exact.
     offset = tail[0]
-    sums = np.concatenate(([0.0], np.cumsum(tail - offset)))
-    out[start + period - 1 :] = offset + (sums[period:] - sums[:-period]) / period
+    windows = np.lib.stride_tricks.sliding_window_view(tail - offset, period)
+    out[start + period - 1 :] = offset + windows.sum(axis=1) / period
     return out
 
 
