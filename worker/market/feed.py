@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,6 +22,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from worker.clock import Clock, LiveClock
 from worker.errors import ConfigError, RateLimited, TransientError
+from worker.log_setup import LogOnce
 from worker.market.klines import INTERVAL_MS
 from worker.market.messages import (
     ControlReply,
@@ -93,20 +93,6 @@ class _Reconnect(Exception):
     """Leave the current connection and open a new one (planned: no backoff)."""
 
 
-class _LogOnce:
-    """Log a message once per key and period; later repeats are only counted."""
-
-    def __init__(self, period_secs: float) -> None:
-        self._period_secs = period_secs
-        self._last: dict[str, float] = {}
-
-    def __call__(self, key: str, message: str, *args: object) -> None:
-        now = time.monotonic()
-        if now - self._last.get(key, -self._period_secs) >= self._period_secs:
-            self._last[key] = now
-            logger.warning(message, *args)
-
-
 @dataclass(eq=False)
 class _Connection:
     """One socket's worth of streams and its state."""
@@ -156,7 +142,7 @@ class MarketFeed:
         self._reconnects = 0
         self._malformed = 0
         self._last_error: str | None = None
-        self._log_once = _LogOnce(settings.log_repeat_secs)
+        self._log_once = LogOnce(logger, settings.log_repeat_secs)
         self._closed_listeners: list[KlineClosedListener] = []
 
     # Listeners ---------------------------------------------------------------------------------------
@@ -269,8 +255,12 @@ class MarketFeed:
                 planned = False
                 error = errors.exceptions[0]
                 self._last_error = f"connection {connection.number}: {error!r}"
-                self._log_once(f"ws-{connection.number}", "stream connection lost connection=%d error=%r",
-                               connection.number, error)  # fmt: skip
+                self._log_once.warning(
+                    f"ws-{connection.number}",
+                    "stream connection lost connection=%d error=%r",
+                    connection.number,
+                    error,
+                )
             finally:
                 connection.socket = None
                 connection.subscribed.clear()
@@ -363,7 +353,7 @@ class MarketFeed:
                 message = parse_message(raw)
             except MalformedMessage as error:
                 self._malformed += 1
-                self._log_once("malformed", "skipping a malformed stream message: %s", error)
+                self._log_once.warning("malformed", "skipping a malformed stream message: %s", error)
                 continue
             if isinstance(message, KlineUpdate):
                 name = kline_stream(message.symbol, message.interval)
@@ -375,7 +365,7 @@ class MarketFeed:
             elif isinstance(message, ServerShutdown):
                 raise _Reconnect("serverShutdown announced")
             elif isinstance(message, ControlReply) and message.error is not None:
-                self._log_once("control", "stream request failed id=%s error=%s", message.request_id,
+                self._log_once.warning("control", "stream request failed id=%s error=%s", message.request_id,
                                message.error)  # fmt: skip
 
     def _apply_kline(self, update: KlineUpdate) -> None:
@@ -444,8 +434,10 @@ class MarketFeed:
         attempts[key] = attempt + 1
         delay = max(self.settings.backoff.delay_secs(attempt), at_least_secs or 0.0)
         self._last_error = str(error)
-        self._log_once(f"backfill-{key}", "backfill failed symbol=%s interval=%s retry_in_secs=%.1f error=%s",
-                       key[0], key[1], delay, error)  # fmt: skip
+        self._log_once.warning(
+            f"backfill-{key}", "backfill failed symbol=%s interval=%s retry_in_secs=%.1f error=%s",
+            key[0], key[1], delay, error,
+        )  # fmt: skip
         await self.clock.sleep(delay)
         self.request_backfill(key, from_ms)
 
