@@ -3,16 +3,6 @@ import assert from "node:assert/strict";
 import { handler } from "../check-machine-health/index.ts";
 import { createMachine, createUser, deleteUser, env, json, post, stackTest } from "./helpers.ts";
 
-for (const [name, value] of Object.entries({
-  SUPABASE_ANON_KEY: "anon-key-for-tests",
-  FLY_API_TOKEN: "fly-devstack-token-not-a-secret",
-  FLY_API_URL: "http://127.0.0.1:54342/v1",
-  FLY_APP_NAME: "trademind-workers",
-  FLY_WORKER_IMAGE: "registry.fly.io/trademind-workers:dev",
-  MACHINE_URL_TEMPLATE: "http://127.0.0.1:54342/_machines/{machine_id}",
-  MACHINE_SECRET_KEY: "devstack-machine-secret-key-not-for-production",
-})) if (!Deno.env.get(name)) Deno.env.set(name, value);
-
 const URL = "http://local/check-machine-health";
 
 stackTest("check-machine-health: a row without a Fly machine is unhealthy and says why", async () => {

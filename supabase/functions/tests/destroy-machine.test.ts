@@ -3,15 +3,6 @@ import assert from "node:assert/strict";
 import { handler } from "../destroy-machine/index.ts";
 import { createUser, deleteUser, env, json, post, stackTest } from "./helpers.ts";
 
-for (const [name, value] of Object.entries({
-  SUPABASE_ANON_KEY: "anon-key-for-tests",
-  FLY_API_TOKEN: "fly-devstack-token-not-a-secret",
-  FLY_API_URL: "http://127.0.0.1:54342/v1",
-  FLY_APP_NAME: "trademind-workers",
-  FLY_WORKER_IMAGE: "registry.fly.io/trademind-workers:dev",
-  MACHINE_SECRET_KEY: "devstack-machine-secret-key-not-for-production",
-})) if (!Deno.env.get(name)) Deno.env.set(name, value);
-
 const URL = "http://local/destroy-machine";
 
 stackTest("destroy-machine: 404 without a machine, 400 for a bad reason, 403 for someone else's", async () => {

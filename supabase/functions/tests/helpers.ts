@@ -9,6 +9,16 @@ const DEFAULTS: Record<string, string> = {
   SUPABASE_SERVICE_ROLE_KEY: "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9." +
     "eyJpc3MiOiJzdXBhYmFzZS1kZW1vIiwicm9sZSI6InNlcnZpY2Vfcm9sZSIsImV4cCI6MTk4MzgxMjk5Nn0." +
     "EGIM96RAZx35lJzdJsyH-qQwv8Hdp7fsn3W0YpN81IU",
+  SUPABASE_ANON_KEY: "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9." +
+    "eyJpc3MiOiJzdXBhYmFzZS1kZW1vIiwicm9sZSI6ImFub24iLCJleHAiOjE5ODM4MTI5OTZ9." +
+    "CRXP1A7WOeoJeXxjNni43kdQwgnWNReilDMblYTn_I0",
+  // The lifecycle functions' settings, as devstack/config.py's fly_env() gives them to the functions.
+  FLY_API_URL: "http://127.0.0.1:54342/v1",
+  FLY_API_TOKEN: "fly-devstack-token-not-a-secret",
+  FLY_APP_NAME: "trademind-workers",
+  FLY_WORKER_IMAGE: "registry.fly.io/trademind-workers:dev",
+  MACHINE_URL_TEMPLATE: "http://127.0.0.1:54342/_machines/{machine_id}",
+  MACHINE_SECRET_KEY: "devstack-machine-secret-key-not-for-production",
   GEMINI_BASE_URL: "http://127.0.0.1:54341",
   GEMINI_API_KEY: "devstack-gemini-key",
   // Fast retries so fault tests take milliseconds, not seconds.

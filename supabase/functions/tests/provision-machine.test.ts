@@ -7,20 +7,6 @@ import { machineUrl, targetUser } from "../_shared/machines.ts";
 import { handler } from "../provision-machine/index.ts";
 import { createUser, deleteUser, env, json, post, sql, stackTest, type TestUser } from "./helpers.ts";
 
-// The stack's functions_env() (devstack/config.py) for the lifecycle functions.
-const LIFECYCLE_DEFAULTS: Record<string, string> = {
-  SUPABASE_ANON_KEY: "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9." +
-    "eyJpc3MiOiJzdXBhYmFzZS1kZW1vIiwicm9sZSI6ImFub24iLCJleHAiOjE5ODM4MTI5OTZ9." +
-    "CRXP1A7WOeoJeXxjNni43kdQwgnWNReilDMblYTn_I0",
-  FLY_API_URL: "http://127.0.0.1:54342/v1",
-  FLY_API_TOKEN: "fly-devstack-token-not-a-secret",
-  FLY_APP_NAME: "trademind-workers",
-  FLY_WORKER_IMAGE: "registry.fly.io/trademind-workers:dev",
-  MACHINE_URL_TEMPLATE: "http://127.0.0.1:54342/_machines/{machine_id}",
-  MACHINE_SECRET_KEY: "devstack-machine-secret-key-not-for-production",
-};
-for (const [name, value] of Object.entries(LIFECYCLE_DEFAULTS)) if (!Deno.env.get(name)) Deno.env.set(name, value);
-
 const URL = "http://local/provision-machine";
 const FLY = `${env("FLY_API_URL")}/apps/${env("FLY_APP_NAME")}/machines`;
 const flyHeaders = { authorization: `Bearer ${env("FLY_API_TOKEN")}` };

@@ -3,15 +3,6 @@ import assert from "node:assert/strict";
 import { handler, planBatches } from "../update-machines/index.ts";
 import { createUser, deleteUser, env, json, post, stackTest } from "./helpers.ts";
 
-for (const [name, value] of Object.entries({
-  SUPABASE_ANON_KEY: "anon-key-for-tests",
-  FLY_API_TOKEN: "fly-devstack-token-not-a-secret",
-  FLY_API_URL: "http://127.0.0.1:54342/v1",
-  FLY_APP_NAME: "trademind-workers",
-  FLY_WORKER_IMAGE: "registry.fly.io/trademind-workers:dev",
-  MACHINE_SECRET_KEY: "devstack-machine-secret-key-not-for-production",
-})) if (!Deno.env.get(name)) Deno.env.set(name, value);
-
 const URL = "http://local/update-machines";
 
 Deno.test("planBatches: rolling chunks by maxUnavailable, canary goes first alone, immediate is one batch", () => {
