@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import dev, machines
+from cli import demo, dev, machines
 
 app = typer.Typer(
     name="trademind",
@@ -14,6 +14,7 @@ app = typer.Typer(
 )
 app.add_typer(dev.app, name="dev")
 app.add_typer(machines.app, name="machines")
+app.command("demo")(demo.demo)
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ if [ ! -f "$stamp" ]; then
   step "installing the Python environment into .venv"
   [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+  .venv/bin/python -m pip install --quiet -c constraints.txt -e '.[dev,demo]'
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
