@@ -11,7 +11,7 @@ help:
 	@echo "make down    stop it"
 	@echo "make test    lint, type-check, pgTAP and pytest (starts the stack if needed)"
 	@echo "make bench   run every benchmark under bench/ and print a table"
-	@echo "make demo    run the whole product locally"
+	@echo "make demo    run the whole product locally (DEMO_ARGS=\"--speed 600 --keep ...\")"
 
 setup:
 	@scripts/setup.sh
@@ -52,10 +52,9 @@ test-functions:
 bench: setup
 	@$(VENV)/python -m bench
 
+# e.g. make demo DEMO_ARGS="--speed 600 --market-hours 48 --description '...' --keep" (trademind demo --help)
 demo: setup
-	@$(VENV)/trademind dev up
-	@echo
-	@echo "The worker, exchange simulator and AI stand-ins arrive with their issues; the stack above is live."
+	@$(VENV)/trademind demo $(DEMO_ARGS)
 
 clean: down
 	rm -rf .devstack
