@@ -406,7 +406,10 @@ def _teardown(
     """Without --keep: the machine destroyed, the stack's exchange back, the stack down if we started it."""
     try:
         if keep:
-            market.set_clock(paused=False)
+            try:
+                market.set_clock(paused=False)
+            except Exception as error:  # the original failure, if any, is what the user must see
+                errors.print(f"[yellow]could not restart the market clock: {error}[/]")
             console.print(
                 "the stack, the machine and the market keep running: `.venv/bin/trademind machines --local "
                 "health`, `.venv/bin/trademind dev psql`; `make down` stops everything"

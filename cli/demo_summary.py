@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -150,7 +150,8 @@ def summarise(
         open_fees = sum((_decimal(p["fees_paid"]) for p in still_open), ZERO)
         open_realized = sum((_decimal(p["realized_pnl"]) for p in still_open), ZERO)
         # Fills of open positions are already in `running`; add only their mark-to-market part.
-        equity.append(EquityPoint(equity[-1].at, running + unrealized - open_realized + open_fees))
+        marked_at = datetime.now(UTC)  # after the run: on the demo's timeline, the market's last moment
+        equity.append(EquityPoint(marked_at, running + unrealized - open_realized + open_fees))
     peak, drawdown = starting_balance_usd, ZERO
     for point in equity:
         peak = max(peak, point.equity_usd)
