@@ -23,6 +23,7 @@ import psycopg
 
 from bench.measurement import Measurement, median_and_p95
 from devstack import keys
+from devstack.config import EXCHANGE_PORT
 from devstack.fly.client import FlyStandInClient
 from devstack.fly.machines import free_port
 from devstack.stack import DevStack
@@ -85,6 +86,8 @@ def _cold_start(stack: DevStack, conn: psycopg.Connection[Any]) -> tuple[list[fl
                 "HTTP_HOST": "127.0.0.1",
                 "HTTP_PORT": str(port),
                 "LOG_LEVEL": "warning",
+                # The local exchange simulator: nothing may reach a real Binance host.
+                "BINANCE_BASE_URL": f"http://127.0.0.1:{EXCHANGE_PORT}",
             }
             started = time.perf_counter()
             process = subprocess.Popen(

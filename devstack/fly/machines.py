@@ -29,6 +29,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from devstack.config import EXCHANGE_PORT
 from devstack.fly.faults import FaultBook, FaultKind
 from devstack.processes import process_start_ticks
 
@@ -438,6 +439,9 @@ class Fleet:
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": os.environ.get("HOME", str(self._state_dir)),
+            # A local machine can never reach the real exchange: unless its config says otherwise it
+            # trades against the stack's simulator.
+            "BINANCE_BASE_URL": f"http://127.0.0.1:{EXCHANGE_PORT}",
             **self._extra_env,
             **{str(key): str(value) for key, value in (machine.config.get("env") or {}).items()},
             # What the platform sets on every machine; the image tag is the worker's version.
