@@ -289,13 +289,17 @@ begin
   end if;
 
   if fill ->> 'paper_balance_delta' is not null then
-    perform public.trading_paper_balance();
+    perform public.trading_paper_balance();  -- opens the paper account on first use
+    -- One statement reads and writes the balance under the row lock, so concurrent fills cannot lose
+    -- each other's deltas; an overdraft is refused (PT402) before the table's CHECK would be.
     update public.paper_accounts a
        set balance_usd = a.balance_usd + (fill ->> 'paper_balance_delta')::numeric
      where a.user_id = auth.uid()
+       and a.balance_usd + (fill ->> 'paper_balance_delta')::numeric >= 0
     returning a.balance_usd into balance;
-    if balance < 0 then
-      raise exception 'paper balance would become %', balance using errcode = 'PT402';
+    if not found then
+      raise exception 'paper balance would become negative (delta %)', fill ->> 'paper_balance_delta'
+        using errcode = 'PT402';
     end if;
   end if;
   return jsonb_build_object('applied', true, 'position', to_jsonb(existing), 'paper_balance', balance);
