@@ -39,13 +39,25 @@ def check_schema_version(version: int) -> None:
         )
 
 
+def machine_headers(anon_key: str, machine_token: str) -> dict[str, str]:
+    """What every call to Supabase carries: the project's anon key, and the machine's JWT (so RLS applies)."""
+    return {"apikey": anon_key, "Authorization": f"Bearer {machine_token}"}
+
+
+def machine_postgrest(
+    rest_url: str, anon_key: str, machine_token: str, timeout_secs: float = REQUEST_TIMEOUT_SECS
+) -> AsyncPostgrestClient:
+    """A postgrest-py client acting as the machine, with our timeout on its own HTTP session."""
+    headers = machine_headers(anon_key, machine_token)
+    session = httpx.AsyncClient(base_url=rest_url, headers=headers, timeout=timeout_secs)
+    return AsyncPostgrestClient(rest_url, headers=headers, http_client=session)
+
+
 class MachineDatabase:
     """PostgREST calls the app itself makes (components get their own narrower clients)."""
 
     def __init__(self, rest_url: str, anon_key: str, machine_token: str) -> None:
-        headers = {"apikey": anon_key, "Authorization": f"Bearer {machine_token}"}
-        session = httpx.AsyncClient(base_url=rest_url, headers=headers, timeout=REQUEST_TIMEOUT_SECS)
-        self._client = AsyncPostgrestClient(rest_url, headers=headers, http_client=session)
+        self._client = machine_postgrest(rest_url, anon_key, machine_token)
 
     async def aclose(self) -> None:
         await self._client.aclose()

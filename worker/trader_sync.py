@@ -28,6 +28,7 @@ import httpx
 from realtime import AsyncRealtimeClient, RealtimePostgresChangesListenEvent, RealtimeSubscribeStates
 
 from worker.clock import Clock, LiveClock
+from worker.database import machine_headers
 from worker.domain.trader import Trader, TraderRowError
 from worker.errors import ConfigError, InvariantViolation, RateLimited, TransientError
 from worker.retry import Backoff
@@ -108,10 +109,8 @@ class TraderSync:
 
     async def run(self) -> None:
         """Run until cancelled. Raises ConfigError when Realtime or PostgREST refuses the machine JWT."""
-        headers = {
-            "apikey": self._settings.anon_key,
-            "Authorization": f"Bearer {self._settings.machine_jwt}",
-            "Accept": "application/json",
+        headers = machine_headers(self._settings.anon_key, self._settings.machine_jwt) | {
+            "Accept": "application/json"
         }
         async with httpx.AsyncClient(
             base_url=self._settings.rest_url, headers=headers, timeout=self._settings.request_timeout_secs

@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Protocol
 
 import httpx
-from postgrest import AsyncPostgrestClient
 from postgrest.exceptions import APIError
 
+from worker.database import machine_postgrest
 from worker.errors import ConfigError, TransientError, WorkerError
 from worker.retry import retry
 
@@ -29,9 +29,7 @@ class PostgrestTraderErrorReporter:
     """The reporter the worker uses: the RPC, called as the machine (apikey + trader_machine JWT)."""
 
     def __init__(self, rest_url: str, anon_key: str, machine_token: str) -> None:
-        headers = {"apikey": anon_key, "Authorization": f"Bearer {machine_token}"}
-        session = httpx.AsyncClient(base_url=rest_url, headers=headers, timeout=REQUEST_TIMEOUT_SECS)
-        self._client = AsyncPostgrestClient(rest_url, headers=headers, http_client=session)
+        self._client = machine_postgrest(rest_url, anon_key, machine_token, REQUEST_TIMEOUT_SECS)
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 
 from worker.clock import Clock, LiveClock
+from worker.database import machine_headers
 from worker.domain.decision import Decision, InvalidDecision, parse_decision
 from worker.errors import WorkerError
 from worker.retry import Backoff
@@ -114,7 +115,7 @@ class AnalysisClient:
         timeout = httpx.Timeout(settings.attempt_timeout_secs, connect=settings.connect_timeout_secs)
         self._http = httpx.AsyncClient(
             base_url=settings.functions_url.rstrip("/"),
-            headers={"apikey": settings.anon_key, "Authorization": f"Bearer {settings.machine_token}"},
+            headers=machine_headers(settings.anon_key, settings.machine_token),
             timeout=timeout,
             transport=transport,
         )

@@ -19,6 +19,7 @@ from typing import Any, Final
 import httpx
 
 from worker.clock import Clock, LiveClock
+from worker.database import machine_headers
 from worker.domain.enums import SignalStatus
 from worker.errors import ConfigError, RateLimited, TransientError, WorkerError
 from worker.retry import retry
@@ -52,8 +53,9 @@ class SignalStore:
         timeout_secs: float = 10.0,
         clock: Clock | None = None,
     ) -> None:
-        headers = {"apikey": anon_key, "Authorization": f"Bearer {machine_token}"}
-        self._http = httpx.AsyncClient(base_url=rest_url, headers=headers, timeout=timeout_secs)
+        self._http = httpx.AsyncClient(
+            base_url=rest_url, headers=machine_headers(anon_key, machine_token), timeout=timeout_secs
+        )
         self._user_id = user_id
         self._clock = clock or LiveClock()
 

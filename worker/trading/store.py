@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from worker.clock import Clock, LiveClock
+from worker.database import machine_headers
 from worker.domain.enums import OrderStatus, SignalStatus
 from worker.errors import ConfigError, InvariantViolation, TransientError, WorkerError
 from worker.retry import Backoff, retry
@@ -55,8 +56,9 @@ class TradingStore:
         attempts: int = 5,
         backoff: Backoff = STORE_BACKOFF,
     ) -> None:
-        headers = {"apikey": anon_key, "Authorization": f"Bearer {machine_token}"}
-        self._http = httpx.AsyncClient(base_url=rest_url, headers=headers, timeout=REQUEST_TIMEOUT_SECS)
+        self._http = httpx.AsyncClient(
+            base_url=rest_url, headers=machine_headers(anon_key, machine_token), timeout=REQUEST_TIMEOUT_SECS
+        )
         self._clock = clock or LiveClock()
         self._attempts = attempts
         self._backoff = backoff
