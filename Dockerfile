@@ -11,7 +11,9 @@ COPY pyproject.toml constraints.txt README.md ./
 COPY worker ./worker
 COPY cli ./cli
 COPY devstack ./devstack
+# TA-Lib comes as a binary wheel with its C library inside; importing the helpers proves it loads.
 RUN pip install -c constraints.txt . \
+ && python -c "import worker.indicators.helpers" \
  && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} +
 
 FROM python:3.11-slim-bookworm

@@ -1,71 +1,18 @@
-"""Market data speed and memory: indicators on 500 and 100,000 candles, kline store updates, stream message
-parsing, and the RSS of a store holding 100 symbols x 3 timeframes x 1000 candles."""
+"""Market data speed and memory: kline store updates, stream message parsing, and the RSS of a store holding
+100 symbols x 3 timeframes x 1000 candles (indicators: bench_indicators)."""
 
 from __future__ import annotations
 
 import json
-import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-
-import numpy as np
 
 from bench.measurement import Measurement
-from worker.indicators import helpers, series
-from worker.market.klines import Klines
 from worker.market.messages import KlineUpdate, parse_message
 from worker.market.store import KlineSeries, Upsert
 
-ROUNDS = 7
 T0 = 1_735_873_200_000
-
-
-def _candles(count: int) -> Klines:
-    rng = np.random.default_rng(42)
-    close = 50_000 * np.exp(np.cumsum(rng.normal(0, 0.002, count)))
-    spread = np.abs(rng.normal(0, 30, count))
-    times = T0 + np.arange(count) * 60_000
-    return Klines.from_arrays(times, close, close + spread, close - spread, close, rng.uniform(1, 50, count))
-
-
-def _per_call_us(action: Callable[[], object], min_secs: float = 0.05) -> float:
-    """Median over rounds of the mean time per call, each round running for at least min_secs."""
-    calls = 1
-    while True:
-        started = time.perf_counter()
-        for _ in range(calls):
-            action()
-        if time.perf_counter() - started >= min_secs / 5:
-            break
-        calls *= 2
-    samples = []
-    for _ in range(ROUNDS):
-        started = time.perf_counter()
-        for _ in range(calls):
-            action()
-        samples.append((time.perf_counter() - started) / calls * 1e6)
-    return statistics.median(samples)
-
-
-def _indicators(k: Klines) -> dict[str, Callable[[], object]]:
-    h, lo, c, v = k.high, k.low, k.close, k.volume
-    return {
-        "sma(20)": lambda: series.sma(c, 20),
-        "ema(20)": lambda: series.ema(c, 20),
-        "wma(20)": lambda: series.wma(c, 20),
-        "rsi(14)": lambda: series.rsi(c, 14),
-        "macd(12,26,9)": lambda: series.macd(c),
-        "bollinger(20,2)": lambda: series.bollinger_bands(c, 20, 2.0),
-        "atr(14)": lambda: series.atr(h, lo, c, 14),
-        "adx(14)": lambda: series.adx(h, lo, c, 14),
-        "stochastic(14,3)": lambda: series.stochastic(h, lo, c, 14, 3),
-        "cci(20)": lambda: series.cci(h, lo, c, 20),
-        "aroon(25)": lambda: series.aroon(h, lo, 25),
-        "vwap": lambda: series.vwap(h, lo, c, v, k.open_time),
-        "obv": lambda: series.obv(c, v),
-    }
 
 
 def _store_updates_per_sec() -> tuple[float, float]:
@@ -137,14 +84,6 @@ def _rss_mib() -> tuple[float, float]:
 
 def run() -> list[Measurement]:
     results: list[Measurement] = []
-    for count in (500, 100_000):
-        k = _candles(count)
-        for name, action in _indicators(k).items():
-            results.append(Measurement(f"{name} on {count:,} candles", _per_call_us(action), "us",
-                                       f"median of {ROUNDS}"))  # fmt: skip
-    k = _candles(1000)
-    results.append(Measurement("get_latest_rsi(k) on 1,000 candles", _per_call_us(
-        lambda: helpers.get_latest_rsi(k)), "us", f"median of {ROUNDS}"))  # fmt: skip
     in_place, appends = _store_updates_per_sec()
     results.append(Measurement("store: in-place updates of the forming candle", in_place, "updates/s"))
     results.append(Measurement("store: appends to a full 1000-candle series", appends, "updates/s"))

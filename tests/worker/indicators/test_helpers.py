@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from devstack.exchange.data import default_data_dir, load_csv
 from worker.indicators import helpers, series
@@ -71,3 +73,63 @@ def test_short_series_give_nan_and_getters_are_the_arrays(k: Klines) -> None:
     assert helpers.get_closes(k) is k.close and np.array_equal(helpers.get_volumes(k), k.volume)
     with pytest.raises(ValueError, match="period must be a positive integer"):
         helpers.get_latest_sma(k, 0)
+
+
+@st.composite
+def random_klines(draw: st.DrawFn) -> Klines:
+    """A random walk of 1..700 one-hour candles, sometimes with flat stretches (no move, no range)."""
+    count = draw(st.integers(1, 700))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    moves = rng.normal(0, draw(st.sampled_from([0.001, 0.01, 0.05])), count)
+    spread = np.abs(rng.normal(0, 0.005, count))
+    if draw(st.booleans()):
+        still = rng.random(count) < draw(st.floats(0.2, 1.0))
+        moves[still] = 0.0
+        spread[still] = 0.0
+    close = draw(st.sampled_from([1e-5, 1.0, 60_000.0])) * np.exp(np.cumsum(moves))
+    times = 1_735_700_000_000 + np.arange(count) * 3_600_000
+    volume = rng.uniform(0, 50, count) * (rng.random(count) > 0.1)
+    return Klines.from_arrays(times, close, close * (1 + spread), close * (1 - spread), close, volume)
+
+
+@given(random_klines(), st.integers(1, 40), st.integers(1, 12))
+@settings(max_examples=300, deadline=None)
+def test_helpers_match_their_series_on_random_candles(k: Klines, period: int, short: int) -> None:
+    h, lo, c, v = k.high, k.low, k.close, k.volume
+    price = float(np.abs(c).max())
+    macd = series.macd(c, short, short + period, 9)
+    keltner = series.keltner_channels(h, lo, c, period=period, atr_period=short)
+    cases = {
+        "get_latest_rsi": (helpers.get_latest_rsi(k, period), series.rsi(c, period)[-1]),
+        "get_latest_adx": (helpers.get_latest_adx(k, period), series.adx(h, lo, c, period)[-1]),
+        "get_latest_atr": (helpers.get_latest_atr(k, period), series.atr(h, lo, c, period)[-1]),
+        "get_latest_ema": (helpers.get_latest_ema(k, period), series.ema(c, period)[-1]),
+        "get_latest_sma": (helpers.get_latest_sma(k, period), series.sma(c, period)[-1]),
+        "get_latest_wma": (helpers.get_latest_wma(k, period), series.wma(c, period)[-1]),
+        "get_latest_cci": (helpers.get_latest_cci(k, period), series.cci(h, lo, c, period)[-1]),
+        "get_latest_williams_r": (helpers.get_latest_williams_r(k, period),
+                                  series.williams_r(h, lo, c, period)[-1]),
+        "get_latest_roc": (helpers.get_latest_roc(k, period), series.roc(c, period)[-1]),
+        "get_price_change": (helpers.get_price_change(k, period), series.change(c, period)[-1]),
+        "get_latest_vwap": (helpers.get_latest_vwap(k), series.vwap(h, lo, c, v, k.open_time)[-1]),
+        "get_latest_obv": (helpers.get_latest_obv(k), series.obv(c, v)[-1]),
+        "get_latest_volume": (helpers.get_latest_volume(k, period), series.rolling_sum(v, period)[-1]),
+        "get_latest_volume_change": (helpers.get_latest_volume_change(k, period),
+                                     series.volume_change(v, period)[-1]),
+        "get_latest_macd": (helpers.get_latest_macd(k, short, short + period, 9),
+                            (macd.macd[-1], macd.signal[-1], macd.histogram[-1])),
+        "get_latest_stochastic": (helpers.get_latest_stochastic(k, period, short),
+                                  tuple(line[-1] for line in series.stochastic(h, lo, c, period, short))),
+        "get_latest_bollinger_bands": (helpers.get_latest_bollinger_bands(k, period, 1.5),
+                                       tuple(band[-1] for band in series.bollinger_bands(c, period, 1.5))),
+        "get_latest_keltner_channels": (helpers.get_latest_keltner_channels(k, period, short, 2.0),
+                                        tuple(band[-1] for band in keltner)),
+        "get_latest_donchian_channels": (helpers.get_latest_donchian_channels(k, period),
+                                         tuple(band[-1] for band in series.donchian_channels(h, lo, period))),
+        "get_latest_aroon": (helpers.get_latest_aroon(k, period),
+                             tuple(line[-1] for line in series.aroon(h, lo, period))),
+    }  # fmt: skip
+    for name, (actual, expected) in cases.items():
+        # MACD is a difference of prices: its rounding is relative to the price, not to itself.
+        tolerance = 1e-12 * price if name == "get_latest_macd" else 1e-9
+        np.testing.assert_allclose(actual, expected, rtol=1e-10, atol=tolerance, err_msg=name)

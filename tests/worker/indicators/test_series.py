@@ -169,3 +169,60 @@ def test_bad_period_is_rejected_with_its_name() -> None:
         series.sma([1.0, 2.0], 0)
     with pytest.raises(ValueError, match="d_period"):
         series.stochastic([1.0], [1.0], [1.0], 3, 2.5)  # type: ignore[arg-type]
+
+
+def test_a_market_that_has_not_moved_reads_neutral() -> None:
+    # TA-Lib answers 0 here (oversold; for %R overbought); we keep the neutral middle.
+    closes = [100.0] * 20 + [101.0, 100.5, 100.5]
+    flat_then_range = [100.0] * 20 + [102.0, 101.0, 101.0]
+
+    rsi = series.rsi(closes, 14)
+    assert_matches(rsi, reference.rsi(closes, 14))
+    assert (rsi[14:20] == 50.0).all() and rsi[20] == 100.0
+    stochastic = series.stochastic(flat_then_range, closes, closes, 5, 3)
+    assert (stochastic.k[4:20] == 50.0).all() and (stochastic.d[6:20] == 50.0).all()
+    assert stochastic.k[21] == pytest.approx(100 * (100.5 - 100) / (102 - 100))
+    williams = series.williams_r(flat_then_range, closes, closes, 5)
+    assert (williams[4:20] == -50.0).all()
+    assert williams[21] == pytest.approx(-100 * (102 - 100.5) / (102 - 100))
+    assert (series.cci(closes, closes, closes, 5)[4:20] == 0.0).all()
+    assert (series.adx(closes, closes, closes, 3)[5:20] == 0.0).all()
+
+
+def test_falling_from_the_start_is_not_mistaken_for_flat() -> None:
+    closes = [10.0 - i * 0.1 for i in range(30)]
+
+    assert_matches(series.rsi(closes, 14), reference.rsi(closes, 14))
+    assert (series.rsi(closes, 14)[14:] == 0.0).all()
+
+
+def test_one_candle_windows_match_the_reference(btc: dict[str, np.ndarray]) -> None:
+    high, low, close = btc["high"], btc["low"], btc["close"]
+    h, lo, c = list(high), list(low), list(close)
+
+    assert_matches(series.rsi(close, 1), reference.rsi(c, 1))
+    assert_matches(series.adx(high, low, close, 1), reference.adx(h, lo, c, 1))
+    assert_matches(series.cci(high, low, close, 1), reference.cci(h, lo, c, 1))
+    up, down = reference.aroon(h, lo, 1)
+    assert_matches(series.aroon(high, low, 1).up, up)
+    assert_matches(series.aroon(high, low, 1).down, down)
+    bands = series.bollinger_bands(close, 1, 2.0)
+    assert_matches(bands.upper, c)
+    assert_matches(bands.lower, c)
+    assert_matches(series.highest(high, 1), h)
+    assert_matches(series.lowest(low, 1), lo)
+    assert_matches(series.rolling_sum(close, 1), c)
+    assert_matches(series.williams_r(high, low, close, 1), list(-100 * (high - close) / (high - low)))
+    assert_matches(series.donchian_channels(high, low, 1).middle, list((high + low) / 2))
+    assert_matches(series.macd(close, 1, 1, 1).macd, [0.0] * len(c))
+
+
+def test_percent_changes_from_nothing_are_nan() -> None:
+    assert_matches(series.change_percent([0.0, 1.0, 2.0]), [math.nan, math.nan, 100.0])
+    assert_matches(series.volume_change([0.0, 0.0, 0.0, 5.0, 1.0], 3), [math.nan] * 4 + [-40.0])
+
+
+def test_periods_beyond_ta_libs_limit_are_rejected() -> None:
+    with pytest.raises(ValueError, match="at most 100,000"):
+        series.ema([1.0, 2.0], series.MAX_PERIOD + 1)
+    assert np.isnan(series.ema([1.0, 2.0], series.MAX_PERIOD)).all()
