@@ -4,7 +4,9 @@ select plan(27);
 
 select tables_are('public',
   array['users', 'fly_machines', 'traders', 'signals', 'positions', 'trades', 'analysis_history',
-        'ai_token_budgets', 'ai_usage_daily', 'paper_accounts', 'machine_logs'],
+        'ai_token_budgets', 'ai_usage_daily', 'paper_accounts', 'machine_logs', 'notifications',
+        'notification_preferences', 'notification_deliveries', 'operator_alerts', 'operator_alert_events',
+        'fly_machine_prices', 'ai_model_prices', 'machine_usage', 'cost_budgets'],
   'public has exactly the product tables (a new one must be added here, with its RLS tests)');
 
 select ok(
@@ -65,7 +67,8 @@ select is((select signal_code_version from public.traders where name = 'renamed'
 -- Realtime.
 select set_eq(
   $$select tablename::text from pg_publication_tables where pubname = 'supabase_realtime'$$,
-  array['traders', 'signals', 'positions', 'trades', 'analysis_history', 'fly_machines', 'machine_logs'],
+  array['traders', 'signals', 'positions', 'trades', 'analysis_history', 'fly_machines', 'machine_logs',
+        'notifications'],
   'the tables workers and the console follow are published to supabase_realtime');
 select is((select relreplident::text from pg_class where oid = 'public.traders'::regclass), 'f',
   'traders has REPLICA IDENTITY FULL, so deletes carry user_id');

@@ -92,6 +92,44 @@ class AnalysisDecision(StrEnum):
     FLIP_POSITION = "flip_position"
 
 
+class NotificationKind(StrEnum):
+    """What a notification is about; the worker writes the first five, the database the rest."""
+
+    SIGNAL_NEW = "signal_new"
+    POSITION_OPENED = "position_opened"
+    POSITION_CLOSED = "position_closed"
+    TRADE_FAILED = "trade_failed"
+    TRADER_ERROR = "trader_error"
+    MACHINE_ERROR = "machine_error"
+    MACHINE_RESIZED = "machine_resized"
+    BUDGET_EXCEEDED = "budget_exceeded"
+
+
+class NotificationChannel(StrEnum):
+    WEBHOOK = "webhook"
+    TELEGRAM = "telegram"
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    DELIVERING = "delivering"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class OperatorAlertKind(StrEnum):
+    MACHINE_START_FAILED = "machine_start_failed"
+    HEARTBEAT_MISSED = "heartbeat_missed"
+    BINANCE_UNREACHABLE = "binance_unreachable"
+    GEMINI_FAILING = "gemini_failing"
+
+
+class OperatorAlertEventKind(StrEnum):
+    FIRED = "fired"
+    RECOVERED = "recovered"
+
+
 # Postgres type name -> the StrEnum mirroring it.
 POSTGRES_ENUMS: dict[str, type[StrEnum]] = {
     "user_tier": UserTier,
@@ -106,4 +144,9 @@ POSTGRES_ENUMS: dict[str, type[StrEnum]] = {
     "order_type": OrderType,
     "order_status": OrderStatus,
     "analysis_decision": AnalysisDecision,
+    "notification_kind": NotificationKind,
+    "notification_channel": NotificationChannel,
+    "delivery_status": DeliveryStatus,
+    "operator_alert_kind": OperatorAlertKind,
+    "operator_alert_event_kind": OperatorAlertEventKind,
 }

@@ -2,6 +2,7 @@
 // the decision is validated against the decision schema and the live context, then recorded.
 import { authenticate, isUuid, requireRole } from "../_shared/auth.ts";
 import { reserveTokens, settleTokens } from "../_shared/budget.ts";
+import { reportModelOutcome } from "../_shared/service_health.ts";
 import { checkDecisionInContext, type Decision, GEMINI_DECISION_SCHEMA, validateDecision } from "../_shared/decision.ts";
 import { supabaseEnv } from "../_shared/env.ts";
 import { estimateTokens, GeminiClient, geminiConfigFromEnv, ModelError } from "../_shared/gemini.ts";
@@ -117,6 +118,7 @@ export const handler = postHandler("analyze-signal", async (req) => {
     });
   } catch (error) {
     await settleTokens(db, reservation, error instanceof ModelError ? error.usage : { promptTokens: 0, completionTokens: 0 });
+    await reportModelOutcome(db, error);
     if (error instanceof ModelError) {
       console.error(`analyze-signal: model failed signal_id=${signal.id} failure=${error.failure} attempts=${error.attempts}: ${error.message}`);
       throw new HttpError(502, error.failure, `the AI model failed to analyse signal ${signal.id}: ${error.message}`);
@@ -124,6 +126,7 @@ export const handler = postHandler("analyze-signal", async (req) => {
     throw error;
   }
   await settleTokens(db, reservation, result.usage);
+  await reportModelOutcome(db);
 
   const analysis = result.value;
   const { data: saved, error: insertError } = await db

@@ -3,6 +3,7 @@
 import catalogJson from "../_shared/signal_helpers.json" with { type: "json" };
 import { authenticate, requireRole } from "../_shared/auth.ts";
 import { reserveTokens, settleTokens } from "../_shared/budget.ts";
+import { reportModelOutcome } from "../_shared/service_health.ts";
 import { supabaseEnv } from "../_shared/env.ts";
 import { estimateTokens, GeminiClient, geminiConfigFromEnv, ModelError } from "../_shared/gemini.ts";
 import { HttpError, invalidBody, jsonResponse, postHandler, readJsonObject } from "../_shared/http.ts";
@@ -85,6 +86,7 @@ export const handler = postHandler("generate-strategy", async (req) => {
   } catch (error) {
     if (error instanceof ModelError) {
       await settleTokens(db, reservation, error.usage);
+      await reportModelOutcome(db, error);
       console.error(`generate-strategy: model failed user_id=${userId} failure=${error.failure} attempts=${error.attempts}: ${error.message}`);
       throw new HttpError(502, error.failure, `the AI model failed to produce a strategy: ${error.message}`);
     }
@@ -92,6 +94,7 @@ export const handler = postHandler("generate-strategy", async (req) => {
     throw error;
   }
   await settleTokens(db, reservation, result.usage);
+  await reportModelOutcome(db);
 
   const strategy = result.value;
   const { data: trader, error: insertError } = await db
