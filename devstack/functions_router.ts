@@ -1,9 +1,10 @@
 // Local Edge Functions runtime: what the Supabase CLI's edge-runtime main service does, on plain Deno.
 //
 // The gateway strips /functions/v1, so a request arrives as /<slug>/...; it is handed unchanged to the
-// `handler` exported by supabase/functions/<slug>/index.ts (each function also calls Deno.serve(handler)
-// when run as the main module, which is how it runs in production). JWTs are verified here with the
-// project secret for every function whose config.toml entry does not set verify_jwt = false.
+// `handler` exported by supabase/functions/<slug>/handler.ts. In production the Edge Runtime runs the
+// function's index.ts, which only calls Deno.serve(handler); here one Deno process serves every function
+// through the same handler. JWTs are verified here with the project secret for every function whose
+// config.toml entry does not set verify_jwt = false.
 
 const functionsDir = requireEnv("FUNCTIONS_DIR");
 const jwtSecret = requireEnv("SUPABASE_JWT_SECRET");
@@ -44,9 +45,9 @@ async function functionExists(slug: string): Promise<boolean> {
 function loadHandler(slug: string): Promise<Handler> {
   let loading = handlers.get(slug);
   if (!loading) {
-    loading = import(`file://${functionsDir}/${slug}/index.ts`).then((module) => {
+    loading = import(`file://${functionsDir}/${slug}/handler.ts`).then((module) => {
       if (typeof module.handler !== "function") {
-        throw new Error(`supabase/functions/${slug}/index.ts does not export a handler(req) function`);
+        throw new Error(`supabase/functions/${slug}/handler.ts does not export a handler(req) function`);
       }
       return module.handler as Handler;
     });

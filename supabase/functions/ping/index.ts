@@ -1,12 +1,5 @@
-// Placeholder function: proves the /functions/v1 route, JWT verification and CORS end to end.
-import { corsHeaders } from "../_shared/cors.ts";
+// ping: the entry point Supabase's Edge Runtime runs. The handler lives in handler.ts, which the tests and
+// the local functions router import without starting a server.
+import { handler } from "./handler.ts";
 
-export function handler(req: Request): Response {
-  if (req.method === "OPTIONS") return new Response("ok", { headers: corsHeaders });
-  return Response.json(
-    { status: "ok", function: "ping", method: req.method, time: new Date().toISOString() },
-    { headers: corsHeaders },
-  );
-}
-
-if (import.meta.main) Deno.serve(handler);
+Deno.serve(handler);

@@ -2,7 +2,7 @@
 // position context for re-analysis, model faults and the budget.
 import assert from "node:assert/strict";
 import { validateDecision } from "../_shared/decision.ts";
-import { handler } from "../analyze-signal/index.ts";
+import { handler } from "../analyze-signal/handler.ts";
 import {
   binanceKlines, createMachine, createSignal, createTrader, createUser, deleteUser, env, geminiRequests, json,
   mintJwt, openPosition, post, spendBudget, sql, stackTest, type TestUser, usageOf, useGeminiKey,

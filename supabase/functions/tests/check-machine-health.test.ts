@@ -1,6 +1,6 @@
 // check-machine-health: scope by caller, and a machine row Fly does not know is reported, not skipped.
 import assert from "node:assert/strict";
-import { handler } from "../check-machine-health/index.ts";
+import { handler } from "../check-machine-health/handler.ts";
 import { createMachine, createUser, deleteUser, env, json, post, stackTest } from "./helpers.ts";
 
 const URL = "http://local/check-machine-health";

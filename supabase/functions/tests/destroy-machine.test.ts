@@ -1,6 +1,6 @@
 // destroy-machine: request checks and the answer for a user without a machine.
 import assert from "node:assert/strict";
-import { handler } from "../destroy-machine/index.ts";
+import { handler } from "../destroy-machine/handler.ts";
 import { createUser, deleteUser, env, json, post, stackTest } from "./helpers.ts";
 
 const URL = "http://local/destroy-machine";

@@ -2,7 +2,7 @@
 // stand-in. Bad bodies and tokens, the saved trader, the machine outcome, model faults and the budget.
 import assert from "node:assert/strict";
 import catalog from "../_shared/signal_helpers.json" with { type: "json" };
-import { handler } from "../generate-strategy/index.ts";
+import { handler } from "../generate-strategy/handler.ts";
 import {
   createMachine, createUser, deleteUser, geminiRequests, json, post, spendBudget, sql, stackTest, type TestUser,
   usageOf, useGeminiKey,

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { machineApiSecret, mintMachineToken } from "../_shared/machine_tokens.ts";
 import { imageTag } from "../_shared/fly.ts";
 import { machineUrl, targetUser } from "../_shared/machines.ts";
-import { handler } from "../provision-machine/index.ts";
+import { handler } from "../provision-machine/handler.ts";
 import { createUser, deleteUser, env, json, post, sql, stackTest, type TestUser } from "./helpers.ts";
 
 const URL = "http://local/provision-machine";

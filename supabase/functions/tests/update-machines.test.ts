@@ -1,6 +1,6 @@
 // update-machines: batch planning per strategy, and the request checks (operators only, a valid body).
 import assert from "node:assert/strict";
-import { handler, planBatches } from "../update-machines/index.ts";
+import { handler, planBatches } from "../update-machines/handler.ts";
 import { createUser, deleteUser, env, json, post, stackTest } from "./helpers.ts";
 
 const URL = "http://local/update-machines";

@@ -1,0 +1,134 @@
+// generate-strategy: turn a signed-in user's plain-language strategy into signal code and analysis
+// instructions with Gemini, save it as a trader of theirs, and make sure they have a worker machine.
+import catalogJson from "../_shared/signal_helpers.json" with { type: "json" };
+import { authenticate, requireRole } from "../_shared/auth.ts";
+import { reserveTokens, settleTokens } from "../_shared/budget.ts";
+import { reportModelOutcome } from "../_shared/service_health.ts";
+import { supabaseEnv } from "../_shared/env.ts";
+import { estimateTokens, GeminiClient, geminiConfigFromEnv, ModelError } from "../_shared/gemini.ts";
+import { HttpError, invalidBody, jsonResponse, postHandler, readJsonObject } from "../_shared/http.ts";
+import { serviceClient } from "../_shared/supabase.ts";
+import { provisionMachine } from "./machine.ts";
+import {
+  buildPrompt,
+  buildSystemInstruction,
+  GEMINI_STRATEGY_SCHEMA,
+  type HelperCatalog,
+  strategyValidator,
+} from "./strategy.ts";
+
+const MAX_BODY_BYTES = 16_384;
+const MIN_DESCRIPTION_CHARS = 10;
+const MAX_DESCRIPTION_CHARS = 4000;
+const MAX_NAME_CHARS = 100;
+const MAX_OUTPUT_TOKENS = 4096;
+// Control characters other than tab and newlines have no place in a description or a name.
+const CONTROL_CHARS = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/;
+
+const catalog = catalogJson as HelperCatalog;
+const systemInstruction = buildSystemInstruction(catalog);
+const validateStrategy = strategyValidator(catalog);
+
+interface StrategyRequest {
+  description: string;
+  name: string | null;
+}
+
+function parseRequest(body: Record<string, unknown>): StrategyRequest {
+  const unknown = Object.keys(body).filter((key) => key !== "description" && key !== "name");
+  if (unknown.length) throw invalidBody(`unknown field(s): ${unknown.join(", ")}; expected description and optional name`);
+  const { description, name } = body;
+  if (typeof description !== "string") throw invalidBody("description is required and must be a string");
+  const trimmed = description.trim();
+  if (trimmed.length < MIN_DESCRIPTION_CHARS || trimmed.length > MAX_DESCRIPTION_CHARS) {
+    throw invalidBody(`description must be ${MIN_DESCRIPTION_CHARS}-${MAX_DESCRIPTION_CHARS} characters, was ${trimmed.length}`);
+  }
+  if (CONTROL_CHARS.test(trimmed)) throw invalidBody("description must not contain control characters");
+  if (name === undefined || name === null) return { description: trimmed, name: null };
+  if (typeof name !== "string") throw invalidBody("name must be a string when given");
+  const trimmedName = name.trim();
+  if (trimmedName.length < 1 || trimmedName.length > MAX_NAME_CHARS) {
+    throw invalidBody(`name must be 1-${MAX_NAME_CHARS} characters, was ${trimmedName.length}`);
+  }
+  if (CONTROL_CHARS.test(trimmedName) || /[\r\n]/.test(trimmedName)) {
+    throw invalidBody("name must be one line without control characters");
+  }
+  return { description: trimmed, name: trimmedName };
+}
+
+export const handler = postHandler("generate-strategy", async (req) => {
+  const env = supabaseEnv();
+  const caller = await authenticate(req, env.jwtSecret);
+  requireRole(caller, ["authenticated"], "generate strategies");
+  const userId = caller.userId as string;
+  const request = parseRequest(await readJsonObject(req, MAX_BODY_BYTES));
+  const gemini = new GeminiClient(geminiConfigFromEnv());
+  const db = serviceClient(env);
+
+  const { data: user, error: userError } = await db.from("users").select("id, tier").eq("id", userId).maybeSingle();
+  if (userError) throw new Error(`reading users failed: ${userError.message}`);
+  if (!user) throw new HttpError(404, "user_not_found", `user ${userId} has no account`);
+
+  const prompt = buildPrompt(request.description, request.name);
+  // Two rounds at most (the answer and one correction), each resending the conversation so far.
+  const reserved = 2 * (estimateTokens(systemInstruction + prompt) + MAX_OUTPUT_TOKENS) + MAX_OUTPUT_TOKENS;
+  const reservation = await reserveTokens(db, userId, reserved);
+  let result;
+  try {
+    result = await gemini.generate({
+      systemInstruction,
+      prompt,
+      responseSchema: GEMINI_STRATEGY_SCHEMA,
+      validate: validateStrategy,
+      maxOutputTokens: MAX_OUTPUT_TOKENS,
+      temperature: 0.3,
+    });
+  } catch (error) {
+    if (error instanceof ModelError) {
+      await settleTokens(db, reservation, error.usage);
+      await reportModelOutcome(db, error);
+      console.error(`generate-strategy: model failed user_id=${userId} failure=${error.failure} attempts=${error.attempts}: ${error.message}`);
+      throw new HttpError(502, error.failure, `the AI model failed to produce a strategy: ${error.message}`);
+    }
+    await settleTokens(db, reservation, { promptTokens: 0, completionTokens: 0 });
+    throw error;
+  }
+  await settleTokens(db, reservation, result.usage);
+  await reportModelOutcome(db);
+
+  const strategy = result.value;
+  const { data: trader, error: insertError } = await db
+    .from("traders")
+    .insert({
+      user_id: userId,
+      name: request.name ?? strategy.name.trim(),
+      description: request.description,
+      signal_code: strategy.signalCode,
+      ai_instructions: strategy.aiInstructions.trim(),
+      timeframes: strategy.timeframes,
+      check_interval: strategy.recommendedInterval,
+      reanalysis_interval: strategy.reanalysisInterval,
+      symbols: strategy.symbols,
+    })
+    .select("id, name, signal_code, ai_instructions, timeframes, check_interval, reanalysis_interval, symbols")
+    .single();
+  if (insertError) throw new Error(`inserting the trader failed: ${insertError.code} ${insertError.message}`);
+
+  const machine = await provisionMachine(db, env, userId);
+  return jsonResponse({
+    success: true,
+    trader: {
+      id: trader.id,
+      name: trader.name,
+      signalCode: trader.signal_code,
+      aiInstructions: trader.ai_instructions,
+      timeframes: trader.timeframes,
+      recommendedInterval: trader.check_interval,
+      reanalysisInterval: trader.reanalysis_interval,
+      symbols: trader.symbols,
+    },
+    ...(machine.machineId ? { machineId: machine.machineId } : {}),
+    machine,
+    usage: { promptTokens: result.usage.promptTokens, completionTokens: result.usage.completionTokens, model: result.model },
+  });
+});
