@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from devstack.gemini.analysis import build_decision
+from devstack.gemini.chat import build_answer
 from devstack.gemini.protocol import GeminiApiError, GenerateRequest, answer, parse_request
 from devstack.gemini.strategy import build_strategy
 
@@ -80,6 +81,8 @@ def _schema_kind(schema: dict[str, Any] | None) -> str:
         return "strategy"
     if "decision" in properties:
         return "analysis"
+    if "answer" in properties and "enum" not in properties["answer"]:
+        return "answer"
     return "generic"
 
 
@@ -110,6 +113,8 @@ def _content(generate: GenerateRequest) -> dict[str, Any]:
         return build_strategy(generate.first_user_text)
     if kind == "analysis":
         return build_decision(generate.first_user_text)
+    if kind == "answer":
+        return build_answer(generate.first_user_text)
     if generate.response_schema:
         value = _value_for(generate.response_schema)
         return value if isinstance(value, dict) else {"value": value}
