@@ -1,7 +1,5 @@
-// ask: the entry point Supabase's Edge Runtime runs; the handler lives in handler.ts (tests import it without
-// starting a server). The local functions router imports `handler` from here.
+// ask: the entry point Supabase's Edge Runtime runs. The handler lives in handler.ts, which the tests and the local
+// functions router import without starting a server.
 import { handler } from "./handler.ts";
 
-export { handler };
-
-if (import.meta.main) Deno.serve(handler);
+Deno.serve(handler);

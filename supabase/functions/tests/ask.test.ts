@@ -1,7 +1,7 @@
 // ask below the gateway: the context a question carries, stored text quoted so it cannot pose as
 // instructions, who may ask about what, the shared token budget and model failures.
 import assert from "node:assert/strict";
-import { handler } from "../ask/index.ts";
+import { handler } from "../ask/handler.ts";
 import {
   createSignal, createTrader, createUser, deleteUser, geminiRequests, json, openPosition, post, spendBudget, sql,
   stackTest, type TestUser, usageOf, useGeminiKey,
