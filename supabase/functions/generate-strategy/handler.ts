@@ -32,19 +32,24 @@ const validateStrategy = strategyValidator(catalog);
 interface StrategyRequest {
   description: string;
   name: string | null;
+  /** false: only show the strategy (the console asks before it saves the trader itself). */
+  save: boolean;
 }
 
 function parseRequest(body: Record<string, unknown>): StrategyRequest {
-  const unknown = Object.keys(body).filter((key) => key !== "description" && key !== "name");
-  if (unknown.length) throw invalidBody(`unknown field(s): ${unknown.join(", ")}; expected description and optional name`);
-  const { description, name } = body;
+  const unknown = Object.keys(body).filter((key) => !["description", "name", "save"].includes(key));
+  if (unknown.length) {
+    throw invalidBody(`unknown field(s): ${unknown.join(", ")}; expected description, optional name and save`);
+  }
+  const { description, name, save = true } = body;
+  if (typeof save !== "boolean") throw invalidBody("save must be a boolean when given");
   if (typeof description !== "string") throw invalidBody("description is required and must be a string");
   const trimmed = description.trim();
   if (trimmed.length < MIN_DESCRIPTION_CHARS || trimmed.length > MAX_DESCRIPTION_CHARS) {
     throw invalidBody(`description must be ${MIN_DESCRIPTION_CHARS}-${MAX_DESCRIPTION_CHARS} characters, was ${trimmed.length}`);
   }
   if (CONTROL_CHARS.test(trimmed)) throw invalidBody("description must not contain control characters");
-  if (name === undefined || name === null) return { description: trimmed, name: null };
+  if (name === undefined || name === null) return { description: trimmed, name: null, save };
   if (typeof name !== "string") throw invalidBody("name must be a string when given");
   const trimmedName = name.trim();
   if (trimmedName.length < 1 || trimmedName.length > MAX_NAME_CHARS) {
@@ -53,7 +58,7 @@ function parseRequest(body: Record<string, unknown>): StrategyRequest {
   if (CONTROL_CHARS.test(trimmedName) || /[\r\n]/.test(trimmedName)) {
     throw invalidBody("name must be one line without control characters");
   }
-  return { description: trimmed, name: trimmedName };
+  return { description: trimmed, name: trimmedName, save };
 }
 
 export const handler = postHandler("generate-strategy", async (req) => {
@@ -97,19 +102,24 @@ export const handler = postHandler("generate-strategy", async (req) => {
   await reportModelOutcome(db);
 
   const strategy = result.value;
+  const usage = { promptTokens: result.usage.promptTokens, completionTokens: result.usage.completionTokens, model: result.model };
+  const row = {
+    name: request.name ?? strategy.name.trim(),
+    description: request.description,
+    signal_code: strategy.signalCode,
+    ai_instructions: strategy.aiInstructions.trim(),
+    timeframes: strategy.timeframes,
+    check_interval: strategy.recommendedInterval,
+    reanalysis_interval: strategy.reanalysisInterval,
+    symbols: strategy.symbols,
+  };
+  if (!request.save) {
+    // A preview: the caller saves the trader itself (as its user, through PostgREST) if the trader wants it.
+    return jsonResponse({ success: true, saved: false, trader: { id: null, ...traderAnswer(row) }, usage });
+  }
   const { data: trader, error: insertError } = await db
     .from("traders")
-    .insert({
-      user_id: userId,
-      name: request.name ?? strategy.name.trim(),
-      description: request.description,
-      signal_code: strategy.signalCode,
-      ai_instructions: strategy.aiInstructions.trim(),
-      timeframes: strategy.timeframes,
-      check_interval: strategy.recommendedInterval,
-      reanalysis_interval: strategy.reanalysisInterval,
-      symbols: strategy.symbols,
-    })
+    .insert({ user_id: userId, ...row })
     .select("id, name, signal_code, ai_instructions, timeframes, check_interval, reanalysis_interval, symbols")
     .single();
   if (insertError) throw new Error(`inserting the trader failed: ${insertError.code} ${insertError.message}`);
@@ -117,18 +127,32 @@ export const handler = postHandler("generate-strategy", async (req) => {
   const machine = await provisionMachine(db, env, userId);
   return jsonResponse({
     success: true,
-    trader: {
-      id: trader.id,
-      name: trader.name,
-      signalCode: trader.signal_code,
-      aiInstructions: trader.ai_instructions,
-      timeframes: trader.timeframes,
-      recommendedInterval: trader.check_interval,
-      reanalysisInterval: trader.reanalysis_interval,
-      symbols: trader.symbols,
-    },
+    saved: true,
+    trader: { id: trader.id, ...traderAnswer(trader) },
     ...(machine.machineId ? { machineId: machine.machineId } : {}),
     machine,
-    usage: { promptTokens: result.usage.promptTokens, completionTokens: result.usage.completionTokens, model: result.model },
+    usage,
   });
 });
+
+interface TraderColumns {
+  name: string;
+  signal_code: string;
+  ai_instructions: string;
+  timeframes: string[];
+  check_interval: string;
+  reanalysis_interval: string;
+  symbols: string[] | null;
+}
+
+function traderAnswer(trader: TraderColumns) {
+  return {
+    name: trader.name,
+    signalCode: trader.signal_code,
+    aiInstructions: trader.ai_instructions,
+    timeframes: trader.timeframes,
+    recommendedInterval: trader.check_interval,
+    reanalysisInterval: trader.reanalysis_interval,
+    symbols: trader.symbols,
+  };
+}

@@ -54,6 +54,26 @@ stackTest("generate-strategy: saves the trader even when provisioning is refused
     assert.ok(system.includes("def check_signal(symbol: str, ticker: dict, klines: dict[str, Klines]) -> bool"));
   }));
 
+stackTest("generate-strategy: save false only shows the strategy: no trader, no machine, tokens charged", () =>
+  withUser(async (user) => {
+    await useGeminiKey();
+
+    const response = await handler(post(URL, { description: DESCRIPTION, save: false }, user.jwt));
+
+    assert.equal(response.status, 200);
+    const body = await json(response);
+    assert.equal(body.saved, false);
+    assert.equal(body.trader.id, null);
+    assert.match(body.trader.signalCode, /get_latest_rsi\(k, 14\)/);
+    assert.deepEqual(body.trader.symbols, ["BTCUSDT", "ETHUSDT"]);
+    assert.equal(body.machine, undefined);
+    assert.equal((await sql`select count(*)::int as n from public.traders where user_id = ${user.id}`)[0].n, 0);
+    assert.equal((await usageOf(user)).prompt, body.usage.promptTokens);
+    const refused = await handler(post(URL, { description: DESCRIPTION, save: "no" }, user.jwt));
+    assert.equal(refused.status, 400);
+    assert.match((await json(refused)).error.message, /save must be a boolean/);
+  }));
+
 stackTest("generate-strategy: a user with a live machine gets its id back", () =>
   withUser(async (user) => {
     await useGeminiKey();
@@ -76,7 +96,7 @@ stackTest("generate-strategy: bad bodies are 400 naming the field", () =>
       [{ description: DESCRIPTION, name: 7 }, "name must be a string when given"],
       [{ description: DESCRIPTION, name: "  " }, "name must be 1-100 characters, was 0"],
       [{ description: DESCRIPTION, name: "two\nlines" }, "name must be one line without control characters"],
-      [{ description: DESCRIPTION, userId: user.id }, "unknown field(s): userId; expected description and optional name"],
+      [{ description: DESCRIPTION, userId: user.id }, "unknown field(s): userId; expected description, optional name and save"],
       ["[1, 2]", "the body must be a JSON object"],
       ["{not json", "the body is not valid JSON"],
     ];
