@@ -42,10 +42,34 @@ async function functionExists(slug: string): Promise<boolean> {
   }
 }
 
+/**
+ * Load a module in a throwaway worker; resolve with the reason it failed, or null. Deno remembers a failed
+ * load (an npm download that failed, a missing file) for the rest of an isolate's life, so a module is
+ * imported here only once a fresh isolate has loaded it, and a failed load is tried again on a later request.
+ */
+function loadProblemInFreshIsolate(url: string): Promise<string | null> {
+  const loader = `await import(${JSON.stringify(url)}); postMessage("loaded");`;
+  const worker = new Worker(`data:application/javascript,${encodeURIComponent(loader)}`, { type: "module" });
+  return new Promise((resolve) => {
+    worker.onmessage = () => {
+      worker.terminate();
+      resolve(null);
+    };
+    worker.onerror = (event) => {
+      event.preventDefault();
+      worker.terminate();
+      resolve(event.message);
+    };
+  });
+}
+
 function loadHandler(slug: string): Promise<Handler> {
   let loading = handlers.get(slug);
   if (!loading) {
-    loading = import(`file://${functionsDir}/${slug}/handler.ts`).then((module) => {
+    const url = `file://${functionsDir}/${slug}/handler.ts`;
+    loading = loadProblemInFreshIsolate(url).then(async (problem) => {
+      if (problem !== null) throw new Error(problem);
+      const module = await import(url);
       if (typeof module.handler !== "function") {
         throw new Error(`supabase/functions/${slug}/handler.ts does not export a handler(req) function`);
       }
