@@ -122,6 +122,11 @@ class StackConfig:
                 continue
         raise StackError("running as root but found neither a 'postgres' nor a 'nobody' account")
 
+    @cached_property
+    def gateway_os_user(self) -> pwd.struct_passwd | None:
+        """The account nginx's workers run as when we are root: nginx's built-in default, nobody."""
+        return pwd.getpwnam("nobody") if os.geteuid() == 0 else None
+
     # URLs and keys ---------------------------------------------------------------------------------------
     @property
     def api_url(self) -> str:

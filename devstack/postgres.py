@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -17,6 +15,7 @@ import psycopg
 from devstack.config import StackConfig
 from devstack.errors import StackError
 from devstack.processes import ProcessRecord, ProcessRegistry
+from devstack.service_dirs import remove_writable_dir, writable_dir
 
 PG_BIN_DIR = Path("/usr/lib/postgresql/15/bin")
 SERVICE_NAME = "postgres"
@@ -52,7 +51,7 @@ class PostgresCluster:
         self._registry = registry
 
     # Postgres opens these itself, as the service user, so they are given by their resolved path (the
-    # cluster folder may be a link to /var/tmp, see _make_pg_dir) and the log lives beside the data.
+    # cluster folder may be a link to /var/tmp, see service_dirs) and the log lives beside the data.
     @property
     def _root(self) -> Path:
         return self._config.pg_dir.resolve()
@@ -81,7 +80,7 @@ class PostgresCluster:
         for binary in ("initdb", "pg_ctl", "postgres"):
             if not (PG_BIN_DIR / binary).exists():
                 raise PostgresError(f"{PG_BIN_DIR / binary} is missing: run `make setup`")
-        self._make_pg_dir()
+        writable_dir(self._config.pg_dir, self._config.postgres_os_user)
         self.socket_dir.mkdir(parents=True, exist_ok=True)
         password_file = self._root / "initdb.pw"
         password_file.write_text("postgres\n")
@@ -146,11 +145,7 @@ class PostgresCluster:
     def destroy(self) -> None:
         """Stop the cluster and delete its data directory."""
         self.stop()
-        pg_dir = self._config.pg_dir
-        if pg_dir.is_symlink():
-            shutil.rmtree(pg_dir.resolve().parent, ignore_errors=True)
-            pg_dir.unlink()
-        shutil.rmtree(pg_dir, ignore_errors=True)
+        remove_writable_dir(self._config.pg_dir)
 
     # Connections ----------------------------------------------------------------------------------------
     def connect(self, dbname: str = "postgres", **kwargs: Any) -> psycopg.Connection[Any]:
@@ -169,37 +164,6 @@ class PostgresCluster:
         _wait_for(lambda: self.connect().close(), timeout_secs, f"Postgres on port {self._config.db_port}")
 
     # Helpers --------------------------------------------------------------------------------------------
-    def _make_pg_dir(self) -> None:
-        """Create the cluster folder where the service user can reach it.
-
-        When we are root and the checkout sits below a folder the service user may not enter (a 0700 home,
-        say), the data lives in /var/tmp instead, linked from .devstack/postgres so it is still found there.
-        """
-        pg_dir, user = self._config.pg_dir, self._config.postgres_os_user
-        self._config.state_dir.mkdir(parents=True, exist_ok=True)
-        if user is None or pg_dir.exists() or self._service_user_can_enter(self._config.state_dir):
-            pg_dir.mkdir(parents=True, exist_ok=True)
-            return
-        digest = hashlib.sha256(str(self._config.state_dir).encode()).hexdigest()[:12]
-        outside = Path("/var/tmp") / f"trademind-devstack-{digest}" / "postgres"  # noqa: S108 - private name, 0700
-        outside.mkdir(parents=True, exist_ok=True)
-        outside.parent.chmod(0o755)
-        pg_dir.symlink_to(outside, target_is_directory=True)
-
-    def _service_user_can_enter(self, directory: Path) -> bool:
-        user = self._config.postgres_os_user
-        return (
-            user is None
-            or subprocess.run(
-                ["/usr/bin/test", "-x", str(directory)],
-                user=user.pw_uid,
-                group=user.pw_gid,
-                extra_groups=[],
-                check=False,
-            ).returncode
-            == 0
-        )
-
     def _hand_to_service_user(self, path: Path) -> None:
         user = self._config.postgres_os_user
         if user is None:

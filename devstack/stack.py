@@ -32,6 +32,7 @@ from devstack.errors import StackError
 from devstack.fly.machines import stop_recorded_processes
 from devstack.postgres import PG_BIN_DIR, PostgresCluster
 from devstack.processes import ProcessRecord, ProcessRegistry
+from devstack.service_dirs import remove_writable_dir, writable_dir
 
 NGINX_BIN = Path("/usr/sbin/nginx")
 NGINX_TEMPLATE = Path(__file__).with_name("nginx.conf.template")
@@ -151,6 +152,7 @@ class DevStack:
         """Stop everything and delete the state folder (the next `up` starts from nothing)."""
         self.down()
         self.postgres.destroy()
+        remove_writable_dir(self.config.state_dir / "nginx-temp")
         shutil.rmtree(self.config.state_dir, ignore_errors=True)
 
     # Readiness ----------------------------------------------------------------------------------------
@@ -274,10 +276,12 @@ class DevStack:
     def _gateway_launch(self) -> tuple[list[str], dict[str, str] | None]:
         nginx_dir = self.config.state_dir / "nginx"
         nginx_dir.mkdir(parents=True, exist_ok=True)
+        # Request bodies and responses over the buffer sizes are written here by the workers, not root.
+        temp_dir = writable_dir(self.config.state_dir / "nginx-temp", self.config.gateway_os_user)
         replacements = {
             "{{RUN_DIR}}": str(self.config.run_dir),
             "{{LOGS_DIR}}": str(self.config.logs_dir),
-            "{{NGINX_DIR}}": str(nginx_dir),
+            "{{NGINX_TEMP_DIR}}": str(temp_dir),
             "{{API_PORT}}": str(self.config.api_port),
             "{{POSTGREST_PORT}}": str(POSTGREST_PORT),
             "{{FUNCTIONS_PORT}}": str(FUNCTIONS_PORT),

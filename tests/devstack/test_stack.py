@@ -6,8 +6,10 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 
+from devstack import keys
 from devstack.processes import process_group_members, process_start_ticks
 from devstack.stack import DevStack
 
@@ -83,3 +85,18 @@ def test_postgres_runs_as_an_unprivileged_user(stack: DevStack, db: psycopg.Conn
     assert owner_uid != 0
     assert db.execute("show wal_level").fetchone() == ("logical",)
     assert db.execute("show shared_preload_libraries").fetchone() == ("pg_cron",)
+
+
+def test_gateway_buffers_a_request_body_larger_than_memory_to_its_temp_folder(stack: DevStack) -> None:
+    """nginx writes such bodies to disk as its unprivileged worker; a 0700 checkout must not stop it."""
+    body = b'{"padding": "' + b"x" * 1_000_000 + b'"}'
+
+    response = httpx.post(
+        f"{stack.config.api_url}/functions/v1/ping",
+        content=body,
+        headers={"Authorization": f"Bearer {keys.SERVICE_ROLE_KEY}", "content-type": "application/json"},
+        timeout=30,
+    )
+
+    assert response.status_code == 200
+    assert response.json()["function"] == "ping"
