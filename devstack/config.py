@@ -24,6 +24,8 @@ GEMINI_PORT = 54341
 # The stand-in accepts any key; the functions still send one, as they must to the real API.
 GEMINI_STANDIN_API_KEY = "devstack-gemini-key"
 FLY_PORT = 54342
+# Telegram's Bot API stand-in (the notify function sends there locally).
+TELEGRAM_PORT = 54343
 # The Binance Spot simulator (REST and streams on one port) and its default replay speed.
 EXCHANGE_PORT = 54340
 EXCHANGE_DEFAULT_SPEED = 60.0
@@ -170,6 +172,7 @@ class StackConfig:
             "FUNCTIONS_VERIFY_JWT": json.dumps(self.functions_verify_jwt),
             **self.gemini_env(),
             **self.fly_env(),
+            "TELEGRAM_API_URL": f"http://127.0.0.1:{TELEGRAM_PORT}",
         }
 
     def fly_env(self) -> dict[str, str]:

@@ -26,6 +26,7 @@ from devstack.config import (
     POSTGREST_ADMIN_PORT,
     POSTGREST_PORT,
     REALTIME_PORT,
+    TELEGRAM_PORT,
     StackConfig,
 )
 from devstack.errors import StackError
@@ -60,7 +61,9 @@ def _quiet(_: str) -> None:
 class DevStack:
     """Start, stop, inspect and reset the local stack; every process it starts is recorded by pid."""
 
-    PARTS = ("postgres", "postgrest", "realtime", "functions", "gateway", "gemini", "fly", "exchange")
+    PARTS = (
+        "postgres", "postgrest", "realtime", "functions", "gateway", "gemini", "fly", "exchange", "telegram",
+    )  # fmt: skip
 
     def __init__(self, config: StackConfig | None = None) -> None:
         self.config = config or StackConfig.load()
@@ -85,6 +88,9 @@ class DevStack:
         self._ensure_running("postgrest", "PostgREST", POSTGREST_PORT, self._postgrest_launch, progress)
         self._ensure_running("realtime", "Realtime", REALTIME_PORT, self._realtime_launch, progress)
         self._ensure_running("gemini", "the Gemini stand-in", GEMINI_PORT, self._gemini_launch, progress)
+        self._ensure_running(
+            "telegram", "the Telegram stand-in", TELEGRAM_PORT, self._telegram_launch, progress
+        )
         self._ensure_running("fly", "the Fly Machines stand-in", FLY_PORT, self._fly_launch, progress)
         self._ensure_running(
             "exchange", "the Binance exchange simulator", EXCHANGE_PORT, self._exchange_launch, progress
@@ -103,7 +109,16 @@ class DevStack:
         stopped = []
         # Realtime before Postgres: it drops its replication slot on the way out.
         # Fly first: its workers record their last heartbeat (`stopped`) through the gateway as they stop.
-        for name in ("fly", "gateway", "functions", "realtime", "postgrest", "gemini", "exchange"):
+        for name in (
+            "fly",
+            "gateway",
+            "functions",
+            "realtime",
+            "postgrest",
+            "gemini",
+            "exchange",
+            "telegram",
+        ):  # noqa: E501
             if self.registry.stop(name, first_signal=signal.SIGTERM):
                 progress(f"stopped {name}")
                 stopped.append(name)
@@ -166,6 +181,7 @@ class DevStack:
             "gemini": f"http://127.0.0.1:{GEMINI_PORT}/_control/health",
             "fly": f"http://127.0.0.1:{FLY_PORT}/_control/health",
             "exchange": f"http://127.0.0.1:{EXCHANGE_PORT}/api/v3/ping",
+            "telegram": f"http://127.0.0.1:{TELEGRAM_PORT}/_control/health",
         }
         deadline = time.monotonic() + timeout_secs
         with httpx.Client(timeout=2.0) as client:
@@ -238,6 +254,11 @@ class DevStack:
     def _gemini_launch(self) -> tuple[list[str], dict[str, str]]:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(self.config.repo_root)}
         return [sys.executable, "-m", "devstack.gemini", "--port", str(GEMINI_PORT)], env
+
+    def _telegram_launch(self) -> tuple[list[str], dict[str, str]]:
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(self.config.repo_root)}
+        argv = [sys.executable, "-m", "devstack.telegram", "--port", str(TELEGRAM_PORT)]
+        return [*argv, "--state-dir", str(self.config.state_dir / "telegram")], env
 
     def _exchange_launch(self) -> tuple[list[str], dict[str, str]]:
         """Replay ../shared/data/klines (or $TRADEMIND_KLINES_DIR) at $TRADEMIND_EXCHANGE_SPEED (60x)."""
