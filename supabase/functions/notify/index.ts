@@ -1,6 +1,5 @@
-// notify: deliver notifications and operator alerts to webhooks and Telegram (see handler.ts).
+// notify: the entry point Supabase's Edge Runtime runs. The handler lives in handler.ts, which the tests and
+// the local functions router import without starting a server.
 import { handler } from "./handler.ts";
 
-export { handler };
-
-if (import.meta.main) Deno.serve(handler);
+Deno.serve(handler);

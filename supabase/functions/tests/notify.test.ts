@@ -2,7 +2,7 @@
 // faults (backoff honoured) and a run that died after claiming; operator alerts go to the operator's
 // channels; permanent refusals fail without leaking the bot token; only service_role may run it.
 import assert from "node:assert/strict";
-import { handler } from "../notify/index.ts";
+import { handler } from "../notify/handler.ts";
 import { createUser, deleteUser, env, json, post, sql, stackTest, type TestUser } from "./helpers.ts";
 
 const URL = "http://local/notify";
