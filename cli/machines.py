@@ -130,11 +130,33 @@ def live_machines() -> list[dict[str, Any]]:
     return rest_get(
         "fly_machines",
         {
-            "select": "user_id,machine_id,status,version,region,memory_mb,last_heartbeat,users(email,tier)",
+            "select": (
+                "user_id,machine_id,status,version,region,cpus,memory_mb,last_heartbeat,users(email,tier)"
+            ),
             "status": "neq.destroyed",
             "order": "created_at",
         },
     )
+
+
+def month_to_date_costs(user_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Each user's cost this UTC month (public.user_costs_month_to_date), by user id."""
+    if not user_ids:
+        return {}
+    rows = rest_get(
+        "user_costs_month_to_date",
+        {
+            "select": (
+                "user_id,machine_seconds,machine_cost_usd,ai_cost_usd,total_cost_usd,monthly_budget_usd"
+            ),
+            "user_id": f"in.({','.join(sorted(set(user_ids)))})",
+        },
+    )
+    return {str(row.pop("user_id")): row for row in rows}
+
+
+def usd(value: Any) -> str:
+    return "-" if value is None else f"${float(value):,.2f}"
 
 
 def heartbeat_age(last_heartbeat: str | None) -> str:
@@ -163,21 +185,37 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable outpu
 
 @app.command("list")
 def list_machines(as_json: JsonOption = False) -> None:
-    """Every machine that is not destroyed, with its user, state, version and heartbeat age."""
-    rows = run(live_machines)
+    """Every machine that is not destroyed: user, state, version, size, heartbeat age, month-to-date cost."""
+
+    def action() -> list[dict[str, Any]]:
+        machines = live_machines()
+        costs = month_to_date_costs([str(row["user_id"]) for row in machines])
+        for row in machines:
+            row["cost_month_to_date"] = costs.get(str(row["user_id"]))
+        return machines
+
+    rows = run(action)
     if as_json:
         emit_json(rows)
         return
-    table = Table("user", "email", "tier", "machine", "status", "version", "region", "MB", "heartbeat age")
+    table = Table(
+        "user", "email", "tier", "machine", "status", "version", "region", "size", "heartbeat age",
+        "machine $", "AI $", "MTD $", "budget $",
+    )  # fmt: skip
     for row in rows:
         user = row.get("users") or {}
+        cost = row.get("cost_month_to_date") or {}
+        size = f"{row.get('cpus') or '-'}x{row.get('memory_mb') or '-'}MB"
         table.add_row(
             row["user_id"], user.get("email") or "-", user.get("tier") or "-", row["machine_id"],
-            row["status"], row.get("version") or "-", row.get("region") or "-",
-            str(row.get("memory_mb") or "-"), heartbeat_age(row.get("last_heartbeat")),
+            row["status"], row.get("version") or "-", row.get("region") or "-", size,
+            heartbeat_age(row.get("last_heartbeat")), usd(cost.get("machine_cost_usd")),
+            usd(cost.get("ai_cost_usd")), usd(cost.get("total_cost_usd")),
+            usd(cost.get("monthly_budget_usd")),
         )  # fmt: skip
     console.print(table)
-    console.print(f"{len(rows)} machine(s)")
+    total = sum(float((row.get("cost_month_to_date") or {}).get("total_cost_usd") or 0) for row in rows)
+    console.print(f"{len(rows)} machine(s), {usd(total)} month to date")
 
 
 @app.command()

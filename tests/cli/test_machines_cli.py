@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from cli.main import app
 from devstack.fly.client import FlyStandInClient
 from devstack.stack import DevStack
+from tests.factories import create_user, delete_user
 from tests.supabase.test_lifecycle_functions import IMAGE_REPOSITORY, Fleet, wait_healthy
 
 runner = CliRunner()
@@ -111,6 +112,51 @@ def test_tables_are_printed_for_people(fleet: Fleet, monkeypatch: pytest.MonkeyP
     assert listed.exit_code == 0
     assert machine_id in listed.stdout and user.email in listed.stdout
     assert user.email in health.stdout and "yes" in health.stdout
+
+
+def test_list_shows_each_users_month_to_date_cost(
+    stack: DevStack, db: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user = create_user(db, "elite")
+    try:
+        db.execute(
+            "insert into public.fly_machines (user_id, machine_id, status, region, cpus, memory_mb)"
+            " values (%s, %s, 'running', 'iad', 2, 512)",
+            (user.id, f"cost-{user.id.hex[:8]}"),
+        )
+        # Two hours at shared-cpu-2x 512MB (2 x $2.19 per 30 days), and 1M + 100k gemini-3.5-flash tokens.
+        db.execute(
+            "update public.machine_usage set started_at = now() - interval '2 hours' where user_id = %s",
+            (user.id,),
+        )
+        db.execute(
+            "insert into public.ai_usage_daily"
+            " (user_id, usage_date, prompt_tokens, completion_tokens, cost_usd)"
+            " values (%s, (now() at time zone 'utc')::date, 1000000, 100000,"
+            " public.ai_tokens_usd('gemini-3.5-flash', 1000000, 100000))",
+            (user.id,),
+        )
+        db.execute(
+            "insert into public.cost_budgets (user_id, monthly_budget_usd) values (%s, 25)", (user.id,)
+        )
+        monkeypatch.setenv("COLUMNS", "250")
+
+        listed = machines("list", "--json")
+        table = machines("list")
+    finally:
+        delete_user(db, user)
+
+    assert listed.exit_code == 0, listed.output
+    (row,) = [row for row in json.loads(listed.stdout) if row["user_id"] == str(user.id)]
+    cost = row["cost_month_to_date"]
+    machine_usd = 7200 * 2 * 2.19 / (30 * 86400)
+    assert row["cpus"] == 2
+    assert 7200 <= cost["machine_seconds"] <= 7205
+    assert float(cost["machine_cost_usd"]) == pytest.approx(machine_usd, rel=1e-3)
+    assert float(cost["ai_cost_usd"]) == pytest.approx(2.40)
+    assert float(cost["total_cost_usd"]) == pytest.approx(2.40 + machine_usd, rel=1e-4)
+    assert float(cost["monthly_budget_usd"]) == 25
+    assert "2x512MB" in table.stdout and "$2.41" in table.stdout and "$25.00" in table.stdout
 
 
 def test_operator_mistakes_are_named(stack: DevStack, monkeypatch: pytest.MonkeyPatch) -> None:

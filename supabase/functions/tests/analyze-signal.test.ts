@@ -234,3 +234,45 @@ stackTest("analyze-signal: a retry with the same requestId replays the recorded 
     assert.equal(reused.status, 409);
     assert.equal((await json(reused)).error.code, "request_id_reused");
   }));
+
+stackTest("analyze-signal: a used-up monthly cost budget pauses analysis (429 until next month) and tells the user once", () =>
+  withSignal(async ({ user, traderId, signalId, machineJwt }) => {
+    const key = await useGeminiKey();
+    await sql`update public.fly_machines set memory_mb = 256 where user_id = ${user.id}`; // opens its billed interval
+    await sql`update public.machine_usage set started_at = now() - interval '1 hour' where user_id = ${user.id}`;
+    await sql`insert into public.cost_budgets (user_id, monthly_budget_usd) values (${user.id}, 0.0001)`;
+
+    const first = await handler(post(URL, { traderId, signalId, marketData: marketData() }, machineJwt));
+    const second = await handler(post(URL, { traderId, signalId, marketData: marketData() }, machineJwt));
+
+    const error = (await json(first)).error;
+    assert.equal(first.status, 429);
+    assert.equal(error.code, "budget_exhausted");
+    assert.match(error.message, /monthly budget of 0.0001 USD/);
+    const now = new Date();
+    const nextMonthSecs = (Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1) - now.getTime()) / 1000;
+    assert.ok(Math.abs(Number(first.headers.get("retry-after")) - nextMonthSecs) < 5, "Retry-After runs to the next month");
+    assert.equal(second.status, 429);
+    await second.body?.cancel();
+    assert.equal((await geminiRequests(key)).length, 0, "the model is not called");
+    const notes = await sql`select kind::text from public.notifications where user_id = ${user.id}`;
+    assert.deepEqual(notes.map((row) => row.kind), ["budget_exceeded"]);
+  }));
+
+stackTest("analyze-signal: a model that keeps failing is reported to service health; a success clears it", () =>
+  withSignal(async ({ traderId, signalId, machineJwt }) => {
+    await useGeminiKey([{ kind: "unavailable" }, { kind: "unavailable" }, { kind: "unavailable" }, { kind: "unavailable" }]);
+    const failed = await handler(post(URL, { traderId, signalId, marketData: marketData() }, machineJwt));
+    const [during] = await sql`select failing_since is not null as failing from private.service_health where service = 'gemini'`;
+    await useGeminiKey();
+    const ok = await handler(post(URL, { traderId, signalId, marketData: marketData() }, machineJwt));
+    const [after] = await sql`select failing_since is null as clear, last_ok_at > now() - interval '1 minute' as fresh
+                                 from private.service_health where service = 'gemini'`;
+
+    assert.equal(failed.status, 502);
+    await failed.body?.cancel();
+    assert.equal(ok.status, 200);
+    await ok.body?.cancel();
+    assert.equal(during.failing, true);
+    assert.deepEqual([after.clear, after.fresh], [true, true]);
+  }));
