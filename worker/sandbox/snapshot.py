@@ -1,21 +1,26 @@
 """One sweep's klines and tickers in shared memory: written once by the worker, mapped read-only by sandboxes.
 
-The worker copies every (symbol, timeframe) series into one `multiprocessing.shared_memory` segment and
-describes it in a small JSON index (offsets, lengths, tickers). A sandbox process maps the segment
-read-only (the file is opened O_RDONLY, so the kernel refuses writes) once per sweep and hands signal
-code numpy views of it: no array is pickled or copied per check.
+The worker copies every (symbol, timeframe) series into one POSIX shared-memory segment (a file in
+/dev/shm) and describes it in a small JSON index (offsets, lengths, tickers). A sandbox process maps the
+segment read-only (the file is opened O_RDONLY, so the kernel refuses writes) once per sweep and hands
+signal code numpy views of it: no array is pickled or copied per check.
+
+The segment is made here rather than with `multiprocessing.shared_memory`, which would start a resource
+tracker process (13 MB) to unlink segments after a crash; instead each segment's name carries the
+worker's pid, and the first snapshot a worker makes removes the segments of workers that are gone.
 
 Segment layout, per series: open_time int64[n], then open, high, low, close, volume float64[n] each.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import mmap
 import os
+import secrets
 from collections.abc import Mapping
-from multiprocessing import shared_memory
 from types import MappingProxyType, TracebackType
 from typing import Any
 
@@ -26,7 +31,9 @@ from worker.market.klines import Klines
 _ITEM_BYTES = 8
 _ARRAYS_PER_SERIES = 6
 _SHM_DIR = "/dev/shm"  # noqa: S108 (where POSIX shared memory lives on Linux, not a temp file)
+_PREFIX = "trademind-klines-"
 _generations = itertools.count(1)
+_swept_for_pid: int | None = None
 
 Ticker = Mapping[str, float | int | str | bool | None]
 
@@ -39,7 +46,7 @@ class KlineSnapshot:
         klines_by_symbol: Mapping[str, Mapping[str, Klines]],
         tickers: Mapping[str, Ticker] | None = None,
     ) -> None:
-        self._memory: shared_memory.SharedMemory | None = None
+        self._path: str | None = None
         tickers = tickers or {}
         layout: dict[str, dict[str, list[int]]] = {}
         offset = 0
@@ -50,14 +57,15 @@ class KlineSnapshot:
                 offset += _ARRAYS_PER_SERIES * _ITEM_BYTES * len(series)
         self.generation = next(_generations)
         self.size_bytes = max(offset, 1)
-        self._memory = shared_memory.SharedMemory(create=True, size=self.size_bytes)
+        self.name = _create_segment(self.size_bytes)
+        self._path = os.path.join(_SHM_DIR, self.name)
         try:
-            self._write(klines_by_symbol, layout)
+            _write(self._path, self.size_bytes, klines_by_symbol, layout)
             self.index_json = json.dumps(
                 {
                     "op": "snapshot",
                     "generation": self.generation,
-                    "name": self._memory.name,
+                    "name": self.name,
                     "size": self.size_bytes,
                     "series": layout,
                     "tickers": {symbol: dict(tickers.get(symbol, {})) for symbol in layout},
@@ -67,37 +75,18 @@ class KlineSnapshot:
         except BaseException:
             self.close()
             raise
-        self.name = self._memory.name
         self.symbols = frozenset(layout)
-
-    def _write(
-        self, klines_by_symbol: Mapping[str, Mapping[str, Klines]], layout: dict[str, dict[str, list[int]]]
-    ) -> None:
-        assert self._memory is not None
-        buffer = self._memory.buf
-        for symbol, by_timeframe in klines_by_symbol.items():
-            for timeframe, series in by_timeframe.items():
-                offset, count, _ = layout[symbol][timeframe]
-                times = np.ndarray((count,), np.int64, buffer, offset)
-                times[:] = series.open_time
-                del times  # a live view would keep the segment from closing
-                values = np.ndarray((5, count), np.float64, buffer, offset + _ITEM_BYTES * count)
-                for row, array in enumerate(
-                    (series.open, series.high, series.low, series.close, series.volume)
-                ):
-                    values[row] = array
-                del values
 
     @property
     def closed(self) -> bool:
-        return self._memory is None
+        return self._path is None
 
     def close(self) -> None:
         """Remove the segment (sandboxes that mapped it keep their mapping until they drop it)."""
-        if self._memory is not None:
-            memory, self._memory = self._memory, None
-            memory.close()
-            memory.unlink()
+        if self._path is not None:
+            path, self._path = self._path, None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
     def __enter__(self) -> KlineSnapshot:
         return self
@@ -109,8 +98,77 @@ class KlineSnapshot:
 
     def __del__(self) -> None:
         # A safety net: a snapshot nobody closed must not leave its segment in /dev/shm.
-        if getattr(self, "_memory", None) is not None:
+        if getattr(self, "_path", None) is not None:
             self.close()
+
+
+def _create_segment(size: int) -> str:
+    """A new segment of `size` bytes, readable and writable by this user only; returns its name."""
+    _remove_orphans()
+    name = f"{_PREFIX}{os.getpid()}-{secrets.token_hex(8)}"
+    path = os.path.join(_SHM_DIR, name)
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        os.ftruncate(descriptor, size)
+    except BaseException:
+        os.unlink(path)
+        raise
+    finally:
+        os.close(descriptor)
+    return name
+
+
+def _write(
+    path: str,
+    size: int,
+    klines_by_symbol: Mapping[str, Mapping[str, Klines]],
+    layout: dict[str, dict[str, list[int]]],
+) -> None:
+    """Copy every series into the segment. The worker keeps no mapping of it: it never reads it back."""
+    descriptor = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+    try:
+        # Populated in one call: cheaper than a page fault per 4 KiB while the series are copied.
+        segment = mmap.mmap(descriptor, size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE)
+    finally:
+        os.close(descriptor)
+    with segment:
+        for symbol, by_timeframe in klines_by_symbol.items():
+            for timeframe, series in by_timeframe.items():
+                offset, count, _ = layout[symbol][timeframe]
+                _write_series(segment, offset, count, series)
+
+
+def _write_series(segment: mmap.mmap, offset: int, count: int, series: Klines) -> None:
+    # Views of the mapping that die on return: a live one would keep the mapping from closing.
+    np.ndarray((count,), np.int64, segment, offset)[:] = series.open_time
+    values = np.ndarray((5, count), np.float64, segment, offset + _ITEM_BYTES * count)
+    for row, array in enumerate((series.open, series.high, series.low, series.close, series.volume)):
+        values[row] = array
+
+
+def _remove_orphans() -> None:
+    """Once per process: remove segments left by workers that died before closing them (SIGKILL, OOM)."""
+    global _swept_for_pid  # noqa: PLW0603 (once per process, and again in a forked child)
+    if _swept_for_pid == os.getpid():
+        return
+    _swept_for_pid = os.getpid()
+    for name in os.listdir(_SHM_DIR):
+        if not name.startswith(_PREFIX):
+            continue
+        pid = name.removeprefix(_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(FileNotFoundError, PermissionError):
+                os.unlink(os.path.join(_SHM_DIR, name))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 class SnapshotReader:
