@@ -16,17 +16,35 @@ by looping, recursing, allocating or crashing. Out of scope: timing side channel
 traders (a machine serves a single user) and kernel exploits (Fly's VM boundary covers those).
 
 Defence in depth, outermost last:
-1. Compile-time policy (compiler.py): an allow-list of syntax; no imports, classes, try/except, with,
-   global/nonlocal, generators, f-strings or decorators; no names or attributes starting with `_`; no
-   strings containing `__`; known internals (`format`, `gi_frame`, `f_globals`, numpy `tofile`...)
-   refused; only functions and constants at module level; immutable parameter defaults; every name must
-   be bound by the code or be a helper, `math` or a safe builtin; `check_signal` takes exactly three
-   parameters. Errors carry the line and what to do instead.
+1. Compile-time policy (compiler.py, the dialect in dialect.py): an allow-list of syntax; no imports
+   (`import math`, `typing` and `__future__` are dropped as no-ops, `from math import x` becomes
+   `x = math.x`), classes, with, global/nonlocal, generators, del, match or decorators; no names or
+   attributes starting with `_` except the throwaway `_`; no strings containing `__`; known internals
+   (`format`, `gi_frame`, `f_globals`, numpy `tofile`...) refused; only functions and constants at module
+   level; `check_signal` takes exactly three parameters. Errors carry the line and what to write instead.
+   Policy version 2 argued its additions as follows:
+   - builtins list reversed tuple dict set str map filter isinstance pow divmod: pure constructors and
+     functions of plain values; the containers they build are the code's own, the iterators have no
+     attributes (layer 3), and the type objects themselves have none either, so `str.format` or
+     `dict.fromkeys` are unreachable; runaway sizes or loops end at the memory limit or the deadline.
+   - try/except: only named arithmetic, lookup, value and type errors can be caught (`except Exception`
+     is rewritten to exactly those), never the deadline (a BaseException), MemoryError, RecursionError or a
+     guard's AttributeError; no bare except and no `finally` (which would run on after the deadline).
+     Caught exceptions expose no attributes.
+   - `raise ValueError(...)` is rewritten to raise a ValueError subclass the sandbox reads as "False,
+     with this reason" (logged, clipped to one line); no other exception can be raised.
+   - every parameter default is wrapped in a freeze when the function is defined (lists become tuples,
+     dicts read-only views), so no default carries state from one check to the next.
+   - f-strings: conversions and format specs never look up attributes (unlike `str.format`).
 2. RestrictedPython's transformer: attribute, item, iteration, unpacking and in-place operations become
    calls to our guards.
-3. A minimal namespace (guards.py): 15 builtins, a `math` proxy, the catalog's helpers; attributes are an
-   allow-list per exact type (no attribute at all on functions, generators, types, exceptions); writes
-   only into lists/dicts/sets the code built; module constants are frozen after loading.
+3. A minimal namespace (guards.py): the dialect's builtins and catchable exceptions, a `math` proxy, the
+   catalog's helpers; attributes are an allow-list per exact type (no attribute at all on functions,
+   generators, types, exceptions, iterators); writes only into lists/dicts/sets the code built; module
+   constants are frozen after loading. Its `__import__` exists only because numpy's C methods
+   (`ndarray.max`, `.mean` ...) import lazily through the calling frame's builtins: it refuses any module
+   not already loaded and returns nothing (CPython reads `sys.modules` itself), so it gives signal code no
+   module object and loads no code.
 4. A separate process per evaluation slot (child.py): started with `python -I`, an empty environment and
    cwd `/`; RLIMIT_AS (memory), RLIMIT_CPU (per batch), RLIMIT_FSIZE=0, RLIMIT_NOFILE, RLIMIT_CORE=0 and
    RLIMIT_NPROC=0 (effective only for a non-root uid); a CPU-time deadline per check that the code

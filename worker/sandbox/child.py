@@ -4,7 +4,9 @@ It starts from a clean environment (no secrets), limits itself (address space, C
 no files, no core dumps), then serves requests from the worker on the inherited socket: a `snapshot`
 request maps a sweep's klines read-only; a `check` request evaluates one program for a list of symbols,
 streaming results back. Each check runs under a CPU-time deadline (SIGPROF): signal code cannot catch
-the exception it raises (the compiler refuses try/except and with). Anything that means the process
+the exception it raises (a BaseException, and the compiler lets code catch only arithmetic, lookup,
+value and type errors). `raise ValueError("reason")` in signal code declines the check: False, with the
+reason sent back to be logged. Anything that means the process
 may be unhealthy (deadline, memory, recursion) is reported as FATAL and the process exits; the worker
 starts a new one. The worker also watches from outside and kills a process that stops answering.
 """
@@ -31,7 +33,7 @@ from worker.market.klines import Klines
 from worker.sandbox import protocol
 from worker.sandbox.compiler import FILENAME, HELPER_NAMES, compile_signal
 from worker.sandbox.errors import SignalCodeError
-from worker.sandbox.guards import freeze_module_constants, program_globals
+from worker.sandbox.guards import Declined, freeze_module_constants, program_globals
 from worker.sandbox.snapshot import SnapshotReader
 
 RECURSION_LIMIT = 400  # well inside the C stack even when every level goes through a builtin
@@ -104,16 +106,22 @@ def _signal_line(trace: TracebackType | None) -> int | None:
     return line
 
 
+def _message(error: BaseException) -> str:
+    _arm(MESSAGE_FORMAT_SECS)  # str() of a huge value would otherwise run without a deadline
+    try:
+        return str(error)[: protocol.MAX_MESSAGE_CHARS]
+    except CheckDeadline:
+        return ""
+    except Exception:  # a message argument whose str() fails
+        return "(the message could not be shown)"
+    finally:
+        _disarm()
+
+
 def _describe(error: BaseException) -> str:
     line = _signal_line(error.__traceback__)
     name = type(error).__name__
-    _arm(MESSAGE_FORMAT_SECS)  # str() of a huge value would otherwise run without a deadline
-    try:
-        detail = str(error)[: protocol.MAX_MESSAGE_CHARS]
-    except CheckDeadline:
-        detail = ""
-    finally:
-        _disarm()
+    detail = _message(error)
     text = f"{name}: {detail}" if detail else name
     return protocol.clip(f"line {line}: {text}" if line is not None else text)
 
@@ -288,6 +296,8 @@ class Sandbox:
             raise ProgramStopped(
                 f"check_signal recursed too deeply ({_describe(error)}, checking {symbol})"
             ) from None
+        except Declined as declined:
+            return protocol.DECLINED, protocol.clip(_message(declined)) or "declined (no reason given)"
         except Exception as error:
             return protocol.FAILED, _describe(error)
         finally:

@@ -19,42 +19,89 @@ from types import CodeType
 from RestrictedPython.transformer import RestrictingNodeTransformer
 
 from worker.indicators.catalog import build_catalog
+from worker.sandbox.dialect import (
+    CATCH_ALL,
+    CATCHABLE_EXCEPTIONS,
+    DECLINE_EXCEPTION,
+    IGNORED_IMPORTS,
+    MATH_NAMES,
+    POLICY_VERSION,
+    SAFE_BUILTIN_NAMES,
+)
 from worker.sandbox.errors import SignalCodeError
 
 ENTRY_POINT = "check_signal"
 ENTRY_PARAMETERS = ("symbol", "ticker", "klines")
 FILENAME = "<signal>"
 MAX_SOURCE_CHARS = 100_000  # the traders.signal_code check constraint
-# Bumped whenever the rules change, so a cached program compiled under older rules is never reused.
-POLICY_VERSION = 1
+# Names the compiled code calls that signal code itself can never write (they start with an underscore).
+DECLINED_NAME = "_declined_"  # raise ValueError(...) -> a ValueError subclass the sandbox reads as False
+FREEZE_NAME = "_freeze_"  # parameter defaults -> immutable copies
 
-SAFE_BUILTIN_NAMES = (
-    "abs", "min", "max", "len", "range", "sum", "round", "any", "all", "sorted", "enumerate", "zip",
-    "float", "int", "bool",
-)  # fmt: skip
 HELPER_NAMES = tuple(entry["name"] for entry in build_catalog()["helpers"])
-AVAILABLE_NAMES = frozenset({*SAFE_BUILTIN_NAMES, *HELPER_NAMES, "math", "True", "False", "None"})
+AVAILABLE_NAMES = frozenset(
+    {*SAFE_BUILTIN_NAMES, *HELPER_NAMES, *CATCHABLE_EXCEPTIONS, "math", "True", "False", "None"}
+)
+_SHOWN_NAMES = "the helpers, math and the builtins " + " ".join(SAFE_BUILTIN_NAMES)
+_NO_NUMPY = (
+    "numpy is not importable in signal code (there is no np): the kline fields are numpy arrays already, so "
+    "use their methods (closes[-20:].mean(), .std(), .max(), .argmax()) or the helpers"
+)
+_IMPORT_REFUSED = f"imports are not allowed: math is already available; {_NO_NUMPY}"
 
-# Builtins people reach for that are deliberately absent, with the reason they get.
+# Builtins and names people reach for that are deliberately absent, with what to write instead.
 _FORBIDDEN_NAMES = {
-    name: "signal code has no access to the interpreter"
-    for name in (
-        "eval", "exec", "compile", "globals", "locals", "vars", "getattr", "setattr", "delattr", "hasattr",
-        "type", "object", "super", "dir", "id", "help", "breakpoint", "classmethod", "staticmethod",
-        "property", "memoryview", "exit", "quit", "isinstance", "issubclass", "callable",
-    )
-} | {name: "signal code has no I/O" for name in ("open", "input", "print")}  # fmt: skip
+    **{
+        name: "signal code has no access to the interpreter; write the code directly"
+        for name in (
+            "eval", "exec", "compile", "globals", "locals", "vars", "dir", "id", "help", "breakpoint",
+            "memoryview", "exit", "quit", "super", "object", "classmethod", "staticmethod", "property",
+        )
+    },
+    **{
+        name: "read attributes directly (k.close) and use .get(key, default) on dicts"
+        for name in ("getattr", "setattr", "delattr", "hasattr")
+    },
+    "type": "use isinstance(value, float) (or int, str, list, tuple, dict)",
+    "issubclass": "use isinstance(value, float) (or int, str, list, tuple, dict)",
+    "callable": "call only the helpers and your own functions",
+    "open": "signal code has no I/O: it reads only its arguments",
+    "input": "signal code has no I/O: it reads only its arguments",
+    "print": 'signal code has no output: remove print, or raise ValueError("reason") to log why the check '
+    "is False",
+}  # fmt: skip
+# Names that are not available, with the replacement a model needs.
+_NAME_HINTS = {
+    "np": _NO_NUMPY,
+    "numpy": _NO_NUMPY,
+    "pd": "pandas is not available: work on the kline arrays and lists",
+    "talib": "TA-Lib is not importable: use the helpers (get_latest_rsi, get_latest_macd, ...)",
+    "Exception": 'raise ValueError("reason") to make the check False; catch with except (IndexError, '
+    "ValueError, ...) or except Exception",
+    "BaseException": "catch only " + ", ".join(CATCHABLE_EXCEPTIONS),
+    "nan": "use math.nan", "inf": "use math.inf",
+    "frozenset": "use a tuple or set", "Klines": "klines[timeframe] is already a Klines value",
+}  # fmt: skip
 
 # Attributes without a leading underscore that still lead to interpreter internals, or to I/O through
 # numpy. The run-time guard allows only listed attributes per type anyway; this gives an early message.
-_FORBIDDEN_ATTRIBUTES = frozenset(
-    {
-        "format", "format_map", "mro", "gi_frame", "gi_code", "gi_yieldfrom", "gi_running", "cr_frame",
-        "cr_code", "ag_frame", "ag_code", "f_globals", "f_locals", "f_builtins", "f_back", "f_code",
-        "tb_frame", "tb_next", "co_code", "co_consts", "func_globals", "func_code", "tofile", "dump",
-        "dumps", "setflags", "ctypes", "base", "data", "flags", "view", "astype", "obj", "with_traceback",
-    }
-)  # fmt: skip
+_INTERNALS = "signal code has no access to the interpreter"
+_FORBIDDEN_ATTRIBUTES = {
+    **dict.fromkeys(
+        ("mro", "gi_frame", "gi_code", "gi_yieldfrom", "gi_running", "cr_frame", "cr_code", "ag_frame",
+         "ag_code", "f_globals", "f_locals", "f_builtins", "f_back", "f_code", "tb_frame", "tb_next",
+         "co_code", "co_consts", "func_globals", "func_code", "obj", "with_traceback"),
+        _INTERNALS,
+    ),
+    **dict.fromkeys(("tofile", "dump", "dumps"), "signal code has no I/O"),
+    **dict.fromkeys(
+        ("ctypes", "base", "data", "flags", "setflags", "view"),
+        "arrays are read-only: copy one with .copy() or list(...) to change it",
+    ),
+    "astype": "the arrays are float64 already: use them as they are, or float(x) for one value",
+    "format": 'use an f-string (f"{rsi:.1f}") or % formatting',
+    "format_map": 'use an f-string (f"{rsi:.1f}") or % formatting',
+}  # fmt: skip
 
 _OPERATORS: tuple[type[ast.AST], ...] = (
     ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow, ast.LShift, ast.RShift,
@@ -68,30 +115,39 @@ _ALLOWED_NODES: frozenset[type[ast.AST]] = frozenset(
         ast.UnaryOp, ast.Lambda, ast.IfExp, ast.Dict, ast.Set, ast.ListComp, ast.SetComp, ast.DictComp,
         ast.GeneratorExp, ast.Compare, ast.Call, ast.Constant, ast.Attribute, ast.Subscript, ast.Starred,
         ast.Name, ast.List, ast.Tuple, ast.Slice, ast.arguments, ast.arg, ast.keyword, ast.comprehension,
-        ast.Load, ast.Store, *_OPERATORS,
+        ast.Load, ast.Store, ast.Try, ast.ExceptHandler, ast.Raise, ast.JoinedStr, ast.FormattedValue,
+        *_OPERATORS,
     }
 )  # fmt: skip
+_ASYNC = "async code is not allowed: write a plain def"
 _REFUSED_NODES: dict[type[ast.AST], str] = {
-    ast.Import: "imports are not allowed: use the helpers, math and the builtins provided",
-    ast.ImportFrom: "imports are not allowed: use the helpers, math and the builtins provided",
-    ast.ClassDef: "classes are not allowed: define functions instead",
-    ast.Global: "global is not allowed: pass values as arguments",
-    ast.Nonlocal: "nonlocal is not allowed: pass values as arguments",
-    ast.Try: "try/except is not allowed: check values first and return False when data is missing",
-    ast.TryStar: "try/except is not allowed: check values first and return False when data is missing",
-    ast.Raise: "raise is not allowed: return False instead",
-    ast.With: "with statements are not allowed",
-    ast.AsyncWith: "async code is not allowed",
-    ast.AsyncFor: "async code is not allowed",
-    ast.AsyncFunctionDef: "async code is not allowed",
-    ast.Await: "async code is not allowed",
+    ast.Import: _IMPORT_REFUSED,
+    ast.ImportFrom: _IMPORT_REFUSED,
+    ast.ClassDef: "classes are not allowed: write functions, and keep related values in a dict or tuple",
+    ast.Global: "global is not allowed: pass values in as arguments and return results",
+    ast.Nonlocal: "nonlocal is not allowed: pass values in as arguments and return results",
+    ast.TryStar: "except* is not allowed: write except (IndexError, ValueError):",
+    ast.With: "with statements are not allowed: signal code has no files or locks; write the body alone",
+    ast.AsyncWith: _ASYNC,
+    ast.AsyncFor: _ASYNC,
+    ast.AsyncFunctionDef: _ASYNC,
+    ast.Await: _ASYNC,
     ast.Yield: "generators (yield) are not allowed: build and return a list",
     ast.YieldFrom: "generators (yield) are not allowed: build and return a list",
-    ast.JoinedStr: "f-strings are not allowed: signal code returns True or False, not text",
-    ast.Delete: "del is not allowed",
+    ast.Delete: "del is not allowed: assign a new value, or build a new list without the item",
     ast.Match: "match statements are not allowed: use if/elif",
-    ast.MatMult: "the @ operator is not allowed",
+    ast.MatMult: "the @ operator is not allowed: use a.dot(b)",
 }
+_RAISE_HINT = (
+    f'only raise {DECLINE_EXCEPTION}("reason") is allowed: it makes the check False and logs the reason '
+    "(or return False)"
+)
+_CATCH_HINT = (
+    "only these exceptions can be caught: "
+    + ", ".join(CATCHABLE_EXCEPTIONS)
+    + "; write e.g. except (IndexError, KeyError, ValueError, ZeroDivisionError): (except Exception: "
+    "catches " + ", ".join(CATCH_ALL) + ")"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,12 +179,15 @@ def compile_signal(code: str, *, trader_id: str | None = None, version: int | No
     try:
         tree = ast.parse(code, FILENAME, "exec")
         _strip_annotations(tree)
+        _Habits().visit(tree)
+        _CatchAll().visit(tree)
         _Policy().check(tree)
         errors: list[str] = []
         RestrictingNodeTransformer(errors, [], {}).visit(tree)
         if errors:
             raise _restricted_python_error(errors[0])
-        compiled = compile(tree, FILENAME, "exec")
+        _rewrite_raises_and_defaults(tree)
+        compiled = compile(ast.fix_missing_locations(tree), FILENAME, "exec")
     except SyntaxError as error:
         raise SignalCodeError(f"syntax error: {error.msg}", error.lineno) from None
     except (RecursionError, MemoryError):
@@ -206,6 +265,90 @@ def _without_annotation(statement: ast.AST) -> ast.AST:
     return ast.copy_location(replacement, statement)
 
 
+class _Habits(ast.NodeTransformer):
+    """Drop what a model writes out of habit and what changes nothing here: the imports of `math`, `typing`
+    and `__future__` (`from math import sqrt` becomes `sqrt = math.sqrt`) and an `if __name__ ==
+    "__main__":` block. Every other import stays, for the policy to refuse."""
+
+    def visit_Module(self, node: ast.Module) -> ast.AST:
+        node.body = [statement for statement in node.body if not _is_main_block(statement)]
+        self.generic_visit(node)
+        return node
+
+    def visit_Import(self, node: ast.Import) -> ast.AST:
+        if all(alias.name in IGNORED_IMPORTS and alias.asname in (None, alias.name) for alias in node.names):
+            return ast.copy_location(ast.Pass(), node)
+        return node
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> ast.AST | list[ast.stmt]:
+        if node.level or node.module not in IGNORED_IMPORTS:
+            return node
+        if node.module != "math":
+            return ast.copy_location(ast.Pass(), node)
+        assignments: list[ast.stmt] = []
+        for alias in node.names:
+            if alias.name not in MATH_NAMES:
+                raise SignalCodeError(
+                    f"math has no {alias.name!r}: use math.<name> from the math module", node.lineno
+                )
+            value = ast.Attribute(value=ast.Name(id="math", ctx=ast.Load()), attr=alias.name, ctx=ast.Load())
+            target = ast.Name(id=alias.asname or alias.name, ctx=ast.Store())
+            assignments.append(ast.copy_location(ast.Assign(targets=[target], value=value), node))
+        return [ast.fix_missing_locations(statement) for statement in assignments]
+
+
+def _is_main_block(statement: ast.stmt) -> bool:
+    match statement:
+        case ast.If(
+            test=ast.Compare(left=ast.Name(id="__name__"), comparators=[ast.Constant(value="__main__")])
+        ):
+            return True
+        case _:
+            return False
+
+
+class _CatchAll(ast.NodeTransformer):
+    """`except Exception` means the catchable exceptions only (never the deadline, memory or recursion)."""
+
+    def visit_ExceptHandler(self, node: ast.ExceptHandler) -> ast.AST:
+        self.generic_visit(node)
+        if isinstance(node.type, ast.Name) and node.type.id == "Exception":
+            names: list[ast.expr] = [ast.Name(id=name, ctx=ast.Load()) for name in CATCH_ALL]
+            node.type = ast.copy_location(ast.Tuple(elts=names, ctx=ast.Load()), node.type)
+            ast.fix_missing_locations(node)
+        return node
+
+
+def _rewrite_raises_and_defaults(tree: ast.Module) -> None:
+    """After RestrictedPython: `raise ValueError(...)` raises the sandbox's decline exception, and every
+    non-constant parameter default is frozen when the function is defined (names signal code cannot write
+    itself, so only these rewrites reach them)."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Raise) and node.exc is not None:
+            match node.exc:
+                case ast.Name(id=name) as named if name == DECLINE_EXCEPTION:
+                    named.id = DECLINED_NAME
+                case ast.Call(func=ast.Name(id=name) as named) if name == DECLINE_EXCEPTION:
+                    named.id = DECLINED_NAME
+                case ast.Call(func=ast.Name(id="_apply_"), args=[ast.Name(id=name) as named, *_]) if (
+                    name == DECLINE_EXCEPTION
+                ):
+                    named.id = DECLINED_NAME
+                case _:
+                    pass
+        elif isinstance(node, ast.FunctionDef | ast.Lambda):
+            arguments = node.args
+            arguments.defaults = [_frozen(default) for default in arguments.defaults]
+            arguments.kw_defaults = [None if d is None else _frozen(d) for d in arguments.kw_defaults]
+
+
+def _frozen(default: ast.expr) -> ast.expr:
+    if isinstance(default, ast.Constant):
+        return default
+    call = ast.Call(func=ast.Name(id=FREEZE_NAME, ctx=ast.Load()), args=[default], keywords=[])
+    return ast.copy_location(call, default)
+
+
 class _Policy:
     """Our checks on the parsed code; the first violation is raised as a SignalCodeError."""
 
@@ -226,60 +369,89 @@ class _Policy:
             case ast.Name(id=name):
                 self._check_name(name, line)
                 if isinstance(node.ctx, ast.Load) and name not in bound and name not in AVAILABLE_NAMES:
-                    raise SignalCodeError(
-                        f"name {name!r} is not available: signal code can use the helpers, math and "
-                        f"the builtins {', '.join(SAFE_BUILTIN_NAMES)}",
-                        line,
-                    )
+                    hint = _NAME_HINTS.get(name, f"signal code can use {_SHOWN_NAMES}, and what it defines")
+                    raise SignalCodeError(f"name {name!r} is not available: {hint}", line)
             case ast.Attribute(attr=attribute):
                 if attribute.startswith("_"):
-                    raise SignalCodeError(f"attributes starting with '_' are not allowed ({attribute})", line)
+                    raise SignalCodeError(
+                        f"attributes starting with '_' are not allowed ({attribute}): use the public "
+                        "attributes (k.close, k.high ...) and the helpers",
+                        line,
+                    )
                 if attribute in _FORBIDDEN_ATTRIBUTES:
-                    raise SignalCodeError(f"the attribute {attribute!r} is not allowed", line)
+                    raise SignalCodeError(
+                        f"the attribute {attribute!r} is not allowed: {_FORBIDDEN_ATTRIBUTES[attribute]}",
+                        line,
+                    )
             case ast.FunctionDef(name=name, decorator_list=decorators):
                 self._check_name(name, line)
                 if decorators:
-                    raise SignalCodeError("decorators are not allowed", decorators[0].lineno)
-                _check_defaults(node.args)
-            case ast.Lambda():
-                _check_defaults(node.args)
+                    raise SignalCodeError(
+                        "decorators are not allowed: call the function directly", decorators[0].lineno
+                    )
             case ast.arg(arg=name):
                 self._check_name(name, line)
             case ast.keyword(arg=str(name)):
                 self._check_name(name, line)
             case ast.Constant(value=str(text) | bytes(text)) if "__" in str(text):
-                raise SignalCodeError("strings may not contain '__'", line)
+                raise SignalCodeError(
+                    "strings may not contain '__': rename the key or shorten the text", line
+                )
             case ast.Constant(value=bytes()):
-                raise SignalCodeError("bytes literals are not allowed", line)
+                raise SignalCodeError("bytes literals are not allowed: use a str", line)
             case ast.comprehension(is_async=1):
-                raise SignalCodeError("async code is not allowed", line)
+                raise SignalCodeError(_ASYNC, line)
+            case ast.Try(finalbody=[first, *_]):
+                raise SignalCodeError(
+                    "finally is not allowed: put that code after the try statement", first.lineno
+                )
+            case ast.ExceptHandler(type=caught):
+                _check_caught(caught, line)
+                if node.name is not None:
+                    self._check_name(node.name, line)
+            case ast.Raise(exc=exc, cause=cause):
+                if cause is not None:
+                    raise SignalCodeError(f"raise ... from is not allowed: {_RAISE_HINT}", line)
+                if exc is not None and not _is_decline(exc):
+                    raise SignalCodeError(_RAISE_HINT, line)
             case _:
                 pass
 
     @staticmethod
     def _check_name(name: str, line: int | None) -> None:
-        if name.startswith("_"):
-            raise SignalCodeError(f"names starting with '_' are not allowed ({name})", line)
+        if name.startswith("_") and name != "_":
+            raise SignalCodeError(
+                f"names starting with '_' are not allowed ({name}): rename it without the underscore "
+                "(a lone _ is fine as a throwaway variable)",
+                line,
+            )
         if name in _FORBIDDEN_NAMES:
             raise SignalCodeError(f"{name} is not available: {_FORBIDDEN_NAMES[name]}", line)
 
     @staticmethod
-    def _check_module_level(tree: ast.Module) -> None:
+    def _check_module_level(tree: ast.Module) -> None:  # noqa: PLR0912 (a case per statement kind)
         constants: set[str] = set()
         entry_points = []
         for statement in tree.body:
             line = statement.lineno
             match statement:
-                case ast.FunctionDef(name=name):
+                case ast.FunctionDef(name=name, args=arguments):
+                    _check_module_defaults(arguments, constants)
                     if name == ENTRY_POINT:
                         entry_points.append(statement)
+                    constants.discard(name)
+                case ast.Assign(targets=[ast.Name(id=name)], value=ast.Lambda(args=arguments)):
+                    _check_module_defaults(arguments, constants)
+                    if name == ENTRY_POINT:
+                        raise SignalCodeError(f"{ENTRY_POINT} must be a def, not a lambda", line)
                     constants.discard(name)
                 case ast.Assign(targets=targets, value=value):
                     names = [name for target in targets for name in _target_names(target, line)]
                     if not _is_constant_expression(value, constants, allow_containers=True):
                         raise SignalCodeError(
                             "module-level assignments must be constants (numbers, strings, tuples, lists "
-                            "or dicts of them, and arithmetic on them)",
+                            "or dicts of them, and arithmetic on them): compute other values inside a "
+                            "function",
                             line,
                         )
                     if ENTRY_POINT in names:
@@ -296,7 +468,9 @@ class _Policy:
         if not entry_points:
             raise SignalCodeError(f"define {ENTRY_POINT}({', '.join(ENTRY_PARAMETERS)}) at module level")
         if len(entry_points) > 1:
-            raise SignalCodeError(f"{ENTRY_POINT} is defined more than once", entry_points[1].lineno)
+            raise SignalCodeError(
+                f"{ENTRY_POINT} is defined more than once: keep one definition", entry_points[1].lineno
+            )
         arguments = entry_points[0].args
         positional = [*arguments.posonlyargs, *arguments.args]
         if (
@@ -312,13 +486,34 @@ class _Policy:
             )
 
 
-def _check_defaults(arguments: ast.arguments) -> None:
-    # A mutable default would keep state from one check to the next (and across symbols).
+def _check_module_defaults(arguments: ast.arguments, constants: set[str]) -> None:
+    # They are evaluated while the module loads, where only constants may be computed. (All defaults are
+    # frozen when the function is defined, so none carries state from one check to the next.)
     for default in (*arguments.defaults, *(d for d in arguments.kw_defaults if d is not None)):
-        if not _is_constant_expression(default, set(), allow_containers=False):
+        if not _is_constant_expression(default, constants, allow_containers=True):
             raise SignalCodeError(
-                "parameter defaults must be numbers, strings, None or tuples of them", default.lineno
+                "defaults of module-level functions must be constants (numbers, strings, None, module "
+                "constants, or tuples, lists or dicts of them): compute other values inside the function",
+                default.lineno,
             )
+
+
+def _check_caught(caught: ast.expr | None, line: int | None) -> None:
+    names = caught.elts if isinstance(caught, ast.Tuple) else [caught]
+    for name in names:
+        if name is None:
+            raise SignalCodeError(f"a bare except: is not allowed: {_CATCH_HINT}", line)
+        if not isinstance(name, ast.Name) or name.id not in CATCHABLE_EXCEPTIONS:
+            shown = name.id if isinstance(name, ast.Name) else ast.unparse(name)
+            raise SignalCodeError(f"except {shown} is not allowed: {_CATCH_HINT}", line)
+
+
+def _is_decline(exc: ast.expr) -> bool:
+    match exc:
+        case ast.Name(id=name) | ast.Call(func=ast.Name(id=name)):
+            return name == DECLINE_EXCEPTION
+        case _:
+            return False
 
 
 def _is_constant_expression(  # noqa: PLR0911 (a case per node kind)
@@ -370,7 +565,7 @@ def _bound_names(tree: ast.Module) -> set[str]:
                 bound.add(name)
             case ast.FunctionDef(name=name):
                 bound.add(name)
-            case ast.arg(arg=name):
+            case ast.arg(arg=name) | ast.ExceptHandler(name=str(name)):
                 bound.add(name)
             case _:
                 pass
@@ -381,6 +576,6 @@ def _describe(statement: ast.stmt) -> str:
     names = {
         ast.For: "a for loop", ast.While: "a while loop", ast.If: "an if statement",
         ast.Expr: "an expression", ast.AugAssign: "an augmented assignment", ast.Assert: "an assert",
-        ast.Return: "a return",
+        ast.Return: "a return", ast.Try: "a try statement",
     }  # fmt: skip
     return names.get(type(statement), type(statement).__name__)

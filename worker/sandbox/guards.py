@@ -13,6 +13,7 @@ from __future__ import annotations
 import builtins
 import math
 import operator
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -21,16 +22,15 @@ import numpy as np
 
 from worker.indicators import helpers
 from worker.market.klines import KLINE_FIELDS, Klines
-from worker.sandbox.compiler import HELPER_NAMES, SAFE_BUILTIN_NAMES
-
-MATH_NAMES = frozenset(name for name in dir(math) if not name.startswith("_"))
+from worker.sandbox import dialect
+from worker.sandbox.compiler import DECLINED_NAME, FREEZE_NAME, HELPER_NAMES
 
 
 class MathModule:
     """What signal code sees as `math`: the public functions and constants, nothing else."""
 
     def __init__(self) -> None:
-        for name in MATH_NAMES:
+        for name in dialect.MATH_NAMES:
             setattr(self, name, getattr(math, name))
 
     def __repr__(self) -> str:
@@ -39,40 +39,25 @@ class MathModule:
 
 MATH = MathModule()
 
-_NUMERIC_ARRAY_METHODS = frozenset(
-    {
-        "shape", "size", "ndim", "mean", "std", "var", "min", "max", "sum", "prod", "argmin", "argmax",
-        "cumsum", "cumprod", "copy", "tolist", "round", "any", "all", "item", "clip",
-    }
-)  # fmt: skip
-# No `format`/`format_map`: a format string can look up attributes ("{0.__class__}").
-_STRING_METHODS = frozenset(
-    {
-        "lower", "upper", "startswith", "endswith", "strip", "lstrip", "rstrip", "split", "replace",
-        "join", "find", "count", "isdigit", "isalpha", "isupper", "islower", "removeprefix",
-        "removesuffix", "partition", "rpartition",
-    }
-)  # fmt: skip
+_NUMBER_ATTRIBUTES = frozenset(dialect.NUMBER_ATTRIBUTES)
 _ALLOWED_ATTRIBUTES: dict[type, frozenset[str]] = {
     Klines: frozenset({*KLINE_FIELDS, "closed"}),
-    np.ndarray: _NUMERIC_ARRAY_METHODS,
-    np.float64: frozenset({"item", "is_integer"}),
-    np.float32: frozenset({"item"}),
-    np.int64: frozenset({"item"}),
+    np.ndarray: frozenset(dialect.ARRAY_ATTRIBUTES),
+    np.float64: _NUMBER_ATTRIBUTES,
+    np.float32: _NUMBER_ATTRIBUTES,
+    np.int64: _NUMBER_ATTRIBUTES - {"is_integer"},
     np.bool_: frozenset({"item"}),
     float: frozenset({"is_integer"}),
     int: frozenset({"bit_length"}),
-    str: _STRING_METHODS,
-    list: frozenset(
-        {"append", "extend", "insert", "pop", "index", "count", "reverse", "sort", "copy", "clear", "remove"}
-    ),
-    tuple: frozenset({"index", "count"}),
-    dict: frozenset({"get", "keys", "values", "items", "copy", "update", "pop", "setdefault", "clear"}),
-    MappingProxyType: frozenset({"get", "keys", "values", "items"}),
-    set: frozenset({"add", "discard", "remove", "pop", "union", "intersection", "difference", "copy"}),
-    frozenset: frozenset({"union", "intersection", "difference", "issubset", "issuperset"}),
+    str: frozenset(dialect.STRING_METHODS),
+    list: frozenset(dialect.LIST_METHODS),
+    tuple: frozenset(dialect.TUPLE_METHODS),
+    dict: frozenset(dialect.DICT_METHODS),
+    MappingProxyType: frozenset(dialect.READ_ONLY_DICT_METHODS),
+    set: frozenset(dialect.SET_METHODS),
+    frozenset: frozenset(dialect.FROZENSET_METHODS),
 }
-_ALLOWED_ATTRIBUTES[MathModule] = MATH_NAMES
+_ALLOWED_ATTRIBUTES[MathModule] = frozenset(dialect.MATH_NAMES)
 # One set lookup per attribute access: signal code in a loop calls this for every `out.append`.
 _ALLOWED_PAIRS = frozenset(
     (kind, name) for kind, names in _ALLOWED_ATTRIBUTES.items() for name in names if not name.startswith("_")
@@ -129,10 +114,28 @@ def unpack_sequence(value: Any, spec: object, getiter: object) -> Any:
     return value
 
 
+class Declined(ValueError):
+    """What `raise ValueError("reason")` in signal code raises: the check is False and the reason logged.
+    A ValueError, so the code's own `except ValueError` still catches it."""
+
+
+def loaded_modules_only(
+    name: str, globals: object = None, locals: object = None, fromlist: object = (), level: int = 0
+) -> None:
+    """The sandbox's `__import__`: numpy's C methods (`ndarray.max`, `.mean`, `.std` ...) look up the module
+    they need through the calling frame's builtins, and signal code is that frame. Signal code cannot name
+    this function (the compiler refuses underscores and import statements), and it hands no module to
+    anyone: CPython's PyImport_Import discards the result and reads `sys.modules` itself. A module not
+    loaded before the guards went up is never loaded."""
+    if level != 0 or name not in sys.modules:
+        raise ImportError(f"signal code cannot import {name}")
+
+
 def safe_builtins() -> dict[str, Any]:
-    """The builtins signal code may use, and nothing else (no `__import__`, so no import either)."""
-    namespace: dict[str, Any] = {name: getattr(builtins, name) for name in SAFE_BUILTIN_NAMES}
-    namespace.update({"True": True, "False": False, "None": None})
+    """The builtins signal code may use, the exceptions it may catch, and nothing else."""
+    names = (*dialect.SAFE_BUILTIN_NAMES, *dialect.CATCHABLE_EXCEPTIONS)
+    namespace: dict[str, Any] = {name: getattr(builtins, name) for name in names}
+    namespace.update({"True": True, "False": False, "None": None, "__import__": loaded_modules_only})
     return namespace
 
 
@@ -154,6 +157,8 @@ def program_globals(helper_functions: Mapping[str, Callable[..., Any]] | None = 
         "_unpack_sequence_": unpack_sequence,
         "_inplacevar_": guarded_inplace,
         "_apply_": guarded_apply,
+        DECLINED_NAME: Declined,
+        FREEZE_NAME: freeze,
     }
     namespace.update(chosen)
     return namespace

@@ -58,10 +58,12 @@ class SandboxConfig:
 
 @dataclass(frozen=True, slots=True)
 class BatchOutcome:
-    """One status byte per symbol (protocol.NO_MATCH / MATCH / FAILED) and the failures' messages."""
+    """One status byte per symbol (protocol.NO_MATCH / MATCH / FAILED / DECLINED), the failures' messages
+    and the reasons the code gave for declining."""
 
     statuses: bytes
     errors: dict[int, str]
+    declined: dict[int, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,16 @@ class PoolStats:
     processes: int
     restarts: int
     rss_mb: float
+
+
+def _outcome(statuses: bytearray, messages: dict[int, str]) -> BatchOutcome:
+    errors, declined = {}, {}
+    for index, status in enumerate(statuses):
+        if status == protocol.FAILED:
+            errors[index] = messages.get(index, "check_signal failed")
+        elif status == protocol.DECLINED:
+            declined[index] = messages.get(index, "")
+    return BatchOutcome(bytes(statuses), errors, declined)
 
 
 class SandboxFailure(Exception):
@@ -197,10 +209,7 @@ class SandboxProcess:
                         raise protocol.ProtocolViolation("more results than symbols")
                     statuses += chunk
                 case protocol.Done(count=done) if done == count == len(statuses):
-                    for index, status in enumerate(statuses):
-                        if status == protocol.FAILED and index not in errors:
-                            errors[index] = "check_signal failed"
-                    return BatchOutcome(bytes(statuses), {i: errors[i] for i in sorted(errors)})
+                    return _outcome(statuses, errors)
                 case protocol.Fatal(reason=reason):
                     raise SandboxFailure(reason)
                 case _:
@@ -338,6 +347,7 @@ class SandboxPool:
             raise grouped.exceptions[0] from None  # callers expect TransientError etc., not a group
         statuses = bytearray(len(symbols))
         errors: dict[int, str] = {}
+        declined: dict[int, str] = {}
         failures = []
         for slot, task in sorted(tasks.items()):
             outcome = task.result()
@@ -348,9 +358,10 @@ class SandboxPool:
             for position, status in enumerate(outcome.statuses):
                 statuses[indexes[position]] = status
             errors.update({indexes[position]: message for position, message in outcome.errors.items()})
+            declined.update({indexes[position]: message for position, message in outcome.declined.items()})
         if failures:
             raise failures[0]
-        return BatchOutcome(bytes(statuses), {index: errors[index] for index in sorted(errors)})
+        return BatchOutcome(bytes(statuses), dict(sorted(errors.items())), dict(sorted(declined.items())))
 
     async def _run_in_slot(
         self, slot: int, program: SignalProgram, symbols: list[str], snapshot: KlineSnapshot, deadline: float

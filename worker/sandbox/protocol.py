@@ -8,8 +8,10 @@ malformed frame gets the process killed.
     frame    = length:u32 body                  (big-endian; length counts the body)
     body     = kind:u8 payload
     READY    'R'                                the process is set up and waits for requests
-    RESULTS  'S' start:u32 status:u8*           one byte per symbol from `start`: 0 no, 1 match, 2 error
-    ERROR    'E' index:u32 message:utf-8        why symbol `index` failed (sent before its status)
+    RESULTS  'S' start:u32 status:u8*           one byte per symbol from `start`: 0 no, 1 match, 2 error,
+                                                3 declined (no, with the reason the code raised)
+    ERROR    'E' index:u32 message:utf-8        why symbol `index` failed or was declined (sent before
+                                                its status)
     DONE     'D' count:u32                      the batch is complete
     FATAL    'F' index:u32 reason:utf-8         the program was stopped at symbol `index`; the process exits
 """
@@ -45,6 +47,7 @@ EXIT_INTERNAL = 4
 NO_MATCH = 0
 MATCH = 1
 FAILED = 2
+DECLINED = 3
 
 
 class ProtocolViolation(Exception):
@@ -142,7 +145,7 @@ def decode_child_frame(body: bytes) -> ChildFrame:
         (number,) = INDEX.unpack_from(payload)
         rest = payload[INDEX.size :]
         if kind == RESULTS:
-            if any(status > FAILED for status in rest):
+            if any(status > DECLINED for status in rest):
                 raise ProtocolViolation("unknown status byte")
             return Results(number, rest)
         if kind == DONE and not rest:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from worker.errors import WorkerError
 from worker.sandbox import protocol
@@ -29,12 +29,14 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class SweepResult:
     """One program over a sweep's symbols: the matches (in the order asked), per-symbol failures, how
-    many checks ran and the wall time of the whole evaluation."""
+    many checks ran, the wall time of the whole evaluation, and the symbols whose check the code declined
+    with `raise ValueError("reason")` (not matches, not failures)."""
 
     matches: list[str]
     errors: dict[str, str]
     checked: int
     duration_ms: float
+    declined: dict[str, str] = field(default_factory=dict)
 
 
 class SignalRunner:
@@ -46,6 +48,7 @@ class SignalRunner:
         self._programs = ProgramCache()
         self._stopped: dict[tuple[str | None, str], str] = {}  # (trader id, program key) -> why
         self._reported: set[tuple[str, str]] = set()  # (trader id, program key or version) reported
+        self._declined: dict[tuple[str | None, str], str] = {}  # (trader id, symbol) -> last reason logged
 
     async def load(self, trader_id: str, version: int, code: str) -> SignalProgram:
         """The trader's program for this code version, compiled on first use.
@@ -62,6 +65,8 @@ class SignalRunner:
     def forget(self, trader_id: str) -> None:
         """Drop a removed trader's compiled program."""
         self._programs.forget(trader_id)
+        for key in [key for key in self._declined if key[0] == trader_id]:
+            del self._declined[key]
 
     async def evaluate(
         self,
@@ -89,6 +94,7 @@ class SignalRunner:
         runnable = [symbol for symbol in wanted if symbol in snapshot.symbols]
         errors = {s: f"no market data for {s}" for s in wanted if s not in snapshot.symbols}
         matches: list[str] = []
+        declined: dict[str, str] = {}
         if runnable:
             try:
                 outcome = await self._pool.run_batch(program, runnable, snapshot, deadline_ms)
@@ -99,8 +105,21 @@ class SignalRunner:
             statuses = zip(runnable, outcome.statuses, strict=True)
             matches = [symbol for symbol, status in statuses if status == protocol.MATCH]
             errors.update({runnable[index]: message for index, message in outcome.errors.items()})
+            declined = {runnable[index]: message for index, message in outcome.declined.items()}
+            self._log_declined(trader, runnable, declined)
         duration_ms = (time.perf_counter() - started) * 1000
-        return SweepResult(matches, errors, len(runnable), duration_ms)
+        return SweepResult(matches, errors, len(runnable), duration_ms, declined)
+
+    def _log_declined(self, trader_id: str | None, symbols: list[str], declined: dict[str, str]) -> None:
+        """Log each (trader, symbol)'s reason when it changes, not on every sweep."""
+        for symbol in symbols:
+            reason = declined.get(symbol)
+            key = (trader_id, symbol)
+            if reason is None:
+                self._declined.pop(key, None)
+            elif self._declined.get(key) != reason:
+                self._declined[key] = reason
+                logger.info("check declined trader_id=%s symbol=%s reason=%s", trader_id, symbol, reason)
 
     async def _report(self, trader_id: str | None, what: str, message: str) -> None:
         """Report once per (trader, code version); a failed report is tried again on the next call."""

@@ -59,6 +59,16 @@ async def test_run_time_attacks_are_stopped_while_other_traders_keep_signalling(
                 assert isinstance(outcome, SignalRuntimeError), f"{snippet.name}: {outcome!r}"
                 assert re.search(snippet.reason, outcome.reason), f"{snippet.name}: {outcome.reason}"
                 assert reporter.reports[trader] == [f"signal code stopped: {outcome.reason}"]
+            elif snippet.outcome is Outcome.CONTAINED:
+                assert isinstance(outcome, SweepResult), f"{snippet.name}: {outcome!r}"
+                assert (outcome.matches, outcome.errors) == ([], {}), f"{snippet.name}: {outcome}"
+                assert outcome.checked == len(symbols), snippet.name
+                if snippet.reason:
+                    assert set(outcome.declined) == set(symbols), f"{snippet.name}: {outcome}"
+                    assert all(re.search(snippet.reason, r) for r in outcome.declined.values()), outcome
+                else:
+                    assert outcome.declined == {}, f"{snippet.name}: {outcome}"
+                assert trader not in reporter.reports
             else:
                 assert isinstance(outcome, SweepResult), f"{snippet.name}: {outcome!r}"
                 assert outcome.matches == [] and set(outcome.errors) == set(symbols), snippet.name

@@ -181,7 +181,7 @@ def _rsi(closes: object) -> float:
         b"X",  # unknown kind
         b"R!",  # READY with a payload
         b"S\0\0",  # index cut short
-        b"S\0\0\0\0\x03",  # status 3 does not exist
+        b"S\0\0\0\0\x04",  # status 4 does not exist
         b"D\0\0\0\x01!",  # DONE with trailing bytes
     ],
 )

@@ -112,8 +112,9 @@ async def test_rejected_and_runaway_code_marks_only_those_traders(
 
     assert trader_state(db, rejected) == (
         "error",
-        "signal code rejected: line 2: imports are not allowed: use the helpers, math and the builtins"
-        " provided",
+        "signal code rejected: line 2: imports are not allowed: math is already available; numpy is not "
+        "importable in signal code (there is no np): the kline fields are numpy arrays already, so use their "
+        "methods (closes[-20:].mean(), .std(), .max(), .argmax()) or the helpers",
     )
     assert trader_state(db, runaway) == (
         "error",
