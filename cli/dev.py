@@ -55,10 +55,12 @@ def up(
     for label, value in (
         ("API URL", config.api_url),
         ("REST URL", f"{config.api_url}/rest/v1"),
+        ("Auth URL", f"{config.api_url}/auth/v1"),
         ("Functions URL", f"{config.api_url}/functions/v1"),
         ("Realtime URL", f"{config.api_url.replace('http', 'ws', 1)}/realtime/v1"),
         ("DB URL", config.db_url),
-        ("JWT secret", JWT_SECRET),
+        ("JWKS URL", f"{config.api_url}/auth/v1/.well-known/jwks.json"),
+        ("JWT secret", f"{JWT_SECRET} (legacy)"),
         ("anon key", config.anon_key),
         ("service_role key", config.service_role_key),
     ):

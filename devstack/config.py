@@ -9,8 +9,10 @@ import tomllib
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from devstack import keys
+from devstack.auth import signing_keys
 from devstack.errors import StackError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -20,6 +22,7 @@ POSTGREST_PORT = 54330
 POSTGREST_ADMIN_PORT = 54331
 FUNCTIONS_PORT = 54332
 REALTIME_PORT = 54333
+AUTH_PORT = 54334
 GEMINI_PORT = 54341
 # The stand-in accepts any key; the functions still send one, as they must to the real API.
 GEMINI_STANDIN_API_KEY = "devstack-gemini-key"
@@ -49,6 +52,8 @@ class StackConfig:
     extra_search_path: tuple[str, ...]
     max_rows: int
     functions_verify_jwt: dict[str, bool]
+    # The `[auth]` table of config.toml (jwt_expiry, password rules, [auth.rate_limit]) for the Auth stand-in.
+    auth: dict[str, Any]
 
     @classmethod
     def load(cls, repo_root: Path = REPO_ROOT) -> StackConfig:
@@ -71,6 +76,7 @@ class StackConfig:
             functions_verify_jwt={
                 name: bool(settings.get("verify_jwt", True)) for name, settings in functions.items()
             },
+            auth=dict(config.get("auth", {})),
         )
 
     # Paths -------------------------------------------------------------------------------------------
@@ -97,6 +103,11 @@ class StackConfig:
     @property
     def logs_dir(self) -> Path:
         return self.state_dir / "logs"
+
+    @property
+    def signing_keys_path(self) -> Path:
+        """The project's JWT signing keys (ES256 private JWKs), created on first use; see devstack/auth."""
+        return self.state_dir / "auth" / "signing_keys.json"
 
     @property
     def deno_bin(self) -> Path:
@@ -160,6 +171,11 @@ class StackConfig:
             "DENO_NO_UPDATE_CHECK": "1",
             "NO_COLOR": "1",
         }
+
+    def jwks_with_legacy_secret(self) -> dict[str, Any]:
+        """What PostgREST and Realtime trust: the signing keys' public halves and the legacy JWT secret."""
+        keys_ = signing_keys.load_or_create(self.signing_keys_path)
+        return {"keys": [*signing_keys.jwks(keys_)["keys"], signing_keys.legacy_oct_jwk(keys.JWT_SECRET)]}
 
     def functions_env(self) -> dict[str, str]:
         """Environment for Edge Functions, as `supabase functions serve` provides it."""

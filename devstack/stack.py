@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -16,6 +17,7 @@ import httpx
 
 from devstack import keys, migrations
 from devstack.config import (
+    AUTH_PORT,
     EXCHANGE_DEFAULT_SPEED,
     EXCHANGE_PORT,
     FLY_APP_NAME,
@@ -62,7 +64,8 @@ class DevStack:
     """Start, stop, inspect and reset the local stack; every process it starts is recorded by pid."""
 
     PARTS = (
-        "postgres", "postgrest", "realtime", "functions", "gateway", "gemini", "fly", "exchange", "telegram",
+        "postgres", "auth", "postgrest", "realtime", "functions", "gateway", "gemini", "fly", "exchange",
+        "telegram",
     )  # fmt: skip
 
     def __init__(self, config: StackConfig | None = None) -> None:
@@ -85,6 +88,7 @@ class DevStack:
             self.postgres.start()
         self.postgres.wait_until_ready()
         self._migrate(progress)
+        self._ensure_running("auth", "Supabase Auth", AUTH_PORT, self._auth_launch, progress)
         self._ensure_running("postgrest", "PostgREST", POSTGREST_PORT, self._postgrest_launch, progress)
         self._ensure_running("realtime", "Realtime", REALTIME_PORT, self._realtime_launch, progress)
         self._ensure_running("gemini", "the Gemini stand-in", GEMINI_PORT, self._gemini_launch, progress)
@@ -115,10 +119,11 @@ class DevStack:
             "functions",
             "realtime",
             "postgrest",
+            "auth",
             "gemini",
             "exchange",
             "telegram",
-        ):  # noqa: E501
+        ):
             if self.registry.stop(name, first_signal=signal.SIGTERM):
                 progress(f"stopped {name}")
                 stopped.append(name)
@@ -155,11 +160,14 @@ class DevStack:
             self.up(progress)
         progress("dropping and re-creating the database")
         with self.postgres.connect("template1", autocommit=True) as conn:
-            # Realtime streams from a slot in this database, which would block the drop.
+            # Realtime streams from a slot in this database, which would block the drop; Auth re-creates its
+            # tables when it starts.
             self.registry.stop("realtime", first_signal=signal.SIGTERM)
+            self.registry.stop("auth", first_signal=signal.SIGTERM)
             conn.execute("drop database if exists postgres with (force)")
             conn.execute("create database postgres")
         self._migrate(progress)
+        self._ensure_running("auth", "Supabase Auth", AUTH_PORT, self._auth_launch, progress)
         self._ensure_running("realtime", "Realtime", REALTIME_PORT, self._realtime_launch, progress)
         self.wait_until_ready()
 
@@ -174,6 +182,7 @@ class DevStack:
     def wait_until_ready(self, timeout_secs: float = READY_TIMEOUT_SECS) -> None:
         """Wait until PostgREST has loaded the schema, the functions router and the gateway answer."""
         probes = {
+            "auth": f"http://127.0.0.1:{AUTH_PORT}/health",
             "postgrest": f"http://127.0.0.1:{POSTGREST_ADMIN_PORT}/ready",
             "realtime": f"http://127.0.0.1:{REALTIME_PORT}/health",
             "functions": f"http://127.0.0.1:{FUNCTIONS_PORT}/_internal/health",
@@ -227,13 +236,26 @@ class DevStack:
             "PGRST_DB_ANON_ROLE": "anon",
             "PGRST_DB_MAX_ROWS": str(self.config.max_rows),
             "PGRST_DB_CHANNEL_ENABLED": "true",
-            "PGRST_JWT_SECRET": keys.JWT_SECRET,
+            # The project's JWKS plus the legacy secret, as the Supabase CLI configures PostgREST: ES256
+            # sessions and machine tokens verify by kid, the legacy HS256 anon/service_role keys still work.
+            "PGRST_JWT_SECRET": json.dumps(self.config.jwks_with_legacy_secret()),
             "PGRST_SERVER_HOST": "127.0.0.1",
             "PGRST_SERVER_PORT": str(POSTGREST_PORT),
             "PGRST_ADMIN_SERVER_PORT": str(POSTGREST_ADMIN_PORT),
             "PGRST_LOG_LEVEL": "warn",
         }
         return [str(self.config.postgrest_bin)], env
+
+    def _auth_launch(self) -> tuple[list[str], dict[str, str]]:
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PYTHONPATH": str(self.config.repo_root),
+            "PYTHONUNBUFFERED": "1",
+            "TRADEMIND_DEVSTACK_DIR": str(self.config.state_dir),
+            # Trusted, as on a hosted project that still has its legacy keys; Auth never signs with it.
+            "AUTH_LEGACY_JWT_SECRET": keys.JWT_SECRET,
+        }
+        return [sys.executable, "-m", "devstack.auth", "--port", str(AUTH_PORT)], env
 
     def _functions_launch(self) -> tuple[list[str], dict[str, str]]:
         env = {
@@ -290,6 +312,7 @@ class DevStack:
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "TRADEMIND_DEVSTACK_DIR": str(self.config.state_dir),
             "PYTHONUNBUFFERED": "1",
+            "REALTIME_JWKS": json.dumps(self.config.jwks_with_legacy_secret()),
         }
         argv = [sys.executable, "-m", "devstack.realtime", "--port", str(REALTIME_PORT)]
         return [*argv, "--db-port", str(self.config.db_port)], env
@@ -307,6 +330,7 @@ class DevStack:
             "{{POSTGREST_PORT}}": str(POSTGREST_PORT),
             "{{FUNCTIONS_PORT}}": str(FUNCTIONS_PORT),
             "{{REALTIME_PORT}}": str(REALTIME_PORT),
+            "{{AUTH_PORT}}": str(AUTH_PORT),
             "{{ANON_KEY}}": self.config.anon_key,
             "{{SERVICE_ROLE_KEY}}": self.config.service_role_key,
         }

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
 
-from devstack import keys
 from devstack.config import REALTIME_PORT, StackConfig
 from devstack.postgres import PG_BIN_DIR
 from devstack.realtime.server import SLOT_PREFIX, RealtimeServer, ServerConfig
@@ -31,8 +31,10 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
         host=args.host,
         port=args.port,
         database=DatabaseAddress("127.0.0.1", args.db_port, "postgres", "postgres", args.db_name),
-        # The stack's well-known local secret unless told otherwise (never printed).
-        jwt_secret=os.environ.get("REALTIME_JWT_SECRET", keys.JWT_SECRET),
+        # What PostgREST trusts: the project's signing keys and the legacy secret (never printed).
+        jwks=json.loads(os.environ["REALTIME_JWKS"])
+        if os.environ.get("REALTIME_JWKS")
+        else stack.jwks_with_legacy_secret(),
         slot_name=args.slot or f"{SLOT_PREFIX}{args.port}",
         recvlogical_bin=PG_BIN_DIR / "pg_recvlogical",
     )

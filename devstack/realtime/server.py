@@ -25,7 +25,7 @@ from devstack.realtime import protocol
 from devstack.realtime.bindings import BindingError, BindingSpec, RowFilter, binding_id
 from devstack.realtime.database import Authorizer, Catalog, EncodedChange, RoleAccess, TableInfo
 from devstack.realtime.protocol import Frame, FrameError, Serializer
-from devstack.realtime.tokens import Claims, TokenRejected, verify
+from devstack.realtime.tokens import Claims, TokenRejected, TokenVerifier
 from devstack.realtime.wal import DatabaseAddress, WalChange, WalStream, WalStreamError
 
 logger = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class ServerConfig:
     host: str
     port: int
     database: DatabaseAddress
-    jwt_secret: str
+    jwks: dict[str, Any]
     slot_name: str
     recvlogical_bin: Path
     max_frame_bytes: int = 1024 * 1024
@@ -156,6 +156,7 @@ class RealtimeServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self._catalog = Catalog(config.database)
+        self._tokens = TokenVerifier(config.jwks)
         self._authorizer = Authorizer(config.database)
         self._wal = WalStream(config.database, config.slot_name, config.recvlogical_bin)
         self._changes: asyncio.Queue[WalChange] = asyncio.Queue(maxsize=10_000)
@@ -290,7 +291,7 @@ class RealtimeServer:
         if not token:
             return _json_response(HTTPStatus.UNAUTHORIZED, {"error": "No API key found in request"})
         try:
-            verify(token, self.config.jwt_secret, time.time())
+            self._tokens.verify(token, time.time())
         except TokenRejected as rejection:
             return _json_response(HTTPStatus.FORBIDDEN, {"error": rejection.reason})
         return None
@@ -302,7 +303,7 @@ class RealtimeServer:
         token = request.headers.get("x-api-key") or query["apikey"][0]
         serializer = protocol.serializer_for(query.get("vsn", [None])[0])
         assert serializer is not None
-        claims = verify(token, self.config.jwt_secret, time.time())
+        claims = self._tokens.verify(token, time.time())
         connection = Connection(
             websocket,
             serializer,
@@ -381,7 +382,7 @@ class RealtimeServer:
             connection.token if not isinstance(raw_token, str) or raw_token.startswith("sb_") else raw_token
         )
         try:
-            claims = verify(token, self.config.jwt_secret, time.time())
+            claims = self._tokens.verify(token, time.time())
         except TokenRejected as rejection:
             connection.send(protocol.reply(frame, "error", {"reason": rejection.reason}))
             return
@@ -426,7 +427,7 @@ class RealtimeServer:
         if not isinstance(token, str) or token.startswith("sb_") or token == channel.token:
             return
         try:
-            claims = verify(token, self.config.jwt_secret, time.time())
+            claims = self._tokens.verify(token, time.time())
         except TokenRejected as rejection:
             self._shutdown_channel(channel, rejection.message)
             return

@@ -42,27 +42,55 @@ class Claims:
         )
 
 
-def verify(token: object, secret: str, now_secs: float) -> Claims:
-    """Check an HS256 token signed with the project secret that carries `role` and an unexpired `exp`.
+class TokenVerifier:
+    """Verify tokens against the project's JWKS (signing keys by `kid`, the legacy secret as an `oct` key)."""
 
-    Raises TokenRejected with the code and message supabase/realtime uses (realtime_channel.ex `join`).
-    """
-    if not isinstance(token, str) or token.count(".") != 2:
-        raise TokenRejected("MalformedJWT", "The token provided is not a valid JWT")
-    try:
-        payload = jwt.decode(
-            token,
-            secret,
-            algorithms=["HS256"],
-            options={"verify_exp": False, "verify_aud": False, "verify_iat": False, "verify_nbf": False},
-        )
-    except (jwt.InvalidSignatureError, jwt.InvalidAlgorithmError) as error:
-        raise TokenRejected("JwtSignatureError", "Failed to validate JWT signature") from error
-    except jwt.PyJWTError as error:
-        raise TokenRejected("MalformedJWT", "The token provided is not a valid JWT") from error
-    role, exp = payload.get("role"), payload.get("exp")
-    if not isinstance(role, str) or not role or not isinstance(exp, int) or isinstance(exp, bool):
-        raise TokenRejected("InvalidJWTToken", "Fields `role` and `exp` are required in JWT")
-    if exp <= now_secs:
-        raise TokenRejected("InvalidJWTToken", f"Token has expired {int(now_secs - exp)} seconds ago")
-    return Claims.from_payload(payload)
+    def __init__(self, jwks: dict[str, Any]) -> None:
+        self._keys = jwt.PyJWKSet.from_dict(jwks).keys
+
+    def verify(self, token: object, now_secs: float) -> Claims:
+        """Check the signature and that the token carries `role` and an unexpired `exp`.
+
+        Raises TokenRejected with the code and message supabase/realtime uses (realtime_channel.ex `join`).
+        """
+        if not isinstance(token, str) or token.count(".") != 2:
+            raise TokenRejected("MalformedJWT", "The token provided is not a valid JWT")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as error:
+            raise TokenRejected("MalformedJWT", "The token provided is not a valid JWT") from error
+        algorithm, kid = header.get("alg"), header.get("kid")
+        candidates = [
+            key
+            for key in self._keys
+            if key.algorithm_name == algorithm and (kid is None or key.key_id in (None, kid))
+        ]
+        if algorithm == "none" or not candidates:
+            raise TokenRejected("JwtSignatureError", "Failed to validate JWT signature")
+        payload: dict[str, Any] | None = None
+        for key in candidates:
+            try:
+                payload = jwt.decode(
+                    token,
+                    key.key,
+                    algorithms=[str(algorithm)],
+                    options={
+                        "verify_exp": False,
+                        "verify_aud": False,
+                        "verify_iat": False,
+                        "verify_nbf": False,
+                    },
+                )
+                break
+            except (jwt.InvalidSignatureError, jwt.InvalidAlgorithmError):
+                continue
+            except jwt.PyJWTError as error:
+                raise TokenRejected("MalformedJWT", "The token provided is not a valid JWT") from error
+        if payload is None:
+            raise TokenRejected("JwtSignatureError", "Failed to validate JWT signature")
+        role, exp = payload.get("role"), payload.get("exp")
+        if not isinstance(role, str) or not role or not isinstance(exp, int) or isinstance(exp, bool):
+            raise TokenRejected("InvalidJWTToken", "Fields `role` and `exp` are required in JWT")
+        if exp <= now_secs:
+            raise TokenRejected("InvalidJWTToken", f"Token has expired {int(now_secs - exp)} seconds ago")
+        return Claims.from_payload(payload)

@@ -112,7 +112,7 @@ def test_realtime_route_checks_the_key_in_the_query_string(http: httpx.Client) -
 
 
 def test_unknown_route_is_a_json_404(http: httpx.Client) -> None:
-    response = http.get("/auth/v1/user")
+    response = http.get("/storage/v1/bucket")
 
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"

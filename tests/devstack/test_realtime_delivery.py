@@ -194,7 +194,7 @@ async def test_a_client_that_stops_reading_is_dropped_and_others_keep_their_stre
         host="127.0.0.1",
         port=0,
         database=DatabaseAddress("127.0.0.1", stack.config.db_port, "postgres", "postgres", "postgres"),
-        jwt_secret=keys.JWT_SECRET,
+        jwks=stack.config.jwks_with_legacy_secret(),
         slot_name=f"test_realtime_slow_{uuid.uuid4().hex[:8]}",
         recvlogical_bin=PG_BIN_DIR / "pg_recvlogical",
         send_timeout_secs=1.0,
