@@ -161,3 +161,35 @@ async def test_every_addition_runs_in_the_sandbox_and_a_decline_is_logged_once(
     logged = [r.getMessage() for r in caplog.records if "check declined" in r.getMessage()]
     assert len(logged) == len(higher)  # once per (trader, symbol), not once per sweep
     assert all("trader_id=wide" in line for line in logged)
+
+
+COLD_NUMPY = """
+import numpy as np
+from worker.market.klines import Klines
+from worker.sandbox.compiler import compile_signal
+from worker.sandbox.guards import program_globals
+code = "def check_signal(symbol, ticker, klines):\\n    c = klines['1h'].close\\n    " + (
+    "return [c.std(), c[-56:-1].max(), c.min(), c.mean(), c.var(), c.sum(), c.prod(), c.any()]\\n"
+)
+namespace = program_globals()
+exec(compile_signal(code).code, namespace)
+series = np.arange(1.0, 60.0)
+klines = {"1h": Klines.from_arrays(series.astype(np.int64), series, series, series, series, series)}
+print(namespace["check_signal"]("X", {}, klines))
+"""
+
+
+def test_numpy_methods_work_in_a_fresh_interpreter() -> None:
+    # numpy's C methods import their Python half on first use through the caller's builtins; a fresh
+    # process is the case that crashed with KeyError: '__import__' before the sandbox had its own.
+    result = subprocess.run(
+        [sys.executable, "-c", COLD_NUMPY],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("[")
