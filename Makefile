@@ -9,7 +9,7 @@ help:
 	@echo "make setup   install Debian/npm/Python dependencies (idempotent)"
 	@echo "make up      start the local Supabase stack (trademind dev up)"
 	@echo "make down    stop it"
-	@echo "make test    lint, type-check, pgTAP and pytest (starts the stack if needed)"
+	@echo "make test    lint, type-check, pgTAP, supabase db lint, Deno tests and pytest (starts the stack if needed)"
 	@echo "make bench   run every benchmark under bench/ and print a table"
 	@echo "make demo    run the whole product locally (DEMO_ARGS=\"--speed 600 --keep ...\")"
 
@@ -36,6 +36,7 @@ test: setup lint
 	$(VENV)/trademind dev up --quiet || exit 1; \
 	status=0; \
 	$(VENV)/trademind dev test-db || status=$$?; \
+	$(VENV)/trademind dev lint-db || status=$$?; \
 	$(MAKE) --no-print-directory test-functions || status=$$?; \
 	$(VENV)/pytest || status=$$?; \
 	if [ $$started = 1 ]; then $(VENV)/trademind dev down >/dev/null; fi; \

@@ -130,6 +130,36 @@ def test_db(
     raise typer.Exit(result)
 
 
+@app.command("lint-db")
+def lint_db() -> None:
+    """Lint with `supabase db lint --level warning` (plpgsql_check) and check `supabase migration list`.
+
+    Exit 1 with one line per lint finding, per local migration the database has not applied, and per
+    applied migration that has no file (the database came from another branch: `trademind dev reset`).
+    """
+    from devstack.errors import StackError
+    from devstack.supabase_cli import SupabaseCli
+
+    cli = SupabaseCli(_stack().config)
+    try:
+        findings = cli.lint()
+        history = cli.migration_list()
+    except StackError as error:
+        raise _fail(error) from error
+    problems = [f"supabase db lint: {finding.describe()}" for finding in findings]
+    problems += [f"migration {row.local} is not applied" for row in history if row.remote is None]
+    problems += [
+        f"migration {row.remote} is applied but has no file in supabase/migrations (trademind dev reset)"
+        for row in history
+        if row.local is None
+    ]
+    for problem in problems:
+        typer.secho(f"error: {problem}", fg=typer.colors.RED, err=True)
+    if problems:
+        raise typer.Exit(1)
+    typer.echo(f"supabase db lint: no findings; supabase migration list: all {len(history)} applied")
+
+
 @app.command()
 def jwt(
     role: Annotated[

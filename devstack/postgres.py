@@ -18,6 +18,8 @@ from devstack.processes import ProcessRecord, ProcessRegistry
 from devstack.service_dirs import remove_writable_dir, writable_dir
 
 PG_BIN_DIR = Path("/usr/lib/postgresql/15/bin")
+BOOTSTRAP_SQL = Path(__file__).with_name("bootstrap.sql")
+PLATFORM_OWNER = "supabase_admin"  # owns auth, realtime and graphql_public once bootstrap.sql ran
 SERVICE_NAME = "postgres"
 
 # Logical decoding for Realtime, pg_cron in the `postgres` database, and dev-friendly durability.
@@ -162,6 +164,28 @@ class PostgresCluster:
 
     def wait_until_ready(self, timeout_secs: float = 30.0) -> None:
         _wait_for(lambda: self.connect().close(), timeout_secs, f"Postgres on port {self._config.db_port}")
+
+    # The platform ---------------------------------------------------------------------------------------
+    def platform_owner(self) -> str | None:
+        """Who owns the `auth` schema: None before bootstrap.sql ran, PLATFORM_OWNER after it."""
+        with self.connect(autocommit=True) as conn:
+            query = "select nspowner::regrole::text from pg_namespace where nspname = 'auth'"
+            row = conn.execute(query).fetchone()
+        return None if row is None else str(row[0])
+
+    def apply_bootstrap(self) -> None:
+        """Give the `postgres` database what the Supabase image provides (bootstrap.sql), atomically."""
+        with self.connect(autocommit=True) as conn, conn.transaction():
+            try:
+                conn.execute(BOOTSTRAP_SQL.read_bytes())
+            except psycopg.Error as error:
+                raise PostgresError(f"{BOOTSTRAP_SQL.name}: {error}") from error
+
+    def recreate_database(self) -> None:
+        """Drop and create the `postgres` database (a replication slot in it blocks this: stop Realtime)."""
+        with self.connect("template1", autocommit=True) as conn:
+            conn.execute("drop database if exists postgres with (force)")
+            conn.execute("create database postgres")
 
     # Helpers --------------------------------------------------------------------------------------------
     def _hand_to_service_user(self, path: Path) -> None:

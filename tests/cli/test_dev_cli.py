@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+import shutil
+from pathlib import Path
+
 import jwt
+import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from devstack import keys
+from devstack import keys, supabase_cli
 from devstack.stack import DevStack
 
 runner = CliRunner()
@@ -67,3 +72,36 @@ def test_up_prints_urls_and_keys(stack: DevStack) -> None:
     assert f"API URL: {stack.config.api_url}" in result.stdout
     assert keys.ANON_KEY in result.stdout
     assert keys.SERVICE_ROLE_KEY in result.stdout
+
+
+def test_lint_db_passes_on_the_repository_schema(stack: DevStack) -> None:
+    result = runner.invoke(app, ["dev", "lint-db"])
+
+    assert result.exit_code == 0, result.stderr
+    assert "supabase db lint: no findings; supabase migration list: all" in result.stdout
+
+
+def test_lint_db_names_a_finding_and_a_migration_the_database_lacks(
+    stack: DevStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs against a copy of the project with one unapplied migration and one broken function."""
+    skip_functions = shutil.ignore_patterns("functions")
+    shutil.copytree(stack.config.supabase_dir, tmp_path / "supabase", ignore=skip_functions)
+    (tmp_path / "supabase" / "migrations" / "29991231235959_add_later.sql").write_text("select 1;")
+    copy_cli = functools.partial(supabase_cli.SupabaseCli, workdir=tmp_path)
+    monkeypatch.setattr(supabase_cli, "SupabaseCli", copy_cli)
+    with stack.postgres.connect(autocommit=True) as conn:
+        conn.execute(
+            "create function public.lint_probe() returns int language plpgsql as $$\n"
+            "begin\n  return (select missing_column from public.traders limit 1);\nend $$"
+        )
+    try:
+        result = runner.invoke(app, ["dev", "lint-db"])
+    finally:
+        with stack.postgres.connect(autocommit=True) as conn:
+            conn.execute("drop function public.lint_probe()")
+
+    assert result.exit_code == 1
+    finding = 'line 3: error [42703]: column "missing_column" does not exist (in: RETURN)'
+    assert f"error: supabase db lint: public.lint_probe at {finding}" in result.stderr
+    assert "error: migration 29991231235959 is not applied" in result.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import socket
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import psycopg
 from devstack import keys
 from devstack.processes import process_group_members, process_start_ticks
 from devstack.stack import DevStack
+from devstack.supabase_cli import SupabaseCli
 
 
 def port_is_open(port: int) -> bool:
@@ -57,25 +59,46 @@ def test_down_stops_exactly_its_processes_and_up_brings_them_back(stack: DevStac
     assert stack.is_up()
 
 
-def test_reset_drops_data_and_reapplies_migrations_and_seed(stack: DevStack) -> None:
+def test_reset_drops_data_and_reapplies_migrations_and_seed_as_the_cli_records_them(stack: DevStack) -> None:
     with stack.postgres.connect(autocommit=True) as conn:
         conn.execute("insert into auth.users (id, email) values (gen_random_uuid(), 'doomed@example.com')")
         cron_jobs_before = conn.execute("select jobname from cron.job order by 1").fetchall()
 
     stack.reset()
+    # What failed before the CLI wrote the history itself: a second push of the seed, a duplicate key.
+    SupabaseCli(stack.config).push()
 
     with stack.postgres.connect(autocommit=True) as conn:
-        doomed = conn.execute(
-            "select count(*) from public.users where email = 'doomed@example.com'"
-        ).fetchone()
+        doomed = conn.execute("select count(*) from auth.users where email = 'doomed@example.com'").fetchone()
         seeded = conn.execute("select count(*) from public.traders").fetchone()
-        migrations = conn.execute("select count(*) from supabase_migrations.schema_migrations").fetchone()
+        history = "select version from supabase_migrations.schema_migrations order by 1"
+        versions = conn.execute(history).fetchall()
+        seeds = conn.execute("select path, hash from supabase_migrations.seed_files").fetchall()
         cron_jobs = conn.execute("select jobname from cron.job order by 1").fetchall()
+    seed = stack.config.supabase_dir / "seed.sql"
     assert doomed == (0,)
     assert seeded == (2,)
-    assert migrations is not None and migrations[0] == len(list(stack.config.migrations_dir.glob("*.sql")))
+    migrations = stack.config.migrations_dir.glob("*.sql")
+    assert versions == sorted((path.name.split("_")[0],) for path in migrations)
+    assert seeds == [("supabase/seed.sql", hashlib.sha256(seed.read_bytes()).hexdigest())]
     assert ("mark-stale-machines",) in cron_jobs
     assert cron_jobs == cron_jobs_before
+
+
+def test_up_remakes_a_database_an_older_stack_bootstrapped(stack: DevStack) -> None:
+    with stack.postgres.connect(autocommit=True) as conn:
+        conn.execute("alter schema auth owner to supabase_auth_admin")  # as bootstrap.sql once made it
+        conn.execute("create table public.left_behind (id int)")
+
+    stack.up()
+
+    with stack.postgres.connect(autocommit=True) as conn:
+        owner = conn.execute("select nspowner::regrole::text from pg_namespace where nspname = 'auth'")
+        owner_row = owner.fetchone()
+        left_behind = conn.execute("select to_regclass('public.left_behind')").fetchone()
+        seeded = conn.execute("select count(*) from public.traders").fetchone()
+    assert (owner_row, left_behind, seeded) == (("supabase_admin",), (None,), (2,))
+    assert stack.is_up()
 
 
 def test_postgres_runs_as_an_unprivileged_user(stack: DevStack, db: psycopg.Connection[Any]) -> None:
