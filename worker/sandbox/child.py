@@ -22,24 +22,21 @@ import socket
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from types import FrameType, FunctionType, TracebackType
 from typing import Any
 
 import numpy as np
 
-from worker.indicators import helpers
-from worker.market.klines import Klines
 from worker.sandbox import protocol
 from worker.sandbox.compiler import FILENAME, HELPER_NAMES, compile_signal
 from worker.sandbox.errors import SignalCodeError
 from worker.sandbox.guards import Declined, freeze_module_constants, program_globals
+from worker.sandbox.memo import Memo, memoising_helpers
 from worker.sandbox.snapshot import SnapshotReader
 
 RECURSION_LIMIT = 400  # well inside the C stack even when every level goes through a builtin
 MESSAGE_FORMAT_SECS = 0.05  # formatting an exception's message gets its own small deadline
 MAX_PROGRAMS = 128
-MAX_MEMO_ENTRIES = 50_000
 
 
 class CheckDeadline(BaseException):
@@ -126,36 +123,6 @@ def _describe(error: BaseException) -> str:
     return protocol.clip(f"line {line}: {text}" if line is not None else text)
 
 
-def _memoised(memo: Callable[[], dict[tuple[Any, ...], Any]], name: str) -> Callable[..., Any]:
-    """`name` from the helpers, remembering float/tuple results per (series, arguments) in `memo()`:
-    every program evaluated against one snapshot shares them (many traders ask for the same RSI)."""
-    function = getattr(helpers, name)
-
-    def call(k: Any, *args: Any, **kwargs: Any) -> Any:
-        if type(k) is not Klines:  # only series from the snapshot: their ids are stable while it lives
-            return function(k, *args, **kwargs)
-        entries = memo()
-        try:
-            key = (
-                name,
-                id(k),
-                tuple((type(arg), arg) for arg in args),
-                tuple(sorted((key, type(value), value) for key, value in kwargs.items())),
-            )
-            return entries[key]
-        except KeyError:
-            pass
-        except TypeError:  # an unhashable or unorderable argument: compute without remembering
-            return function(k, *args, **kwargs)
-        result = function(k, *args, **kwargs)
-        if isinstance(result, float | tuple) and len(entries) < MAX_MEMO_ENTRIES:
-            entries[key] = result
-        return result
-
-    call.__name__ = name
-    return call
-
-
 class Sandbox:
     """The request loop of one sandbox process."""
 
@@ -163,9 +130,9 @@ class Sandbox:
         self._connection = connection
         self._snapshots: OrderedDict[int, SnapshotReader] = OrderedDict()
         self._programs: OrderedDict[str, FunctionType] = OrderedDict()
-        self._memo: dict[tuple[Any, ...], Any] = {}
+        self._memo: Memo = {}
         # Programs call the memoising helpers; the memo in use is the snapshot's own (see SnapshotReader).
-        self._helpers = {name: _memoised(lambda: self._memo, name) for name in HELPER_NAMES}
+        self._helpers = memoising_helpers(HELPER_NAMES, lambda: self._memo)
 
     def serve(self) -> None:
         self._connection.sendall(protocol.frame(protocol.READY))

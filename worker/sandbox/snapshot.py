@@ -188,8 +188,7 @@ class SnapshotReader:
         self._tickers: dict[str, dict[str, Any]] = index["tickers"]
         self._klines: dict[str, MappingProxyType[str, Klines]] = {}
         self._ticker_views: dict[str, MappingProxyType[str, Any]] = {}
-        # Helper results for this snapshot's series, keyed by the series' ids: it lives and dies with
-        # the views, so an id can never be reused while an entry for it remains.
+        # Helper results for this snapshot's series (worker.sandbox.memo): dropped with the snapshot.
         self.memo: dict[tuple[Any, ...], Any] = {}
 
     def has(self, symbol: str) -> bool:
