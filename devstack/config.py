@@ -29,6 +29,11 @@ GEMINI_STANDIN_API_KEY = "devstack-gemini-key"
 FLY_PORT = 54342
 # Telegram's Bot API stand-in (the notify function sends there locally).
 TELEGRAM_PORT = 54343
+# Where the notify function sends operator alerts locally: a bot on the Telegram stand-in (dev only).
+OPERATOR_TELEGRAM_DEV_BOT_TOKEN = "100000001:devstack-operator-bot-token-not-a-secret"  # noqa: S105
+OPERATOR_TELEGRAM_DEV_CHAT_ID = "-1000000000001"
+# The pg_net stand-in's health port (it sends the HTTP requests SQL queues with net.http_post).
+PG_NET_PORT = 54344
 # The Binance Spot simulator (REST and streams on one port) and its default replay speed.
 EXCHANGE_PORT = 54340
 EXCHANGE_DEFAULT_SPEED = 60.0
@@ -193,6 +198,8 @@ class StackConfig:
             **self.gemini_env(),
             **self.fly_env(),
             "TELEGRAM_API_URL": f"http://127.0.0.1:{TELEGRAM_PORT}",
+            "OPERATOR_TELEGRAM_BOT_TOKEN": OPERATOR_TELEGRAM_DEV_BOT_TOKEN,
+            "OPERATOR_TELEGRAM_CHAT_ID": OPERATOR_TELEGRAM_DEV_CHAT_ID,
         }
 
     def fly_env(self) -> dict[str, str]:

@@ -25,6 +25,7 @@ from devstack.config import (
     FLY_PORT,
     FUNCTIONS_PORT,
     GEMINI_PORT,
+    PG_NET_PORT,
     POSTGREST_ADMIN_PORT,
     POSTGREST_PORT,
     REALTIME_PORT,
@@ -66,7 +67,7 @@ class DevStack:
 
     PARTS = (
         "postgres", "auth", "postgrest", "realtime", "functions", "gateway", "gemini", "fly", "exchange",
-        "telegram",
+        "telegram", "pg_net",
     )  # fmt: skip
 
     def __init__(self, config: StackConfig | None = None) -> None:
@@ -92,6 +93,7 @@ class DevStack:
         self._ensure_running("auth", "Supabase Auth", AUTH_PORT, self._auth_launch, progress)
         self._ensure_running("postgrest", "PostgREST", POSTGREST_PORT, self._postgrest_launch, progress)
         self._ensure_running("realtime", "Realtime", REALTIME_PORT, self._realtime_launch, progress)
+        self._ensure_running("pg_net", "pg_net (HTTP from SQL)", PG_NET_PORT, self._pg_net_launch, progress)
         self._ensure_running("gemini", "the Gemini stand-in", GEMINI_PORT, self._gemini_launch, progress)
         self._ensure_running(
             "telegram", "the Telegram stand-in", TELEGRAM_PORT, self._telegram_launch, progress
@@ -115,16 +117,9 @@ class DevStack:
         # Realtime before Postgres: it drops its replication slot on the way out.
         # Fly first: its workers record their last heartbeat (`stopped`) through the gateway as they stop.
         for name in (
-            "fly",
-            "gateway",
-            "functions",
-            "realtime",
-            "postgrest",
-            "auth",
-            "gemini",
-            "exchange",
-            "telegram",
-        ):
+            "fly", "gateway", "functions", "realtime", "postgrest", "auth", "gemini", "exchange", "telegram",
+            "pg_net",
+        ):  # fmt: skip
             if self.registry.stop(name, first_signal=signal.SIGTERM):
                 progress(f"stopped {name}")
                 stopped.append(name)
@@ -182,6 +177,7 @@ class DevStack:
             "fly": f"http://127.0.0.1:{FLY_PORT}/_control/health",
             "exchange": f"http://127.0.0.1:{EXCHANGE_PORT}/api/v3/ping",
             "telegram": f"http://127.0.0.1:{TELEGRAM_PORT}/_control/health",
+            "pg_net": f"http://127.0.0.1:{PG_NET_PORT}/health",
         }
         deadline = time.monotonic() + timeout_secs
         with httpx.Client(timeout=2.0) as client:
@@ -275,6 +271,11 @@ class DevStack:
     def _gemini_launch(self) -> tuple[list[str], dict[str, str]]:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(self.config.repo_root)}
         return [sys.executable, "-m", "devstack.gemini", "--port", str(GEMINI_PORT)], env
+
+    def _pg_net_launch(self) -> tuple[list[str], dict[str, str]]:
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(self.config.repo_root)}
+        argv = [sys.executable, "-m", "devstack.pg_net", "--port", str(PG_NET_PORT)]
+        return [*argv, "--db-port", str(self.config.db_port)], env
 
     def _telegram_launch(self) -> tuple[list[str], dict[str, str]]:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(self.config.repo_root)}

@@ -41,3 +41,13 @@ def check_signal(symbol, ticker, klines):
 $code$,
    'Confirm the breakout with rising volume; avoid entries far above the channel.',
    array['5m'], '5m_close', '15m', array['BTCUSDT']);
+
+-- What pg_cron's calls to Edge Functions read (migration 20261205042000): the local gateway and the Supabase
+-- CLI's well-known local service_role key. A hosted project stores its own (see README, Deploy).
+select vault.create_secret('http://127.0.0.1:54321', 'project_url', 'gateway URL for pg_net calls to Edge Functions')
+ where not exists (select from vault.secrets where name = 'project_url');
+select vault.create_secret(
+  'eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJzdXBhYmFzZS1kZW1vIiwicm9sZSI6InNlcnZpY2Vfcm9sZSIsImV4cCI6MTk4MzgxMjk5Nn0.'
+  'EGIM96RAZx35lJzdJsyH-qQwv8Hdp7fsn3W0YpN81IU',
+  'service_role_key', 'service_role key for pg_net calls to Edge Functions')
+ where not exists (select from vault.secrets where name = 'service_role_key');

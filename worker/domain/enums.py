@@ -130,6 +130,23 @@ class OperatorAlertEventKind(StrEnum):
     RECOVERED = "recovered"
 
 
+class MachineResizeStatus(StrEnum):
+    IN_PROGRESS = "in_progress"
+    APPLIED = "applied"
+    ROLLED_BACK = "rolled_back"
+    FAILED = "failed"
+
+
+class LogLevel(StrEnum):
+    """public.log_level: the worker's log levels as machine_logs stores them."""
+
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+    CRITICAL = "CRITICAL"
+
+
 # Postgres type name -> the StrEnum mirroring it.
 POSTGRES_ENUMS: dict[str, type[StrEnum]] = {
     "user_tier": UserTier,
@@ -149,4 +166,6 @@ POSTGRES_ENUMS: dict[str, type[StrEnum]] = {
     "delivery_status": DeliveryStatus,
     "operator_alert_kind": OperatorAlertKind,
     "operator_alert_event_kind": OperatorAlertEventKind,
+    "machine_resize_status": MachineResizeStatus,
+    "log_level": LogLevel,
 }

@@ -20,6 +20,10 @@ const DEFAULTS: Record<string, string> = {
   MACHINE_URL_TEMPLATE: "http://127.0.0.1:54342/_machines/{machine_id}",
   MACHINE_SECRET_KEY: "devstack-machine-secret-key-not-for-production",
   GEMINI_BASE_URL: "http://127.0.0.1:54341",
+  // The notify function's targets, as devstack/config.py gives them (operator alerts go to a stand-in bot).
+  TELEGRAM_API_URL: "http://127.0.0.1:54343",
+  OPERATOR_TELEGRAM_BOT_TOKEN: "100000001:devstack-operator-bot-token-not-a-secret",
+  OPERATOR_TELEGRAM_CHAT_ID: "-1000000000001",
   GEMINI_API_KEY: "devstack-gemini-key",
   // Fast retries so fault tests take milliseconds, not seconds.
   GEMINI_BACKOFF_BASE_MS: "5",
