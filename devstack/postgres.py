@@ -22,7 +22,9 @@ BOOTSTRAP_SQL = Path(__file__).with_name("bootstrap.sql")
 PLATFORM_OWNER = "supabase_admin"  # owns auth, realtime and graphql_public once bootstrap.sql ran
 SERVICE_NAME = "postgres"
 
-# Logical decoding for Realtime, pg_cron in the `postgres` database, and dev-friendly durability.
+# Logical decoding for Realtime and pg_cron in the `postgres` database. Commits are synchronous (the default),
+# as on hosted Supabase: logical decoding reads only flushed WAL, so an async commit reaches Realtime's
+# subscribers up to a WAL-writer round later. Written into postgresql.conf at every start.
 _SERVER_SETTINGS = {
     "listen_addresses": "'127.0.0.1'",
     "wal_level": "logical",
@@ -35,10 +37,12 @@ _SERVER_SETTINGS = {
     "max_connections": "200",
     "timezone": "'UTC'",
     "log_timezone": "'UTC'",
-    "synchronous_commit": "off",
     "log_min_messages": "warning",
     "log_line_prefix": "'%m [%p] %q%u@%d '",
 }
+
+
+_SETTINGS_MARKER = "\n# trademind devstack\n"
 
 
 class PostgresError(StackError):
@@ -112,15 +116,13 @@ class PostgresCluster:
             )
         finally:
             password_file.unlink(missing_ok=True)
-        settings = "\n".join(f"{key} = {value}" for key, value in _SERVER_SETTINGS.items())
-        with (self.data_dir / "postgresql.conf").open("a") as conf:
-            conf.write(f"\n# trademind devstack\n{settings}\n")
 
     def start(self) -> ProcessRecord:
         """Start the postmaster (idempotent) and wait until it accepts connections."""
         if (record := self.running()) is not None:
             return record
         port = self._config.db_port
+        self._write_settings()
         self._run_as_service_user(
             [
                 str(PG_BIN_DIR / "pg_ctl"),
@@ -188,6 +190,13 @@ class PostgresCluster:
             conn.execute("create database postgres")
 
     # Helpers --------------------------------------------------------------------------------------------
+    def _write_settings(self) -> None:
+        """Put _SERVER_SETTINGS at the end of postgresql.conf, replacing what an earlier start wrote there."""
+        conf_path = self.data_dir / "postgresql.conf"
+        initdb_conf = conf_path.read_text().split(_SETTINGS_MARKER, 1)[0]
+        settings = "\n".join(f"{key} = {value}" for key, value in _SERVER_SETTINGS.items())
+        conf_path.write_text(f"{initdb_conf}{_SETTINGS_MARKER}{settings}\n")
+
     def _hand_to_service_user(self, path: Path) -> None:
         user = self._config.postgres_os_user
         if user is None:

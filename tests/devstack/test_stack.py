@@ -110,6 +110,7 @@ def test_postgres_runs_as_an_unprivileged_user(stack: DevStack, db: psycopg.Conn
     assert owner_uid != 0
     assert db.execute("show wal_level").fetchone() == ("logical",)
     assert db.execute("show shared_preload_libraries").fetchone() == ("pg_cron",)
+    assert db.execute("show synchronous_commit").fetchone() == ("on",)  # as hosted Supabase commits
 
 
 def test_gateway_buffers_a_request_body_larger_than_memory_to_its_temp_folder(stack: DevStack) -> None:
