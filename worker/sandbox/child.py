@@ -9,6 +9,10 @@ value and type errors). `raise ValueError("reason")` in signal code declines the
 reason sent back to be logged. Anything that means the process
 may be unhealthy (deadline, memory, recursion) is reported as FATAL and the process exits; the worker
 starts a new one. The worker also watches from outside and kills a process that stops answering.
+
+Within one snapshot, work is done once: helper results are shared by every program (worker.sandbox.memo),
+and traders running identical code (same program key and deadline) share each symbol's result, since
+signal code sees nothing but its arguments and keeps no state from one check to the next.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from worker.sandbox.snapshot import SnapshotReader
 RECURSION_LIMIT = 400  # well inside the C stack even when every level goes through a builtin
 MESSAGE_FORMAT_SECS = 0.05  # formatting an exception's message gets its own small deadline
 MAX_PROGRAMS = 128
+MAX_SHARED_RESULTS = 20_000  # per snapshot: 100 distinct programs x 200 symbols
 
 
 class CheckDeadline(BaseException):
@@ -193,8 +198,15 @@ class Sandbox:
             statuses = bytearray()
             start = 0
             last_flush = time.perf_counter()
+            results = snapshot.results
             for index, symbol in enumerate(symbols):
-                status, message = self._run_one(check_signal, symbol, snapshot, deadline_secs)
+                key = (request["key"], deadline_secs, symbol)
+                outcome = results.get(key)
+                if outcome is None:
+                    outcome = self._run_one(check_signal, symbol, snapshot, deadline_secs)
+                    if len(results) < MAX_SHARED_RESULTS:
+                        results[key] = outcome
+                status, message = outcome
                 if message is not None:
                     out += protocol.encode_error(index, message)
                 statuses.append(status)

@@ -188,8 +188,10 @@ class SnapshotReader:
         self._tickers: dict[str, dict[str, Any]] = index["tickers"]
         self._klines: dict[str, MappingProxyType[str, Klines]] = {}
         self._ticker_views: dict[str, MappingProxyType[str, Any]] = {}
-        # Helper results for this snapshot's series (worker.sandbox.memo): dropped with the snapshot.
+        # Helper results for this snapshot's series (worker.sandbox.memo), and each (program key, deadline,
+        # symbol)'s check result for traders running identical code: dropped with the snapshot.
         self.memo: dict[tuple[Any, ...], Any] = {}
+        self.results: dict[tuple[str, float, str], tuple[int, str | None]] = {}
 
     def has(self, symbol: str) -> bool:
         return symbol in self._series

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -103,6 +104,34 @@ async def test_the_deadline_is_per_trader(pool: SandboxPool) -> None:
     assert allowed.matches == list(klines)
     assert stopped.value.trader_id == "hasty"
     assert list(reporter.reports) == ["hasty"]
+
+
+async def test_traders_with_identical_code_share_each_symbols_result(pool: SandboxPool) -> None:
+    klines = btc_windows(4)
+    tickers = {symbol: {"work": 1_000_000} for symbol in klines}  # ~50 ms of CPU per check
+    runner = SignalRunner(pool)
+    first, second = (compile_signal(BUSY, trader_id=trader, version=1) for trader in ("first", "second"))
+    different = compile_signal(BUSY.replace("total = 0", "total = 1"), trader_id="different", version=1)
+
+    with KlineSnapshot(klines, tickers) as snapshot:
+        spent = [sandbox_cpu_secs(pool)]
+        for program in (first, second, different):
+            result = await runner.evaluate(program, list(klines), snapshot)
+            assert result.matches == list(klines)
+            spent.append(sandbox_cpu_secs(pool))
+
+    first_secs, second_secs, different_secs = (b - a for a, b in itertools.pairwise(spent))
+    assert second_secs < first_secs / 4  # the same code on the same snapshot: answered from the first run
+    assert different_secs > first_secs / 2
+
+
+def sandbox_cpu_secs(pool: SandboxPool) -> float:
+    """CPU time the pool's processes have used (user + system)."""
+    ticks = 0
+    for pid in pool.pids:
+        fields = read_proc(pid, "stat").rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 async def test_a_crashing_process_is_replaced_and_the_trader_told_why(pool: SandboxPool) -> None:
