@@ -230,7 +230,7 @@ class Sandbox:
             self._programs.move_to_end(key)
             return check_signal
         try:
-            program = compile_signal(source)
+            program = compile_signal(source, key=key)
         except SignalCodeError as error:
             raise ProgramStopped(f"signal code was rejected: {error}") from None
         namespace = program_globals(self._helpers)

@@ -11,7 +11,6 @@ compiles the same source again to get the code object it executes.
 from __future__ import annotations
 
 import ast
-import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from types import CodeType
@@ -164,8 +163,12 @@ class SignalProgram:
     code: CodeType = field(repr=False, compare=False, kw_only=True)
 
 
-def compile_signal(code: str, *, trader_id: str | None = None, version: int | None = None) -> SignalProgram:
+def compile_signal(
+    code: str, *, trader_id: str | None = None, version: int | None = None, key: str | None = None
+) -> SignalProgram:
     """Check and compile signal code defining `check_signal(symbol, ticker, klines) -> bool`.
+
+    `key` is the source's `program_key` when the caller already has it (a sandbox process is told it).
 
     Raises:
         SignalCodeError: a syntax error or a forbidden construct, with its line and what to do instead.
@@ -192,8 +195,15 @@ def compile_signal(code: str, *, trader_id: str | None = None, version: int | No
         raise SignalCodeError(f"syntax error: {error.msg}", error.lineno) from None
     except (RecursionError, MemoryError):
         raise SignalCodeError("signal code is nested too deeply to compile") from None
-    digest = hashlib.sha256(f"{POLICY_VERSION}\0{code}".encode()).hexdigest()
-    return SignalProgram(code, digest, trader_id, version, code=compiled)
+    return SignalProgram(code, key or program_key(code), trader_id, version, code=compiled)
+
+
+def program_key(code: str) -> str:
+    """The source's identity under the current rules: the sha256 of the policy version and the source."""
+    # Imported here: only the worker hashes, and OpenSSL's hashlib costs a sandbox process 3.5 MB of RSS.
+    import hashlib  # noqa: PLC0415
+
+    return hashlib.sha256(f"{POLICY_VERSION}\0{code}".encode()).hexdigest()
 
 
 class ProgramCache:

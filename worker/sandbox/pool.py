@@ -273,6 +273,7 @@ class SandboxPool:
         self._slots: list[SandboxProcess | None] = [None] * self.config.processes
         self._locks = [asyncio.Lock() for _ in self._slots]
         self._ever_started = [False] * len(self._slots)
+        self._slot_of: dict[str, int] = {}
         self._restarts = 0
         self._started = False
         self._closed = False
@@ -311,7 +312,10 @@ class SandboxPool:
         await self.aclose()
 
     def slot_of(self, symbol: str) -> int:
-        return zlib.crc32(symbol.encode()) % len(self._slots)
+        slot = self._slot_of.get(symbol)
+        if slot is None:  # a stable hash, remembered: a big sweep asks for every symbol of every batch
+            slot = self._slot_of[symbol] = zlib.crc32(symbol.encode()) % len(self._slots)
+        return slot
 
     async def run_batch(
         self,

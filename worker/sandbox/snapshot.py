@@ -19,7 +19,6 @@ import itertools
 import json
 import mmap
 import os
-import secrets
 from collections.abc import Mapping
 from types import MappingProxyType, TracebackType
 from typing import Any
@@ -105,7 +104,7 @@ class KlineSnapshot:
 def _create_segment(size: int) -> str:
     """A new segment of `size` bytes, readable and writable by this user only; returns its name."""
     _remove_orphans()
-    name = f"{_PREFIX}{os.getpid()}-{secrets.token_hex(8)}"
+    name = f"{_PREFIX}{os.getpid()}-{os.urandom(8).hex()}"  # not `secrets`: it loads OpenSSL (3.5 MB)
     path = os.path.join(_SHM_DIR, name)
     descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
