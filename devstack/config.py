@@ -34,6 +34,10 @@ OPERATOR_TELEGRAM_DEV_BOT_TOKEN = "100000001:devstack-operator-bot-token-not-a-s
 OPERATOR_TELEGRAM_DEV_CHAT_ID = "-1000000000001"
 # The pg_net stand-in's health port (it sends the HTTP requests SQL queues with net.http_post).
 PG_NET_PORT = 54344
+# The signal-code validator (`python -m worker.validator`, the worker's own compiler and sandbox) and the
+# dev secret generate-strategy presents to it; production runs it as its own Fly app with its own secret.
+VALIDATOR_PORT = 54345
+VALIDATOR_DEV_SECRET = "devstack-validator-secret-not-for-production"  # noqa: S105
 # The Binance Spot simulator (REST and streams on one port) and its default replay speed.
 EXCHANGE_PORT = 54340
 EXCHANGE_DEFAULT_SPEED = 60.0
@@ -200,6 +204,8 @@ class StackConfig:
             "TELEGRAM_API_URL": f"http://127.0.0.1:{TELEGRAM_PORT}",
             "OPERATOR_TELEGRAM_BOT_TOKEN": OPERATOR_TELEGRAM_DEV_BOT_TOKEN,
             "OPERATOR_TELEGRAM_CHAT_ID": OPERATOR_TELEGRAM_DEV_CHAT_ID,
+            "SIGNAL_VALIDATOR_URL": f"http://127.0.0.1:{VALIDATOR_PORT}",
+            "SIGNAL_VALIDATOR_SECRET": VALIDATOR_DEV_SECRET,
         }
 
     def fly_env(self) -> dict[str, str]:

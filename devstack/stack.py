@@ -30,6 +30,8 @@ from devstack.config import (
     POSTGREST_PORT,
     REALTIME_PORT,
     TELEGRAM_PORT,
+    VALIDATOR_DEV_SECRET,
+    VALIDATOR_PORT,
     StackConfig,
 )
 from devstack.errors import StackError
@@ -67,7 +69,7 @@ class DevStack:
 
     PARTS = (
         "postgres", "auth", "postgrest", "realtime", "functions", "gateway", "gemini", "fly", "exchange",
-        "telegram", "pg_net",
+        "telegram", "pg_net", "validator",
     )  # fmt: skip
 
     def __init__(self, config: StackConfig | None = None) -> None:
@@ -98,6 +100,9 @@ class DevStack:
         self._ensure_running(
             "telegram", "the Telegram stand-in", TELEGRAM_PORT, self._telegram_launch, progress
         )
+        self._ensure_running(
+            "validator", "the signal-code validator", VALIDATOR_PORT, self._validator_launch, progress
+        )
         self._ensure_running("fly", "the Fly Machines stand-in", FLY_PORT, self._fly_launch, progress)
         self._ensure_running(
             "exchange", "the Binance exchange simulator", EXCHANGE_PORT, self._exchange_launch, progress
@@ -118,7 +123,7 @@ class DevStack:
         # Fly first: its workers record their last heartbeat (`stopped`) through the gateway as they stop.
         for name in (
             "fly", "gateway", "functions", "realtime", "postgrest", "auth", "gemini", "exchange", "telegram",
-            "pg_net",
+            "pg_net", "validator",
         ):  # fmt: skip
             if self.registry.stop(name, first_signal=signal.SIGTERM):
                 progress(f"stopped {name}")
@@ -178,6 +183,7 @@ class DevStack:
             "exchange": f"http://127.0.0.1:{EXCHANGE_PORT}/api/v3/ping",
             "telegram": f"http://127.0.0.1:{TELEGRAM_PORT}/_control/health",
             "pg_net": f"http://127.0.0.1:{PG_NET_PORT}/health",
+            "validator": f"http://127.0.0.1:{VALIDATOR_PORT}/health",
         }
         deadline = time.monotonic() + timeout_secs
         with httpx.Client(timeout=2.0) as client:
@@ -276,6 +282,17 @@ class DevStack:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(self.config.repo_root)}
         argv = [sys.executable, "-m", "devstack.pg_net", "--port", str(PG_NET_PORT)]
         return [*argv, "--db-port", str(self.config.db_port)], env
+
+    def _validator_launch(self) -> tuple[list[str], dict[str, str]]:
+        # The worker image's validator entry point, exactly as its Fly app runs it.
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PYTHONPATH": str(self.config.repo_root),
+            "VALIDATOR_SECRET": VALIDATOR_DEV_SECRET,
+            "HTTP_HOST": "127.0.0.1",
+            "HTTP_PORT": str(VALIDATOR_PORT),
+        }
+        return [sys.executable, "-m", "worker.validator"], env
 
     def _telegram_launch(self) -> tuple[list[str], dict[str, str]]:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(self.config.repo_root)}

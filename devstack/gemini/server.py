@@ -3,7 +3,9 @@
 Faults are queued per API key (`POST /_control/faults {"apiKey", "faults": [{"kind", ...}]}`), so parallel
 tests using different keys never see each other's faults; each generateContent call with that key takes
 the next fault. Kinds: rate_limit (429, optional retryDelaySecs), server_error (500), unavailable (503),
-timeout (answers after delaySecs, default 30), malformed_json, schema_violation, invalid_key (400).
+timeout (answers after delaySecs, default 30), malformed_json, schema_violation, invalid_key (400),
+refused_code (a strategy whose signal code the worker's compiler refuses) and crashing_code (code that
+compiles but fails on recorded candles), both valid against the response schema.
 The last requests per key are kept for `GET /_control/requests?apiKey=...`.
 """
 
@@ -33,6 +35,8 @@ FAULT_KINDS = frozenset(
         "malformed_json",
         "schema_violation",
         "invalid_key",
+        "refused_code",
+        "crashing_code",
     }
 )
 MAX_FAULTS_PER_KEY = 100
@@ -135,6 +139,26 @@ def _violation(content: dict[str, Any], kind: str) -> dict[str, Any]:
     return {"unexpected": True}
 
 
+# What a model writes that the sandbox refuses: state kept in a class, and an index past the history.
+_REFUSED_CODE = """class Memory:
+    last = None
+
+
+def check_signal(symbol, ticker, klines):
+    return Memory.last is None
+"""
+_CRASHING_CODE = """def check_signal(symbol, ticker, klines):
+    closes = get_closes(klines["{timeframe}"])
+    return closes[-5000] < closes[-1]
+"""
+
+
+def _bad_code(content: dict[str, Any], kind: str) -> dict[str, Any]:
+    if kind == "refused_code":
+        return {**content, "signalCode": _REFUSED_CODE}
+    return {**content, "signalCode": _CRASHING_CODE.replace("{timeframe}", content["timeframes"][0])}
+
+
 async def generate_content(request: web.Request) -> web.Response:
     model, _, method = request.match_info["model_method"].partition(":")
     if method != "generateContent":
@@ -187,6 +211,8 @@ async def _faulty(generate: GenerateRequest, fault: dict[str, Any]) -> web.Respo
         await asyncio.sleep(float(fault.get("delaySecs", 30)))
         return None  # then answer normally, far too late for a client with a short timeout
     content = _content(generate)
+    if kind in ("refused_code", "crashing_code") and _schema_kind(generate.response_schema) == "strategy":
+        return web.json_response(answer(generate, json.dumps(_bad_code(content, kind))))
     if kind == "malformed_json":
         text = json.dumps(content)
         return web.json_response(answer(generate, text[: max(1, len(text) // 2)], "MAX_TOKENS"))

@@ -1,6 +1,6 @@
 // Gemini REST client: generateContent with a responseSchema, per-attempt timeouts, retries with backoff
-// and full jitter on 429/5xx/timeouts/network errors, and one corrective re-ask when the output fails
-// validation. Token usage is summed over every attempt (failed ones cost tokens too).
+// and full jitter on 429/5xx/timeouts/network errors, and one corrective re-ask per kind of validation
+// failure. Token usage is summed over every attempt (failed ones cost tokens too).
 import { optionalEnv, positiveIntEnv, requireEnv } from "./env.ts";
 import type { Validation } from "./json_schema.ts";
 
@@ -43,11 +43,14 @@ export interface GenerateRequest<T> {
   prompt: string;
   /** Gemini's OpenAPI-subset form (see toGeminiSchema). */
   responseSchema: Record<string, unknown>;
-  /** Schema and semantic checks; errors are fed back to the model once. */
-  validate: (value: unknown) => Validation<T>;
+  /** Schema and semantic checks (may be async); errors are fed back to the model once per kind. */
+  validate: (value: unknown) => Checked<T> | Promise<Checked<T>>;
   maxOutputTokens: number;
   temperature?: number;
 }
+
+/** A validation result; a failure may name its kind (default "output"): each kind gets one correction. */
+export type Checked<T> = Validation<T> | { ok: false; errors: string[]; kind: string };
 
 export interface GenerateResult<T> {
   value: T;
@@ -121,7 +124,7 @@ export class GeminiClient {
     const started = deps.now();
     const usage: Usage = { promptTokens: 0, completionTokens: 0 };
     const contents: Content[] = [{ role: "user", parts: [{ text: request.prompt }] }];
-    let reasked = false;
+    const corrected = new Set<string>();
     let lastProblem = "no attempt was made";
     let transientFailures = 0;
     let attemptsMade = 0;
@@ -143,13 +146,14 @@ export class GeminiClient {
         await deps.sleep(delayMs);
         continue;
       }
-      const problems = this.check(text, request);
+      const problems = await this.check(text, request);
       if (problems.ok) return { value: problems.value, usage, attempts: attempt, model: config.model };
       lastProblem = `invalid output: ${problems.errors.join("; ")}`;
-      if (reasked) {
+      const kind = "kind" in problems ? problems.kind : "output";
+      if (corrected.has(kind)) {
         throw new ModelError("model_invalid_output", `the model's answer was still invalid after a correction: ${problems.errors.join("; ")}`, usage, attempt);
       }
-      reasked = true;
+      corrected.add(kind);
       contents.push({ role: "model", parts: [{ text }] });
       contents.push({
         role: "user",
@@ -163,7 +167,7 @@ export class GeminiClient {
     throw new ModelError(failure, `the model did not answer usably: ${lastProblem}`, usage, attemptsMade);
   }
 
-  private check<T>(text: string, request: GenerateRequest<T>): Validation<T> {
+  private check<T>(text: string, request: GenerateRequest<T>): Checked<T> | Promise<Checked<T>> {
     let value: unknown;
     try {
       value = JSON.parse(text);

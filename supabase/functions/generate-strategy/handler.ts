@@ -1,19 +1,26 @@
 // generate-strategy: turn a signed-in user's plain-language strategy into signal code and analysis
-// instructions with Gemini, save it as a trader of theirs, and make sure they have a worker machine.
+// instructions with Gemini, have the worker's own compiler check and dry-run the code (the signal
+// validator), save it as a trader of theirs, and make sure they have a worker machine. Code the compiler
+// refuses goes back to the model once with the compiler's message; refused again, it is a 422 and nothing
+// is saved.
 import catalogJson from "../_shared/signal_helpers.json" with { type: "json" };
+import dialectJson from "../_shared/signal_dialect.json" with { type: "json" };
 import { authenticate, requireRole } from "../_shared/auth.ts";
 import { reserveTokens, settleTokens } from "../_shared/budget.ts";
 import { reportModelOutcome } from "../_shared/service_health.ts";
 import { supabaseEnv } from "../_shared/env.ts";
-import { estimateTokens, GeminiClient, geminiConfigFromEnv, ModelError } from "../_shared/gemini.ts";
+import { type Checked, estimateTokens, GeminiClient, geminiConfigFromEnv, ModelError } from "../_shared/gemini.ts";
 import { HttpError, invalidBody, jsonResponse, postHandler, readJsonObject } from "../_shared/http.ts";
+import { validateSignalCode, validatorConfigFromEnv, type ValidatorConfig, type Verdict } from "../_shared/signal_validator.ts";
 import { serviceClient } from "../_shared/supabase.ts";
 import { provisionMachine } from "./machine.ts";
 import {
   buildPrompt,
   buildSystemInstruction,
+  type GeneratedStrategy,
   GEMINI_STRATEGY_SCHEMA,
   type HelperCatalog,
+  type SignalDialect,
   strategyValidator,
 } from "./strategy.ts";
 
@@ -26,8 +33,27 @@ const MAX_OUTPUT_TOKENS = 4096;
 const CONTROL_CHARS = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/;
 
 const catalog = catalogJson as HelperCatalog;
-const systemInstruction = buildSystemInstruction(catalog);
-const validateStrategy = strategyValidator(catalog);
+const dialect = dialectJson as SignalDialect;
+const systemInstruction = buildSystemInstruction(catalog, dialect);
+const validateStrategy = strategyValidator();
+
+/** The model's answer checked by the schema, then by the worker's compiler and a dry run (the validator).
+ * `refusal` holds the compiler's verdict on the latest answer, so a final failure can say why. */
+function compiledStrategyCheck(validator: ValidatorConfig) {
+  const state: { refusal: Extract<Verdict, { ok: false }> | null } = { refusal: null };
+  const check = async (value: unknown): Promise<Checked<GeneratedStrategy>> => {
+    state.refusal = null;
+    const shape = validateStrategy(value);
+    if (!shape.ok) return shape;
+    const { signalCode, timeframes, symbols } = shape.value;
+    const verdict = await validateSignalCode(validator, { signalCode, timeframes, symbols });
+    if (verdict.ok) return shape;
+    state.refusal = verdict;
+    const where = verdict.stage === "compile" ? "The sandbox's compiler refused signalCode" : "signalCode failed when run on recorded candles";
+    return { ok: false, kind: "compiler", errors: [`${where}: ${verdict.message}. Rewrite signalCode within the dialect above.`] };
+  };
+  return { check, state };
+}
 
 interface StrategyRequest {
   description: string;
@@ -68,6 +94,7 @@ export const handler = postHandler("generate-strategy", async (req) => {
   const userId = caller.userId as string;
   const request = parseRequest(await readJsonObject(req, MAX_BODY_BYTES));
   const gemini = new GeminiClient(geminiConfigFromEnv());
+  const compiled = compiledStrategyCheck(validatorConfigFromEnv());
   const db = serviceClient(env);
 
   const { data: user, error: userError } = await db.from("users").select("id, tier").eq("id", userId).maybeSingle();
@@ -75,8 +102,9 @@ export const handler = postHandler("generate-strategy", async (req) => {
   if (!user) throw new HttpError(404, "user_not_found", `user ${userId} has no account`);
 
   const prompt = buildPrompt(request.description, request.name);
-  // Two rounds at most (the answer and one correction), each resending the conversation so far.
-  const reserved = 2 * (estimateTokens(systemInstruction + prompt) + MAX_OUTPUT_TOKENS) + MAX_OUTPUT_TOKENS;
+  // Three rounds at most (the answer, one correction of its shape, one of its code), each resending the
+  // conversation so far.
+  const reserved = 3 * (estimateTokens(systemInstruction + prompt) + 2 * MAX_OUTPUT_TOKENS);
   const reservation = await reserveTokens(db, userId, reserved);
   let result;
   try {
@@ -84,11 +112,22 @@ export const handler = postHandler("generate-strategy", async (req) => {
       systemInstruction,
       prompt,
       responseSchema: GEMINI_STRATEGY_SCHEMA,
-      validate: validateStrategy,
+      validate: compiled.check,
       maxOutputTokens: MAX_OUTPUT_TOKENS,
       temperature: 0.3,
     });
   } catch (error) {
+    if (error instanceof ModelError && compiled.state.refusal) {
+      // The model answered, twice, with code the worker would refuse: not an outage of the model.
+      await settleTokens(db, reservation, error.usage);
+      const refusal = compiled.state.refusal;
+      console.warn(`generate-strategy: signal code refused after a correction user_id=${userId} stage=${refusal.stage}: ${refusal.message}`);
+      throw new HttpError(
+        422,
+        "signal_code_rejected",
+        `the generated signal code was refused by the worker's compiler even after one correction: ${refusal.message}`,
+      );
+    }
     if (error instanceof ModelError) {
       await settleTokens(db, reservation, error.usage);
       await reportModelOutcome(db, error);
@@ -96,7 +135,7 @@ export const handler = postHandler("generate-strategy", async (req) => {
       throw new HttpError(502, error.failure, `the AI model failed to produce a strategy: ${error.message}`);
     }
     await settleTokens(db, reservation, { promptTokens: 0, completionTokens: 0 });
-    throw error;
+    throw error; // e.g. the validator could not answer (503): nothing is saved
   }
   await settleTokens(db, reservation, result.usage);
   await reportModelOutcome(db);

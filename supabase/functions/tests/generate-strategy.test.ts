@@ -2,9 +2,10 @@
 // stand-in. Bad bodies and tokens, the saved trader, the machine outcome, model faults and the budget.
 import assert from "node:assert/strict";
 import catalog from "../_shared/signal_helpers.json" with { type: "json" };
+import dialect from "../_shared/signal_dialect.json" with { type: "json" };
 import { handler } from "../generate-strategy/handler.ts";
 import {
-  createMachine, createUser, deleteUser, geminiRequests, json, post, spendBudget, sql, stackTest, type TestUser,
+  createMachine, createUser, deleteUser, env, geminiRequests, json, post, spendBudget, sql, stackTest, type TestUser,
   usageOf, useGeminiKey,
 } from "./helpers.ts";
 
@@ -52,6 +53,11 @@ stackTest("generate-strategy: saves the trader even when provisioning is refused
     const system = sent.systemInstruction.parts[0].text as string;
     for (const helper of catalog.helpers) assert.ok(system.includes(`- ${helper.signature}: ${helper.doc}`), helper.name);
     assert.ok(system.includes("def check_signal(symbol: str, ticker: dict, klines: dict[str, Klines]) -> bool"));
+    // ... and the sandbox's dialect, from the file the worker's compiler generates.
+    for (const rule of dialect.rules) assert.ok(system.includes(`- ${rule}`), rule);
+    assert.ok(system.includes(`- Builtins: ${dialect.builtins.join(" ")}.`));
+    assert.ok(system.includes(`policy version ${dialect.policy_version}`));
+    assert.ok(system.includes(".argmax") && system.includes("math.isnan"));
   }));
 
 stackTest("generate-strategy: save false only shows the strategy: no trader, no machine, tokens charged", () =>
@@ -177,4 +183,93 @@ stackTest("generate-strategy: an exhausted daily budget is 429 with Retry-After,
     const retryAfter = Number(response.headers.get("retry-after"));
     assert.ok(retryAfter > 0 && retryAfter <= 86400);
     assert.equal((await geminiRequests(key)).length, 0);
+  }));
+
+async function traderCount(user: TestUser): Promise<number> {
+  return (await sql`select count(*)::int as n from public.traders where user_id = ${user.id}`)[0].n;
+}
+
+stackTest("generate-strategy: code the compiler refuses goes back to the model once with its message, then is saved", () =>
+  withUser(async (user) => {
+    const key = await useGeminiKey([{ kind: "refused_code" }]);
+
+    const response = await handler(post(URL, { description: DESCRIPTION }, user.jwt));
+
+    assert.equal(response.status, 200);
+    const body = await json(response);
+    assert.doesNotMatch(body.trader.signalCode, /class /);
+    const requests = await geminiRequests(key);
+    assert.equal(requests.length, 2);
+    const correction = requests[1].contents.at(-1).parts[0].text as string;
+    assert.match(correction, /The sandbox's compiler refused signalCode: line 1: classes are not allowed: write functions/);
+    assert.equal(await traderCount(user), 1);
+  }));
+
+stackTest("generate-strategy: refused twice is 422 signal_code_rejected, nothing saved, tokens charged", () =>
+  withUser(async (user) => {
+    const key = await useGeminiKey([{ kind: "refused_code" }, { kind: "refused_code" }]);
+
+    const response = await handler(post(URL, { description: DESCRIPTION }, user.jwt));
+
+    assert.equal(response.status, 422);
+    const error = (await json(response)).error;
+    assert.equal(error.code, "signal_code_rejected");
+    assert.match(error.message, /refused by the worker's compiler even after one correction: line 1: classes are not allowed/);
+    assert.equal((await geminiRequests(key)).length, 2);
+    assert.equal(await traderCount(user), 0);
+    const usage = await usageOf(user);
+    assert.equal(usage.reserved, 0);
+    assert.ok(usage.prompt > 0);
+  }));
+
+stackTest("generate-strategy: code that fails on recorded candles is refused the same way, also without saving", () =>
+  withUser(async (user) => {
+    const key = await useGeminiKey([{ kind: "crashing_code" }, { kind: "crashing_code" }]);
+
+    const response = await handler(post(URL, { description: DESCRIPTION, save: false }, user.jwt));
+
+    assert.equal(response.status, 422);
+    const error = (await json(response)).error;
+    assert.equal(error.code, "signal_code_rejected");
+    assert.match(error.message, /check_signal failed on recorded candles in \d+ of \d+ checks: BTCUSDT: line 3: IndexError/);
+    const correction = (await geminiRequests(key))[1].contents.at(-1).parts[0].text as string;
+    assert.match(correction, /signalCode failed when run on recorded candles/);
+    assert.equal(await traderCount(user), 0);
+  }));
+
+stackTest("generate-strategy: a shape error and a compiler refusal each get their own correction", () =>
+  withUser(async (user) => {
+    const key = await useGeminiKey([{ kind: "schema_violation" }, { kind: "refused_code" }]);
+
+    const response = await handler(post(URL, { description: DESCRIPTION }, user.jwt));
+
+    assert.equal(response.status, 200);
+    assert.equal((await geminiRequests(key)).length, 3);
+    assert.equal(await traderCount(user), 1);
+  }));
+
+stackTest("generate-strategy: no answer from the validator is 503 and nothing is saved (fail closed)", () =>
+  withUser(async (user) => {
+    await useGeminiKey();
+    const cases: [string, string][] = [
+      ["http://127.0.0.1:9", env("SIGNAL_VALIDATOR_SECRET")], // nothing listens
+      [env("SIGNAL_VALIDATOR_URL"), "not-the-validators-secret-but-long-enough"], // 401 from the validator
+    ];
+    const [url, secret] = [env("SIGNAL_VALIDATOR_URL"), env("SIGNAL_VALIDATOR_SECRET")];
+    try {
+      for (const [badUrl, badSecret] of cases) {
+        Deno.env.set("SIGNAL_VALIDATOR_URL", badUrl);
+        Deno.env.set("SIGNAL_VALIDATOR_SECRET", badSecret);
+        const response = await handler(post(URL, { description: DESCRIPTION }, user.jwt));
+        assert.equal(response.status, 503);
+        const error = (await json(response)).error;
+        assert.equal(error.code, "validator_unavailable");
+        assert.doesNotMatch(error.message, /secret|127\.0\.0\.1/);
+      }
+    } finally {
+      Deno.env.set("SIGNAL_VALIDATOR_URL", url);
+      Deno.env.set("SIGNAL_VALIDATOR_SECRET", secret);
+    }
+    assert.equal(await traderCount(user), 0);
+    assert.equal((await usageOf(user)).reserved, 0);
   }));

@@ -19,6 +19,9 @@ const DEFAULTS: Record<string, string> = {
   FLY_WORKER_IMAGE: "registry.fly.io/trademind-workers:dev",
   MACHINE_URL_TEMPLATE: "http://127.0.0.1:54342/_machines/{machine_id}",
   MACHINE_SECRET_KEY: "devstack-machine-secret-key-not-for-production",
+  // The signal-code validator (worker/validator), as devstack/config.py's functions_env() gives it.
+  SIGNAL_VALIDATOR_URL: "http://127.0.0.1:54345",
+  SIGNAL_VALIDATOR_SECRET: "devstack-validator-secret-not-for-production",
   GEMINI_BASE_URL: "http://127.0.0.1:54341",
   // The notify function's targets, as devstack/config.py gives them (operator alerts go to a stand-in bot).
   TELEGRAM_API_URL: "http://127.0.0.1:54343",
