@@ -1,0 +1,1 @@
+"""The live dashboard: a Textual app fed by Realtime and PostgREST as the signed-in user."""
