@@ -47,6 +47,7 @@ FLUSH_SECS = 0.25
 QUOTES_SECS = 3.0
 HEALTH_SECS = 15.0
 TOKEN_CHECK_SECS = 30.0
+CLOSE_SECS = 2.0
 CHAT_TURNS = 10
 LEVEL_COLOURS = {"DEBUG": "dim", "INFO": "white", "WARNING": "yellow", "ERROR": "red", "CRITICAL": "bold red"}
 STATUS_COLOURS = {"active": "green", "paused": "yellow", "error": "red", "open": "green", "closed": "dim"}
@@ -132,6 +133,7 @@ class Dashboard(App[None]):
         self.message = ""
         self._dirty: set[str] = set(QUERIES)
         self._market_url = market_url(client.endpoint.url)
+        self._realtime: AsyncRealtimeClient | None = None
 
     # Layout -------------------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -253,8 +255,22 @@ class Dashboard(App[None]):
                     token = fresh
                     await realtime.set_auth(token)
         finally:
+            await self.close_realtime()
+
+    async def close_realtime(self) -> None:
+        """Close the Realtime socket once, whether the app quits or the worker ends."""
+        realtime, self._realtime = self._realtime, None
+        if realtime is None:
+            return
+        # realtime-py's close() waits for the server's close frame; when that does not come in time (or the app
+        # is cancelled meanwhile), drop the TCP connection so no socket outlives the app.
+        connection = realtime._ws_connection  # noqa: SLF001 - realtime-py exposes no other handle
+        try:
             with contextlib.suppress(Exception):
-                await realtime.close()
+                await asyncio.wait_for(realtime.close(), CLOSE_SECS)
+        finally:  # also when the app cancels this worker mid-close
+            if connection is not None:
+                connection.transport.abort()
 
     def on_change(self, payload: PostgresChangesPayload) -> None:
         table = payload["data"]["table"]
