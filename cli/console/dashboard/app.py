@@ -262,9 +262,10 @@ class Dashboard(App[None]):
         realtime, self._realtime = self._realtime, None
         if realtime is None:
             return
-        # realtime-py's close() waits for the server's close frame; when that does not come in time (or the app
-        # is cancelled meanwhile), drop the TCP connection so no socket outlives the app.
-        connection = realtime._ws_connection  # noqa: SLF001 - realtime-py exposes no other handle
+        # realtime-py's close() waits for the server's close frame; when that does not come in time (or the
+        # app is cancelled meanwhile), drop the TCP connection so no socket outlives the app. realtime-py
+        # exposes no public handle on its connection.
+        connection = realtime._ws_connection
         try:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(realtime.close(), CLOSE_SECS)

@@ -4,10 +4,10 @@ Realtime, keyboard actions reach the database, and everything fits 80x24."""
 from __future__ import annotations
 
 import asyncio
-import time
-import uuid
 import contextlib
 import gc
+import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -21,7 +21,6 @@ from cli.console.dashboard.app import Dashboard
 from cli.console.session import Profile
 from tests.cli.console.conftest import Trader
 from tests.factories import create_trader
-
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
