@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from supabase_auth import SyncGoTrueClient
-from supabase_auth.errors import AuthApiError, AuthError, AuthRetryableError
+from supabase_auth.errors import AuthError, AuthRetryableError
 
 from cli.console.errors import ConsoleError
 from cli.console.session import Endpoint, Session
@@ -41,14 +41,15 @@ def _auth_client(endpoint: Endpoint, access_token: str | None = None) -> Iterato
     )
     try:
         yield client
-    except AuthApiError as error:
-        known = _MESSAGES.get(str(error.code))
-        detail = f"{known} ({error.message})" if known and error.code == "weak_password" else known
-        raise ConsoleError(detail or f"Supabase Auth refused: {error.message}") from error
     except AuthRetryableError as error:
         raise ConsoleError(f"cannot reach Supabase Auth at {endpoint.url}: {error.message}") from error
     except AuthError as error:
-        raise ConsoleError(f"Supabase Auth: {error.message}") from error
+        known = _MESSAGES.get(str(error.code))
+        if known and error.code == "weak_password":
+            known = f"{known}: {error.message}"
+        raise ConsoleError(known or f"Supabase Auth refused: {error.message}") from error
+    finally:
+        client.close()
 
 
 def _session(response: Any) -> Session:
