@@ -1,5 +1,5 @@
-"""Sign-up, sign-in, refresh and sign-out through Supabase Auth (the local stack's GoTrue stand-in) as a trader
-does it: typer's runner typing into the prompts, the session kept in the profile."""
+"""Sign-up, sign-in, refresh and sign-out through Supabase Auth (the local stack's GoTrue stand-in) as a
+trader does it: typer's runner typing into the prompts, the session kept in the profile."""
 
 from __future__ import annotations
 
