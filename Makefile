@@ -10,7 +10,7 @@ help:
 	@echo "make up      start the local Supabase stack (trademind dev up)"
 	@echo "make down    stop it"
 	@echo "make test    lint, type-check, pgTAP, supabase db lint, Deno tests and pytest (starts the stack if needed)"
-	@echo "make bench   run every benchmark under bench/ and print a table"
+	@echo "make bench   run every benchmark under bench/ and print a table (BENCH=\"bench_x ...\" for some)"
 	@echo "make demo    run the whole product locally (DEMO_ARGS=\"--speed 600 --keep ...\")"
 
 setup:
@@ -49,8 +49,10 @@ test-db: setup
 test-functions:
 	@scripts/deno test --no-lock --allow-net --allow-env --allow-read supabase/functions/tests/
 
+# Starts the local stack for the benchmarks that need it and stops it again if it started it.
+# e.g. make bench BENCH="bench_realtime bench_functions"
 bench: setup
-	@$(VENV)/python -m bench
+	@$(VENV)/python -m bench $(BENCH)
 
 # e.g. make demo DEMO_ARGS="--speed 600 --market-hours 48 --description '...' --keep" (trademind demo --help)
 demo: setup

@@ -1,7 +1,7 @@
 """AI Edge Functions via the gateway, Gemini stand-in: latency (p50/p99) and analyze-signal throughput.
 
-Needs the local stack up. Works on a throwaway 'power'-tier user (removed afterwards) whose subscription is
-cancelled, so generate-strategy never starts a worker machine.
+Works on a throwaway 'power'-tier user (removed afterwards) whose subscription is cancelled, so
+generate-strategy never starts a worker machine.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import httpx
 from bench.measurement import Measurement
 from devstack.keys import mint_jwt
 from devstack.stack import DevStack
+
+NEEDS_STACK = True  # python -m bench starts the local stack for it
 
 STRATEGY_REQUESTS = 40
 ANALYSIS_REQUESTS = 200
@@ -145,8 +147,6 @@ def _cpu_secs(pid: int) -> float:
 
 def run() -> list[Measurement]:
     stack = DevStack()
-    if not stack.is_up():
-        raise SystemExit("bench_functions needs the local stack: run `trademind dev up` first")
     functions_url = f"{stack.config.api_url}/functions/v1"
     with _Fixture(stack) as fixture, httpx.Client(base_url=functions_url, timeout=60) as client:
         user_jwt = mint_jwt("authenticated", fixture.user_id)

@@ -28,6 +28,8 @@ from devstack.fly.client import FlyStandInClient
 from devstack.fly.machines import free_port
 from devstack.stack import DevStack
 
+NEEDS_STACK = True  # python -m bench starts the local stack for it
+
 START_ROUNDS = 5
 TRADERS = 20
 SYMBOLS_PER_TRADER = 100

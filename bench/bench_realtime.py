@@ -27,6 +27,8 @@ from bench.measurement import Measurement
 from devstack.config import StackConfig
 from devstack.keys import ANON_KEY, mint_jwt
 
+NEEDS_STACK = True  # python -m bench starts the local stack for it
+
 SUBSCRIBERS = 50
 CHANGES_PER_SEC = 100
 WARMUP_SECS = 3.0

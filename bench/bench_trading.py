@@ -31,6 +31,8 @@ from worker.trading.monitor import PositionMonitor
 from worker.trading.store import TradingStore
 from worker.trading.venue import PaperVenue
 
+NEEDS_STACK = True  # python -m bench starts the local stack for it
+
 REST_URL = "http://127.0.0.1:54321/rest/v1"
 TRADERS = 100
 SYMBOLS = 100

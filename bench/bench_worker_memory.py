@@ -45,6 +45,8 @@ from dataclasses import replace
 from devstack.exchange.__main__ import _start_ms
 from devstack.exchange.data import default_data_dir, load_directory
 from devstack.exchange.server import ExchangeSimulator, SimulatorConfig
+
+NEEDS_STACK = True  # python -m bench starts the local stack for it
 port, start, symbols = int(sys.argv[1]), _start_ms(sys.argv[2]), sys.argv[3].split(",")
 btc = load_directory(default_data_dir(), {"BTCUSDT"})["BTCUSDT"]
 data = {symbol: replace(btc, symbol=symbol) for symbol in symbols}
