@@ -58,5 +58,6 @@ bench: setup
 demo: setup
 	@$(VENV)/trademind demo $(DEMO_ARGS)
 
-clean: down
-	rm -rf .devstack
+# Stops the stack and deletes its state, the folders it keeps in /var/tmp for a private checkout included.
+clean:
+	@if [ -x $(VENV)/trademind ]; then $(VENV)/trademind dev destroy --yes; else rm -rf .devstack; fi

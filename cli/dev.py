@@ -107,6 +107,18 @@ def reset(
     typer.echo("database reset")
 
 
+@app.command()
+def destroy(
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Stop the stack and delete all its state (.devstack and its folders in /var/tmp)."""
+    if not yes:
+        typer.confirm("This deletes the local database and every other part's state. Continue?", abort=True)
+    stack = _stack()
+    stack.destroy()
+    typer.echo(f"deleted {stack.config.state_dir}")
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def psql(ctx: typer.Context) -> None:
     """Open psql on the local database as postgres (extra arguments go to psql)."""

@@ -105,3 +105,11 @@ def test_lint_db_names_a_finding_and_a_migration_the_database_lacks(
     finding = 'line 3: error [42703]: column "missing_column" does not exist (in: RETURN)'
     assert f"error: supabase db lint: public.lint_probe at {finding}" in result.stderr
     assert "error: migration 29991231235959 is not applied" in result.stderr
+
+
+def test_destroy_asks_first_and_keeps_everything_when_told_no(stack: DevStack) -> None:
+    result = runner.invoke(app, ["dev", "destroy"], input="n\n")
+
+    assert result.exit_code == 1
+    assert "This deletes the local database" in result.stdout
+    assert stack.is_up() and stack.config.state_dir.exists()
