@@ -38,6 +38,8 @@ PG_NET_PORT = 54344
 # dev secret generate-strategy presents to it; production runs it as its own Fly app with its own secret.
 VALIDATOR_PORT = 54345
 VALIDATOR_DEV_SECRET = "devstack-validator-secret-not-for-production"  # noqa: S105
+# The Fly app's public edge (`https://<app>.fly.dev` in production), where machines are reached.
+FLY_EDGE_PORT = 54350
 # The Binance Spot simulator (REST and streams on one port) and its default replay speed.
 EXCHANGE_PORT = 54340
 EXCHANGE_DEFAULT_SPEED = 60.0
@@ -209,17 +211,18 @@ class StackConfig:
         }
 
     def fly_env(self) -> dict[str, str]:
-        """The lifecycle functions' Fly settings: the local stand-in, reached the way Fly's 6PN would be.
+        """The lifecycle functions' Fly settings: the local stand-in, its machines reached through the app's
+        public edge with `fly-force-instance-id`, as hosted Supabase reaches production's.
 
-        Production: FLY_API_URL=https://api.machines.dev/v1 and
-        MACHINE_URL_TEMPLATE=http://{machine_id}.vm.{app}.internal:8080 (see README).
+        Production: FLY_API_URL=https://api.machines.dev/v1; MACHINE_BASE_URL defaults to
+        https://<app>.fly.dev (see README).
         """
         return {
             "FLY_API_URL": f"http://127.0.0.1:{FLY_PORT}/v1",
             "FLY_API_TOKEN": FLY_DEV_TOKEN,
             "FLY_APP_NAME": FLY_APP_NAME,
             "FLY_WORKER_IMAGE": FLY_DEV_IMAGE,
-            "MACHINE_URL_TEMPLATE": f"http://127.0.0.1:{FLY_PORT}/_machines/{{machine_id}}",
+            "MACHINE_BASE_URL": f"http://127.0.0.1:{FLY_EDGE_PORT}",
             "MACHINE_JWT_SECRET": keys.JWT_SECRET,
             "MACHINE_SECRET_KEY": MACHINE_SECRET_DEV_KEY,
             # Local machines trade against the exchange simulator, on the two recorded pairs.

@@ -22,6 +22,7 @@ from devstack.config import (
     EXCHANGE_PORT,
     FLY_APP_NAME,
     FLY_DEV_TOKEN,
+    FLY_EDGE_PORT,
     FLY_PORT,
     FUNCTIONS_PORT,
     GEMINI_PORT,
@@ -322,7 +323,8 @@ class DevStack:
             "PYTHONUNBUFFERED": "1",
         }
         argv = [sys.executable, "-m", "devstack.fly", "--port", str(FLY_PORT)]
-        return [*argv, "--state-dir", str(self._fly_state_dir)], env
+        argv += ["--edge-port", str(FLY_EDGE_PORT), "--state-dir", str(self._fly_state_dir)]
+        return argv, env
 
     def _realtime_launch(self) -> tuple[list[str], dict[str, str]]:
         env = {

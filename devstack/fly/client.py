@@ -1,4 +1,4 @@
-"""A small synchronous client for the stand-in (Machines API, machine proxy, test controls)."""
+"""A small synchronous client for the stand-in (Machines API, the app's edge, test controls)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from devstack.config import FLY_APP_NAME, FLY_DEV_TOKEN, FLY_PORT
+from devstack.config import FLY_APP_NAME, FLY_DEV_TOKEN, FLY_EDGE_PORT, FLY_PORT
 
 
 class FlyStandInClient:
@@ -17,6 +17,7 @@ class FlyStandInClient:
         self,
         base_url: str = f"http://127.0.0.1:{FLY_PORT}",
         *,
+        edge_url: str = f"http://127.0.0.1:{FLY_EDGE_PORT}",
         token: str = FLY_DEV_TOKEN,
         app: str = FLY_APP_NAME,
         timeout_secs: float = 90.0,
@@ -26,8 +27,9 @@ class FlyStandInClient:
         self._http = httpx.Client(
             base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout_secs
         )
-        # The machine proxy and the controls never see the Fly token (a machine's API has its own secret).
+        # The edge and the controls never see the Fly token (a machine's API has its own secret).
         self._plain = httpx.Client(base_url=base_url, timeout=timeout_secs)
+        self._edge = httpx.Client(base_url=edge_url, timeout=timeout_secs)
 
     def __enter__(self) -> FlyStandInClient:
         return self
@@ -43,6 +45,7 @@ class FlyStandInClient:
     def close(self) -> None:
         self._http.close()
         self._plain.close()
+        self._edge.close()
 
     # Machines API ---------------------------------------------------------------------------------------
     def machines_path(self, suffix: str = "") -> str:
@@ -102,9 +105,22 @@ class FlyStandInClient:
         headers = {"fly-machine-lease-nonce": nonce} if nonce else {}
         return self._http.delete(self.machines_path(f"/{machine_id}/lease"), headers=headers)
 
-    # Proxy and controls ---------------------------------------------------------------------------------
+    # The app's edge and the controls ----------------------------------------------------------------------
     def machine_http(self, machine_id: str, path: str, method: str = "GET", **kwargs: Any) -> httpx.Response:
-        return self._plain.request(method, f"/_machines/{machine_id}/{path.lstrip('/')}", **kwargs)
+        """A request to one machine's HTTP service, pinned with `fly-force-instance-id` as Fly routes it."""
+        headers = {"fly-force-instance-id": machine_id, **kwargs.pop("headers", {})}
+        return self._edge.request(method, f"/{path.lstrip('/')}", headers=headers, **kwargs)
+
+    def edge_http(self, path: str, method: str = "GET", **kwargs: Any) -> httpx.Response:
+        """A request to the app's edge as given (no routing header unless the caller adds one)."""
+        return self._edge.request(method, f"/{path.lstrip('/')}", **kwargs)
+
+    def edge_totals(self) -> dict[str, int]:
+        """How many requests the edge delivered pinned (`forced`) and load-balanced (`balanced`)."""
+        response = self._plain.get("/_control/edge")
+        response.raise_for_status()
+        totals: dict[str, int] = response.json()
+        return totals
 
     def add_faults(self, *faults: dict[str, Any]) -> None:
         self._plain.post("/_control/faults", json={"faults": list(faults)}).raise_for_status()

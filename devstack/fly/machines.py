@@ -444,14 +444,13 @@ class Fleet:
             "BINANCE_BASE_URL": f"http://127.0.0.1:{EXCHANGE_PORT}",
             **self._extra_env,
             **{str(key): str(value) for key, value in (machine.config.get("env") or {}).items()},
-            # What the platform sets on every machine; the image tag is the worker's version.
+            # What the platform sets on every machine (the Machine runtime environment doc).
             "FLY_APP_NAME": self.app_name,
             "FLY_MACHINE_ID": machine.id,
             "FLY_REGION": machine.region,
             "FLY_IMAGE_REF": image,
             "FLY_MACHINE_VERSION": machine.instance_id,
             "FLY_PRIVATE_IP": machine.private_ip,
-            "VERSION": image_ref(image)["tag"],
             "HTTP_HOST": "127.0.0.1",
             "HTTP_PORT": str(port),
         }

@@ -4,10 +4,11 @@
   versions. Bodies are validated against the OpenAPI spec; errors are Fly's `{"error": "..."}` with
   Fly's status codes (400 bad body, 401 token, 404 unknown, 408 wait timeout, 409 lease held,
   412 wrong state or version, 429 when a fault says so).
-- `/_machines/{machine_id}/{path}`: forwards to the machine's worker HTTP API, standing in for
-  `http://{machine_id}.vm.{app}.internal:8080/{path}` on Fly's private network (no token, like 6PN).
-- `/_control/faults` (GET, POST `{"faults": [...]}`, DELETE) and `/_control/machines/{id}` (pid, port,
-  restarts) for tests.
+- `/_control/faults` (GET, POST `{"faults": [...]}`, DELETE), `/_control/machines/{id}` (pid, port,
+  restarts, what the edge delivered to it) and `/_control/edge` (deliveries by routing) for tests.
+
+Machines are reached only through the app's public edge (`devstack.fly.edge`, its own port), as from
+outside Fly's private network.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from devstack.fly import spec
+from devstack.fly.edge import Deliveries
 from devstack.fly.faults import API_FAULTS, Fault, FaultBook, FaultError, FaultKind
 from devstack.fly.machines import Fleet, Lease, Machine, MachineConflict, MachineState
 
@@ -32,7 +33,6 @@ logger = logging.getLogger(__name__)
 MAX_WAIT_SECS = 60
 DEFAULT_LEASE_TTL_SECS = 30
 MAX_EVENTS = 50
-PROXY_TIMEOUT_SECS = 60.0
 NONCE_HEADER = "fly-machine-lease-nonce"
 # Guest rules flyctl checks (internal/machine/update.go): shared CPUs and their memory range per CPU.
 SHARED_CPUS = frozenset({1, 2, 4, 6, 8})
@@ -40,7 +40,7 @@ SHARED_CPUS = frozenset({1, 2, 4, 6, 8})
 FLEET: web.AppKey[Fleet] = web.AppKey("fleet", Fleet)
 FAULTS: web.AppKey[FaultBook] = web.AppKey("faults", FaultBook)
 TOKEN: web.AppKey[str] = web.AppKey("token", str)
-SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("session", aiohttp.ClientSession)
+DELIVERIES: web.AppKey[Deliveries] = web.AppKey("deliveries", Deliveries)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -370,39 +370,6 @@ async def release_lease(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
-# Proxy to a machine's worker ---------------------------------------------------------------------------
-async def proxy(request: web.Request) -> web.StreamResponse:
-    machine = request.app[FLEET].get(request.match_info["machine_id"])
-    if machine is None or machine.state is MachineState.DESTROYED:
-        return _fly_error(404, "machine not found")
-    port = machine.http_port
-    if port is None or machine.state is not MachineState.STARTED:
-        return _fly_error(503, f"machine is not running (state {machine.state.value})")
-    headers = {
-        name: value
-        for name, value in request.headers.items()
-        if name.lower() in {"authorization", "content-type", "accept"}
-    }
-    url = f"http://127.0.0.1:{port}/{request.match_info['tail']}"
-    try:
-        async with request.app[SESSION].request(
-            request.method,
-            url,
-            params=request.query,
-            data=await request.read(),
-            headers=headers,
-            timeout=aiohttp.ClientTimeout(total=PROXY_TIMEOUT_SECS),
-        ) as upstream:
-            body = await upstream.read()
-            return web.Response(
-                body=body,
-                status=upstream.status,
-                headers={"Content-Type": upstream.headers.get("Content-Type", "application/octet-stream")},
-            )
-    except (aiohttp.ClientError, TimeoutError) as error:
-        return _fly_error(502, f"could not reach machine {machine.id}: {type(error).__name__}")
-
-
 # Control (tests only) ----------------------------------------------------------------------------------
 async def add_faults(request: web.Request) -> web.Response:
     body = await request.json()
@@ -438,27 +405,27 @@ async def control_machine(request: web.Request) -> web.Response:
             "httpPort": run.http_port if run is not None else None,
             "restarts": machine.restarts,
             "logPath": str(request.app[FLEET].log_path(machine.id)),
+            "edgeDeliveries": request.app[DELIVERIES].of(machine.id),
         }
     )
+
+
+async def control_edge(request: web.Request) -> web.Response:
+    deliveries = request.app[DELIVERIES]
+    return web.json_response({"forced": deliveries.forced, "balanced": deliveries.balanced})
 
 
 async def health(_: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def create_app(fleet: Fleet, faults: FaultBook, token: str) -> web.Application:
-    """The aiohttp application around `fleet` (whose TaskGroup the caller owns)."""
+def create_app(fleet: Fleet, faults: FaultBook, token: str, deliveries: Deliveries) -> web.Application:
+    """The Machines API application around `fleet` (whose TaskGroup the caller owns)."""
     app = web.Application(middlewares=[api_middleware], client_max_size=1024 * 1024)
     app[FLEET] = fleet
     app[FAULTS] = faults
     app[TOKEN] = token
-
-    async def client_session(app: web.Application) -> Any:
-        async with aiohttp.ClientSession() as session:
-            app[SESSION] = session
-            yield
-
-    app.cleanup_ctx.append(client_session)
+    app[DELIVERIES] = deliveries
     machines = "/v1/apps/{app_name}/machines"
     machine = machines + "/{machine_id}"
     app.router.add_get(machines, list_machines)
@@ -474,10 +441,10 @@ def create_app(fleet: Fleet, faults: FaultBook, token: str) -> web.Application:
     app.router.add_post(machine + "/lease", create_lease)
     app.router.add_get(machine + "/lease", show_lease)
     app.router.add_delete(machine + "/lease", release_lease)
-    app.router.add_route("*", "/_machines/{machine_id}/{tail:.*}", proxy)
     app.router.add_get("/_control/faults", list_faults)
     app.router.add_post("/_control/faults", add_faults)
     app.router.add_delete("/_control/faults", clear_faults)
     app.router.add_get("/_control/machines/{machine_id}", control_machine)
+    app.router.add_get("/_control/edge", control_edge)
     app.router.add_get("/_control/health", health)
     return app

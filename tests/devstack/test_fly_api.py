@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +21,14 @@ from tests.factories import AppUser, create_trader, create_user, delete_user
 
 IMAGE = "registry.fly.io/trademind-workers:fly-test-1"
 API_SECRET = "fly-test-machine-api-secret-0123456789"
+# The worker's HTTP API as a service on the app's public edge (what provision-machine configures).
+HTTP_SERVICE = {
+    "protocol": "tcp",
+    "internal_port": 8080,
+    "ports": [{"port": 443, "handlers": ["tls", "http"]}],
+    "autostart": False,
+    "autostop": "off",
+}
 
 
 @pytest.fixture
@@ -47,10 +54,12 @@ class Machines:
             "MACHINE_TOKEN": user.machine_jwt(machine_id),
             "MACHINE_API_SECRET": API_SECRET,
             "HEARTBEAT_INTERVAL_SECS": "1",
+            "VERSION": image.rpartition(":")[2],
         }
         return {
             "image": image,
             "env": env,
+            "services": [HTTP_SERVICE],
             "guest": {"cpu_kind": "shared", "cpus": 1, "memory_mb": 256},
             "restart": {"policy": "on-failure", "max_retries": 10},
             "stop_config": {"signal": "SIGTERM", "timeout": "30s"},
@@ -73,12 +82,13 @@ class Machines:
         )
         return machine_id, user
 
-    def launched(self, image: str = IMAGE) -> tuple[str, AppUser]:
+    def launched(self, image: str = IMAGE, *, healthy: bool = True, **extra: Any) -> tuple[str, AppUser]:
         machine_id, user = self.created()
-        response = self.fly.update(machine_id, {"config": self.config(user, machine_id, image)})
+        response = self.fly.update(machine_id, {"config": self.config(user, machine_id, image, **extra)})
         assert response.status_code == 200, response.text
         assert self.fly.wait(machine_id, version=response.json()["instance_id"]).status_code == 200
-        wait_healthy(self.fly, machine_id)
+        if healthy:
+            wait_healthy(self.fly, machine_id)
         return machine_id, user
 
     def cleanup(self) -> None:
@@ -363,16 +373,77 @@ def test_fault_definitions_are_checked(fly: FlyStandInClient) -> None:
     assert "unknown fault kind 'meteor'" in response.json()["error"]
 
 
-# Proxy ---------------------------------------------------------------------------------------------------
-def test_proxy_forwards_methods_bodies_and_the_bearer(machines: Machines, fly: FlyStandInClient) -> None:
-    machine_id, _ = machines.launched()
+# The app's edge (Fly Proxy) -------------------------------------------------------------------------------
+def test_edge_delivers_to_the_machine_the_header_names(machines: Machines, fly: FlyStandInClient) -> None:
+    (first, _), (second, _) = machines.launched(), machines.launched()
 
-    unauthorised = fly.machine_http(machine_id, "/reload-traders", "POST")
+    answers = {machine_id: fly.machine_http(machine_id, "/health") for machine_id in (first, second)}
+    unauthorised = fly.machine_http(first, "/reload-traders", "POST")
     reload = fly.machine_http(
-        machine_id, "/reload-traders", "POST", headers={"Authorization": f"Bearer {API_SECRET}"}
+        first, "/reload-traders", "POST", headers={"Authorization": f"Bearer {API_SECRET}"}
     )
-    missing = fly.machine_http(str(uuid.uuid4().hex[:14]), "/health")
 
+    for machine_id, answer in answers.items():
+        assert answer.status_code == 200 and answer.json()["machineId"] == machine_id
+        assert answer.headers["fly-request-id"]
     assert unauthorised.status_code == 401
     assert reload.json() == {"success": True, "tradersLoaded": 0}
-    assert missing.status_code == 404
+    delivered = fly.process(first)["edgeDeliveries"]
+    assert delivered[-2:] == [
+        {"method": "POST", "path": "/reload-traders", "forced": True, "status": 401},
+        {"method": "POST", "path": "/reload-traders", "forced": True, "status": 200},
+    ]
+
+
+def test_edge_without_the_header_load_balances_over_started_machines(
+    machines: Machines, fly: FlyStandInClient
+) -> None:
+    machine_id, _ = machines.launched()
+    before = fly.edge_totals()
+
+    answer = fly.edge_http("/health")
+
+    assert answer.status_code == 200
+    assert fly.edge_totals() == {"forced": before["forced"], "balanced": before["balanced"] + 1}
+    assert answer.json()["machineId"] in {m["id"] for m in fly.list_machines(state="started")}
+    assert machine_id
+
+
+def test_edge_has_no_fallback_for_a_machine_it_cannot_reach(
+    machines: Machines, fly: FlyStandInClient
+) -> None:
+    stopped_id, _ = machines.launched()
+    fly.stop(stopped_id, {"signal": "SIGTERM"})
+    fly.wait(stopped_id, "stopped", 30)
+    no_service_id, _ = machines.launched(healthy=False, services=[])
+    wrong_port_id, _ = machines.launched(healthy=False, services=[HTTP_SERVICE | {"internal_port": 9090}])
+    delivered_before = len(fly.process(stopped_id)["edgeDeliveries"])
+
+    unknown = fly.machine_http("0123456789abcd", "/health")
+    started = time.monotonic()
+    stopped = fly.machine_http(stopped_id, "/health")
+    stopped_secs = time.monotonic() - started
+    no_service = fly.machine_http(no_service_id, "/health")
+    wrong_port = fly.machine_http(wrong_port_id, "/health")
+
+    # Fly's proxy answers these itself (502, no body) and logs the reason; the worker never sees them.
+    for answer in (unknown, stopped, no_service, wrong_port):
+        assert (answer.status_code, answer.content) == (502, b"")
+        assert answer.headers["fly-request-id"]
+    assert stopped_secs >= 4  # it kept trying the machine before giving up
+    assert fly.get(stopped_id)["state"] == "stopped"  # autostart is off: the proxy did not start it
+    assert len(fly.process(stopped_id)["edgeDeliveries"]) == delivered_before
+    assert fly.process(no_service_id)["edgeDeliveries"] == fly.process(wrong_port_id)["edgeDeliveries"] == []
+
+
+def test_edge_starts_a_stopped_machine_whose_service_has_autostart(
+    machines: Machines, fly: FlyStandInClient
+) -> None:
+    machine_id, _ = machines.launched(services=[HTTP_SERVICE | {"autostart": True}])
+    fly.stop(machine_id, {"signal": "SIGTERM"})
+    fly.wait(machine_id, "stopped", 30)
+
+    answer = fly.machine_http(machine_id, "/health")
+
+    assert answer.status_code in (200, 503) and answer.json()["machineId"] == machine_id
+    assert fly.get(machine_id)["state"] == "started"

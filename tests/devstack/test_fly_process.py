@@ -32,11 +32,12 @@ def start_standin(state_dir: Path, port: int) -> subprocess.Popen[bytes]:
         "PYTHONPATH": str(REPO_ROOT),
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "devstack.fly", "--port", str(port), "--state-dir", str(state_dir)],
+        [sys.executable, "-m", "devstack.fly", "--port", str(port), "--edge-port", str(free_port()),
+         "--state-dir", str(state_dir)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-    )
+    )  # fmt: skip
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:

@@ -562,6 +562,48 @@ def test_health_fans_out_and_summarises(stack: DevStack, fleet: Fleet, fly: FlyS
     assert others.status_code == 403
 
 
+# How the functions reach machines -----------------------------------------------------------------------
+def test_functions_reach_machines_only_through_the_edge_with_the_routing_header(
+    stack: DevStack, fleet: Fleet, fly: FlyStandInClient
+) -> None:
+    (alice, alice_machine), (bob, bob_machine) = fleet.provisioned(2)
+    deliveries_before = {m: len(fly.process(m)["edgeDeliveries"]) for m in (alice_machine, bob_machine)}
+    totals_before = fly.edge_totals()
+
+    health = call(stack, "check-machine-health", {"userIds": [str(alice.id), str(bob.id)]})
+    destroyed = call(stack, "destroy-machine", {"userId": str(bob.id)})
+
+    # Each machine answered for itself: the edge delivered by fly-force-instance-id, never load-balanced.
+    assert {m["machineId"]: m["healthy"] for m in health.json()["machines"]} == {
+        alice_machine: True,
+        bob_machine: True,
+    }
+    assert destroyed.json()["finalStateSource"] == "machine"
+    assert fly.edge_totals()["balanced"] == totals_before["balanced"]
+    new_deliveries = {
+        machine_id: fly.process(machine_id)["edgeDeliveries"][deliveries_before[machine_id] :]
+        for machine_id in (alice_machine, bob_machine)
+    }
+    health_call = {"method": "GET", "path": "/health", "forced": True, "status": 200}
+    assert new_deliveries[alice_machine] == [health_call]
+    assert new_deliveries[bob_machine] == [
+        health_call,
+        {"method": "POST", "path": "/prepare-shutdown", "forced": True, "status": 200},
+    ]
+    # No private address to take instead: the functions get the edge only, the workers listen on ports
+    # only the stand-in knows, and the machines carry the HTTP service Fly's proxy needs.
+    assert "MACHINE_URL_TEMPLATE" not in stack.config.functions_env()
+    assert fly.get(alice_machine)["config"]["services"] == [
+        {
+            "protocol": "tcp",
+            "internal_port": 8080,
+            "ports": [{"port": 443, "handlers": ["tls", "http"]}],
+            "autostart": False,
+            "autostop": "off",
+        }
+    ]
+
+
 # Recovery and the watchdog -----------------------------------------------------------------------------
 def test_a_worker_killed_while_trading_is_restarted_and_recovers_its_state(
     stack: DevStack, fleet: Fleet, fly: FlyStandInClient, db: psycopg.Connection[Any]

@@ -1,17 +1,22 @@
 // What the lifecycle functions share: their environment, who may act for whom, the machine config a user
-// gets, the fly_machines rows, and calls to a machine's own HTTP API (reached through MACHINE_URL_TEMPLATE:
-// `http://{machine_id}.vm.{app}.internal:8080` on Fly's private network, the stand-in's proxy locally).
+// gets, the fly_machines rows, and calls to a machine's own HTTP API.
+//
+// Hosted Edge Functions are outside Fly's private network, so they reach a machine the way Fly documents for
+// that ("Connecting to User Machines", dynamic request routing): the app's public hostname
+// (MACHINE_BASE_URL, default https://<app>.fly.dev) with `fly-force-instance-id: <machine id>`, which Fly's
+// proxy delivers to that machine only, through the HTTP service in its config. Callers inside Fly's private
+// network may set MACHINE_URL_TEMPLATE (e.g. http://{machine_id}.vm.{app}.internal:8080) instead.
 import type { SupabaseClient } from "npm:@supabase/supabase-js@2.119.0";
 import type { Caller } from "./auth.ts";
 import { isUuid } from "./auth.ts";
 import { optionalEnv, positiveIntEnv, requireEnv, type SupabaseEnv, supabaseEnv } from "./env.ts";
-import { type FlyEnv, flyEnv, type MachineConfig } from "./fly.ts";
+import { type FlyEnv, flyEnv, imageTag, type MachineConfig } from "./fly.ts";
 import { HttpError, invalidBody } from "./http.ts";
 import { DEFAULT_MACHINE_TOKEN_TTL_DAYS, machineApiSecret, mintMachineToken } from "./machine_tokens.ts";
+import runtimeJson from "./machine_runtime.json" with { type: "json" };
 
-export const WORKER_HTTP_PORT = 8080;
 // Machine size by subscription tier; free users get no machine.
-export const MEMORY_MB_BY_TIER: Readonly<Record<string, number>> = { pro: 256, elite: 512, power: 1024 };
+export const MEMORY_MB_BY_TIER: Readonly<Record<string, number>> = runtimeJson.memoryMbByTier;
 // Rows whose machine_id is this prefix are claims taken before Fly assigned an id (see provision-machine).
 export const PENDING_PREFIX = "pending-";
 
@@ -20,13 +25,22 @@ export interface LifecycleEnv {
   anonKey: string;
   fly: FlyEnv;
   workerImage: string;
-  machineUrlTemplate: string;
+  machineRoute: MachineRoute;
   machineJwtSecret: string;
   machineSecretKey: string;
   jwtIssuer: string;
   tokenTtlSecs: number;
   workerSupabaseUrl: string;
   workerEnv: Record<string, string>;
+}
+
+/** How a machine's HTTP API is reached: Fly's public edge with the routing header, or a private address. */
+export type MachineRoute = { kind: "edge"; baseUrl: string | null } | { kind: "private"; urlTemplate: string };
+
+function machineRouteFromEnv(): MachineRoute {
+  const urlTemplate = Deno.env.get("MACHINE_URL_TEMPLATE");
+  if (urlTemplate) return { kind: "private", urlTemplate };
+  return { kind: "edge", baseUrl: Deno.env.get("MACHINE_BASE_URL")?.replace(/\/+$/, "") || null };
 }
 
 export function lifecycleEnv(): LifecycleEnv {
@@ -43,7 +57,7 @@ export function lifecycleEnv(): LifecycleEnv {
     anonKey: requireEnv("SUPABASE_ANON_KEY"),
     fly: flyEnv(),
     workerImage: requireEnv("FLY_WORKER_IMAGE"),
-    machineUrlTemplate: optionalEnv("MACHINE_URL_TEMPLATE", `http://{machine_id}.vm.{app}.internal:${WORKER_HTTP_PORT}`),
+    machineRoute: machineRouteFromEnv(),
     // The project's JWT secret: PostgREST verifies machine tokens with it.
     machineJwtSecret: optionalEnv("MACHINE_JWT_SECRET", supabase.jwtSecret),
     machineSecretKey: requireEnv("MACHINE_SECRET_KEY"),
@@ -151,6 +165,8 @@ export async function machineEnv(
     }),
     MACHINE_API_SECRET: await machineApiSecret(env.machineSecretKey, user.id),
     PAPER_TRADING_ONLY: user.real_trading_enabled ? "false" : "true",
+    // What /health reports; rollouts wait for it. Fly gives the image only as FLY_IMAGE_REF.
+    VERSION: imageTag(env.workerImage),
   };
   if (binanceKeys) {
     values.BINANCE_API_KEY = binanceKeys.apiKey;
@@ -159,32 +175,34 @@ export async function machineEnv(
   return values;
 }
 
+/**
+ * The user's machine config: image, env, size and metadata per user, every runtime setting from
+ * machine_runtime.json. That file is the one source: fly.toml mirrors it and tests/supabase/test_machine_runtime.py
+ * fails when they drift. Why these values:
+ * - restart on-failure x10, not always: exit 0 means the worker was told to stop, and a worker whose row is
+ *   gone (exit 78) must not restart forever; crashes and kills are restarted.
+ * - stop_config 35 s: the worker finishes in-flight work within 30 s of SIGTERM.
+ * - checks.health grace 30 s: a cold worker backfills its symbols before /health passes (the image's
+ *   HEALTHCHECK start period is the same).
+ * - one HTTP service on 443 for the lifecycle functions (https://<app>.fly.dev + fly-force-instance-id);
+ *   Fly's proxy never starts or stops a worker (autostart false, autostop off): provision, destroy and the
+ *   restart policy own its lifecycle.
+ */
 export function machineConfig(env: LifecycleEnv, user: UserForMachine, workerEnv: Record<string, string>): MachineConfig {
   const memoryMb = MEMORY_MB_BY_TIER[user.tier];
   if (!memoryMb) throw new HttpError(403, "tier_not_eligible", `the ${user.tier} tier has no worker machine; upgrade to pro or above`);
-  return {
+  return withRuntimeSettings({
     image: env.workerImage,
     env: workerEnv,
-    guest: { cpu_kind: "shared", cpus: 1, memory_mb: memoryMb },
-    // on-failure, not always: exit 0 means the worker was told to stop, and a worker whose row is gone
-    // (exit 78) must not restart forever. Crashes and kills are restarted up to 10 times.
-    restart: { policy: "on-failure", max_retries: 10 },
-    auto_destroy: false,
+    guest: { memory_mb: memoryMb },
     metadata: { trademind_user_id: user.id, trademind_tier: user.tier },
-    checks: {
-      health: {
-        type: "http",
-        port: WORKER_HTTP_PORT,
-        path: "/health",
-        method: "GET",
-        interval: "15s",
-        timeout: "5s",
-        grace_period: "20s",
-      },
-    },
-    // The worker finishes in-flight work within 30 s of SIGTERM.
-    stop_config: { signal: "SIGTERM", timeout: "35s" },
-  };
+  });
+}
+
+/** `config` with every runtime setting as machine_runtime.json has it now (the machine keeps its memory). */
+export function withRuntimeSettings(config: MachineConfig): MachineConfig {
+  const runtime = structuredClone(runtimeJson.config);
+  return { ...config, ...runtime, guest: { ...runtime.guest, memory_mb: config.guest?.memory_mb } };
 }
 
 export async function decryptBinanceKeys(db: SupabaseClient, userId: string): Promise<{ apiKey: string; secretKey: string } | null> {
@@ -209,9 +227,15 @@ export class MachineUnreachable extends Error {
   }
 }
 
-export function machineUrl(template: string, app: string, machineId: string, path: string): string {
-  const base = template.replaceAll("{machine_id}", encodeURIComponent(machineId)).replaceAll("{app}", encodeURIComponent(app));
-  return `${base.replace(/\/+$/, "")}/${path.replace(/^\/+/, "")}`;
+/** The URL and routing headers of a request to `path` on one machine's HTTP API. */
+export function machineTarget(route: MachineRoute, app: string, machineId: string, path: string): { url: string; headers: Record<string, string> } {
+  const tail = path.replace(/^\/+/, "");
+  if (route.kind === "private") {
+    const base = route.urlTemplate.replaceAll("{machine_id}", encodeURIComponent(machineId)).replaceAll("{app}", encodeURIComponent(app));
+    return { url: `${base.replace(/\/+$/, "")}/${tail}`, headers: {} };
+  }
+  const base = route.baseUrl ?? `https://${app}.fly.dev`;
+  return { url: `${base}/${tail}`, headers: { "fly-force-instance-id": machineId } };
 }
 
 export async function callMachine(
@@ -220,12 +244,13 @@ export async function callMachine(
   path: string,
   { method = "GET", userId, body, timeoutMs = 5000 }: { method?: string; userId?: string; body?: unknown; timeoutMs?: number } = {},
 ): Promise<MachineAnswer> {
-  const headers: Record<string, string> = { accept: "application/json" };
+  const target = machineTarget(env.machineRoute, env.fly.app, machineId, path);
+  const headers: Record<string, string> = { ...target.headers, accept: "application/json" };
   if (userId) headers.authorization = `Bearer ${await machineApiSecret(env.machineSecretKey, userId)}`;
   if (body !== undefined) headers["content-type"] = "application/json";
   let response: Response;
   try {
-    response = await fetch(machineUrl(env.machineUrlTemplate, env.fly.app, machineId, path), {
+    response = await fetch(target.url, {
       method,
       headers,
       body: body === undefined ? undefined : JSON.stringify(body),
@@ -240,9 +265,10 @@ export async function callMachine(
     const value = JSON.parse(text);
     if (value && typeof value === "object" && !Array.isArray(value)) parsed = value;
   } catch { /* not JSON */ }
-  // A proxy or router answering for a machine that is not running is not the worker speaking.
-  if ((response.status === 502 || response.status === 503 || response.status === 404) && typeof parsed?.error === "string") {
-    throw new MachineUnreachable(machineId, `HTTP ${response.status}: ${parsed.error}`);
+  // The worker always answers JSON; a 5xx without it is Fly's proxy saying the machine cannot be reached
+  // (not found, not started, refused), which it answers with no body of its own.
+  if (response.status >= 500 && parsed === null) {
+    throw new MachineUnreachable(machineId, `HTTP ${response.status} from Fly's proxy (request ${response.headers.get("fly-request-id") ?? "?"})`);
   }
   return { status: response.status, body: parsed };
 }

@@ -17,7 +17,7 @@ const DEFAULTS: Record<string, string> = {
   FLY_API_TOKEN: "fly-devstack-token-not-a-secret",
   FLY_APP_NAME: "trademind-workers",
   FLY_WORKER_IMAGE: "registry.fly.io/trademind-workers:dev",
-  MACHINE_URL_TEMPLATE: "http://127.0.0.1:54342/_machines/{machine_id}",
+  MACHINE_BASE_URL: "http://127.0.0.1:54350",
   MACHINE_SECRET_KEY: "devstack-machine-secret-key-not-for-production",
   // The signal-code validator (worker/validator), as devstack/config.py's functions_env() gives it.
   SIGNAL_VALIDATOR_URL: "http://127.0.0.1:54345",

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { machineApiSecret, mintMachineToken } from "../_shared/machine_tokens.ts";
 import { imageTag } from "../_shared/fly.ts";
-import { machineUrl, targetUser } from "../_shared/machines.ts";
+import { machineTarget, targetUser } from "../_shared/machines.ts";
 import { handler } from "../provision-machine/handler.ts";
 import { createUser, deleteUser, env, json, post, sql, stackTest, type TestUser } from "./helpers.ts";
 
@@ -48,8 +48,19 @@ Deno.test("machine API secrets: stable per user, different across users and keys
 });
 
 Deno.test("machine URLs and image tags", () => {
-  assert.equal(machineUrl("http://{machine_id}.vm.{app}.internal:8080", "app", "abc", "/health"), "http://abc.vm.app.internal:8080/health");
-  assert.equal(machineUrl("http://127.0.0.1:1/_machines/{machine_id}/", "app", "abc", "health"), "http://127.0.0.1:1/_machines/abc/health");
+  assert.deepEqual(machineTarget({ kind: "edge", baseUrl: null }, "app", "abc", "/health"), {
+    url: "https://app.fly.dev/health",
+    headers: { "fly-force-instance-id": "abc" },
+  });
+  assert.deepEqual(machineTarget({ kind: "edge", baseUrl: "http://127.0.0.1:1" }, "app", "abc", "prepare-shutdown"), {
+    url: "http://127.0.0.1:1/prepare-shutdown",
+    headers: { "fly-force-instance-id": "abc" },
+  });
+  // Inside Fly's private network: the machine's own address, no routing header.
+  assert.deepEqual(machineTarget({ kind: "private", urlTemplate: "http://{machine_id}.vm.{app}.internal:8080/" }, "app", "abc", "/health"), {
+    url: "http://abc.vm.app.internal:8080/health",
+    headers: {},
+  });
   assert.equal(imageTag("registry.fly.io/app:v42"), "v42");
   assert.equal(imageTag("localhost:5000/app"), "latest");
   assert.equal(imageTag("app:v1@sha256:abc"), "v1");

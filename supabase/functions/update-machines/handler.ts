@@ -23,6 +23,7 @@ import {
   PENDING_PREFIX,
   rejectUnknownFields,
   sleep,
+  withRuntimeSettings,
 } from "../_shared/machines.ts";
 import { serviceClient } from "../_shared/supabase.ts";
 
@@ -181,11 +182,16 @@ async function updateOne(
         console.warn(`update-machines: ${error.message}; updating anyway`);
       }
     }
-    const config = {
+    // Fresh from Fly, so nothing another caller set is lost; the runtime settings are today's.
+    const config = withRuntimeSettings({
       ...machine.config,
       image: request.image,
-      env: { ...(machine.config?.env ?? {}), MACHINE_TOKEN: await mintFreshToken(env, row.user_id, machineId) },
-    };
+      env: {
+        ...(machine.config?.env ?? {}),
+        MACHINE_TOKEN: await mintFreshToken(env, row.user_id, machineId),
+        VERSION: result.toVersion,
+      },
+    });
     const updated = await stage("update", () =>
       fly.update(machineId, { config, current_version: machine.instance_id, skip_launch: !running }, nonce ?? undefined)
     );
