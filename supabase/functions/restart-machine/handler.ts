@@ -23,6 +23,7 @@ import {
   sleep,
   targetUser,
   type UserForMachine,
+  withRuntimeSettings,
 } from "../_shared/machines.ts";
 import { serviceClient } from "../_shared/supabase.ts";
 
@@ -86,7 +87,10 @@ export const handler = postHandler("restart-machine", async (req) => {
     }
     const keys = user.real_trading_enabled ? await decryptBinanceKeys(db, userId) : null;
     const fresh = machineConfig(env, user as UserForMachine, await machineEnv(env, user as UserForMachine, machineId, keys));
-    const config = { ...machine.config, env: fresh.env, image: machine.config?.image ?? fresh.image };
+    // Its own image, a fresh env reporting that image's version, today's runtime settings (the HTTP
+    // service the functions reach it through included).
+    const image = machine.config?.image ?? fresh.image;
+    const config = withRuntimeSettings({ ...machine.config, image, env: { ...fresh.env, VERSION: imageTag(image) } });
     const updated = await fly.update(machineId, { config, current_version: machine.instance_id }, nonce);
     const waitSecs = positiveIntEnv("RESTART_WAIT_SECS", 90);
     if (!await fly.waitFor(machineId, "started", Date.now() + waitSecs * 1000, updated.instance_id)) {
