@@ -15,7 +15,9 @@ from typer.testing import CliRunner, Result
 
 from cli.console.session import Profile, Session
 from cli.main import app
+from devstack.fly.client import FlyStandInClient
 from devstack.keys import mint_jwt
+from devstack.stack import DevStack
 from tests.factories import AppUser, create_user, delete_user
 
 ERROR_LINE = re.compile(r"^error: [^\n]+\n$")
@@ -65,3 +67,33 @@ def assert_error(result: Result, exit_code: int, pattern: str) -> None:
     assert ERROR_LINE.match(result.stderr), result.stderr
     assert re.search(pattern, result.stderr), result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.fixture
+def fly(stack: DevStack) -> Iterator[FlyStandInClient]:
+    with FlyStandInClient() as client:
+        yield client
+
+
+@pytest.fixture
+def subscriber(db: psycopg.Connection[Any], trader: Trader, fly: FlyStandInClient) -> Iterator[Trader]:
+    """The signed-in trader with an active pro subscription; their machines are force-destroyed afterwards."""
+    db.execute("update users set subscription_status = 'active' where id = %s", (trader.user.id,))
+    yield trader
+    for (machine_id,) in db.execute(
+        "select machine_id from fly_machines where user_id = %s", (trader.user.id,)
+    ).fetchall():
+        fly.delete(machine_id, force=True)
+
+
+def machine_health(
+    fly: FlyStandInClient, machine_id: str, check: Any, timeout_secs: float = 30
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_secs
+    while time.monotonic() < deadline:
+        response = fly.machine_http(machine_id, "/health")
+        if response.status_code == 200 and check(response.json()):
+            answer: dict[str, Any] = response.json()
+            return answer
+        time.sleep(0.1)
+    raise AssertionError(f"machine {machine_id}: /health never matched; last {response.text}")

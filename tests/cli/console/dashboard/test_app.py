@@ -9,6 +9,7 @@ import gc
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -19,7 +20,8 @@ from textual.widgets import DataTable, RichLog, Static
 from cli.console.api import Api
 from cli.console.dashboard.app import Dashboard
 from cli.console.session import Profile
-from tests.cli.console.conftest import Trader
+from devstack.fly.client import FlyStandInClient
+from tests.cli.console.conftest import Trader, invoke, machine_health
 from tests.factories import create_trader
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
@@ -137,6 +139,31 @@ async def test_pause_from_the_dashboard_reaches_the_database(
         await until(lambda: cells(app, "traders")[0][1] == "active", 3)
 
     assert status == ("paused",)
+
+
+async def test_pause_from_the_dashboard_reaches_the_worker(
+    db: psycopg.Connection[Any],
+    subscriber: Trader,
+    fly: FlyStandInClient,
+    dashboard: Callable[[], Dashboard],
+) -> None:
+    trader_id = create_trader(db, subscriber.user, "Dip buyer")
+    assert invoke("machine", "provision").exit_code == 0
+    row = db.execute("select machine_id from fly_machines where user_id = %s", (subscriber.user.id,))
+    machine_id = str(row.fetchone()[0])  # type: ignore[index]
+    await asyncio.to_thread(machine_health, fly, machine_id, lambda body: body["activeTraders"] == 1)
+    worker_log = Path(fly.process(machine_id)["logPath"])
+    app = dashboard()
+
+    async with running(app) as pilot:
+        await until(lambda: len(cells(app, "traders")) == 1, 5)
+        await pilot.click("#traders")
+        await pilot.press("p")
+        # The worker's trader sync (Realtime) takes the paused trader off its schedule and says so.
+        paused_line = f"trader paused trader_id={trader_id}"
+        reached_worker_secs = await until(lambda: paused_line in worker_log.read_text(), 10)
+
+    assert reached_worker_secs < 10
 
 
 async def test_chat_asks_about_the_highlighted_position(
