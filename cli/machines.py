@@ -350,6 +350,8 @@ def _rollout(body: dict[str, Any], *, show_progress: bool) -> dict[str, Any]:
         status: sum(1 for r in results.values() if r["status"] == status)
         for status in ("updated", "failed", "skipped", "pending")
     }
+    rollbacks = [r["rollback"]["status"] for r in results.values() if r.get("rollback")]
+    counts |= {"rolledBack": rollbacks.count("rolled_back"), "rollbackFailed": rollbacks.count("failed")}
     report["summary"] = {"total": len(results), **counts}
     report["success"] = counts["failed"] == 0 and counts["pending"] == 0
     return report
@@ -370,12 +372,19 @@ def _print_rollout(report: dict[str, Any]) -> None:
     colours = {"updated": "green", "skipped": "dim", "failed": "red", "pending": "yellow"}
     for machine in sorted(report.get("machines", []), key=lambda m: (m.get("batch", 0), m["machineId"])):
         status = machine["status"]
+        outcome = f"[{colours.get(status, 'white')}]{status}[/]"
+        detail = machine.get("error") or machine.get("stage") or ""
+        if rollback := machine.get("rollback"):
+            # A failed machine is put back on its previous version; say whether that worked.
+            if rollback["status"] == "rolled_back":
+                outcome += f", [yellow]rolled back to {rollback['version']}[/]"
+            else:
+                outcome += ", [red bold]rollback failed[/]"
+                detail += f"; rollback: {rollback.get('error') or rollback.get('stage')}"
         seconds = f"{machine['durationMs'] / 1000:.1f}" if machine.get("durationMs") is not None else "-"
         table.add_row(
             str(machine.get("batch", "-")), machine["userId"], machine["machineId"],
-            machine.get("fromVersion") or "-", machine.get("toVersion") or "-",
-            f"[{colours.get(status, 'white')}]{status}[/]",
-            machine.get("error") or machine.get("stage") or "", seconds,
+            machine.get("fromVersion") or "-", machine.get("toVersion") or "-", outcome, detail, seconds,
         )  # fmt: skip
     console.print(table)
     summary = report.get("summary", {})
@@ -383,7 +392,8 @@ def _print_rollout(report: dict[str, Any]) -> None:
     if report.get("dryRun"):
         verdict = "[cyan]dry run: nothing changed[/]"
     console.print(
-        f"{verdict}: {summary.get('updated', 0)} updated, {summary.get('failed', 0)} failed, "
+        f"{verdict}: {summary.get('updated', 0)} updated, {summary.get('failed', 0)} failed "
+        f"({summary.get('rolledBack', 0)} rolled back, {summary.get('rollbackFailed', 0)} rollback failed), "
         f"{summary.get('skipped', 0)} skipped, {summary.get('pending', 0)} pending"
     )
 

@@ -1,4 +1,4 @@
-"""Test-controlled faults: machines that never start or never get healthy, a slow API, 429s.
+"""Test-controlled faults: machines that never start or never get healthy, broken images, a slow API, 429s.
 
 Faults are installed with `POST /_control/faults` and matched against the machine a call is about (its id,
 image and metadata), so parallel tests that use different machines or users never see each other's faults.
@@ -15,12 +15,13 @@ from typing import Any
 class FaultKind(StrEnum):
     NEVER_START = "never_start"  # the machine stays `starting`: its process is never launched
     UNHEALTHY = "unhealthy"  # the process runs but cannot reach Supabase, so /health never answers
+    BROKEN_IMAGE = "broken_image"  # every machine on `image` crashes as it boots (exit 1), until cleared
     SLOW_API = "slow_api"  # API calls answer after `delayMs`
     RATE_LIMIT = "rate_limit"  # API calls answer 429
 
 
 # Faults that change how a machine runs, and faults that change how the API answers.
-MACHINE_FAULTS = frozenset({FaultKind.NEVER_START, FaultKind.UNHEALTHY})
+MACHINE_FAULTS = frozenset({FaultKind.NEVER_START, FaultKind.UNHEALTHY, FaultKind.BROKEN_IMAGE})
 API_FAULTS = frozenset({FaultKind.SLOW_API, FaultKind.RATE_LIMIT})
 
 
@@ -60,6 +61,8 @@ class Fault:
         delay_ms = raw.get("delayMs", 1000 if kind is FaultKind.SLOW_API else 0)
         if not isinstance(delay_ms, int) or not 0 <= delay_ms <= 120_000:
             raise FaultError("delayMs must be an integer between 0 and 120000")
+        if kind is FaultKind.BROKEN_IMAGE and (not isinstance(raw.get("image"), str) or count is not None):
+            raise FaultError("a broken_image fault names its image and has no count: the image stays broken")
         if count is None and kind is FaultKind.RATE_LIMIT:
             count = 1  # an endless 429 would make every client give up; ask for more explicitly
         return cls(kind, raw.get("machineId"), raw.get("image"), dict(metadata), count, delay_ms)

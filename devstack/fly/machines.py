@@ -43,6 +43,10 @@ EVENTS_KEPT = 100
 # A port nothing listens on: an `unhealthy` machine's worker is pointed there for Supabase.
 UNREACHABLE_URL = "http://127.0.0.1:9"
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_BROKEN_IMAGE_ENTRYPOINT = (
+    "import sys; print('Error: failed to spawn command: python -m worker: exec format error',"
+    " file=sys.stderr); sys.exit(1)"
+)
 
 
 class MachineState(StrEnum):
@@ -416,12 +420,16 @@ class Fleet:
     async def _spawn_process(self, machine: Machine) -> None:
         port = free_port()
         env = self._process_env(machine, port)
+        command = ["-m", "worker"]
+        if self._faults.take(frozenset({FaultKind.BROKEN_IMAGE}), machine.id, machine.config):
+            # What an image whose entrypoint cannot run does: the process dies as it boots.
+            logger.info("fault broken_image machine_id=%s image=%s", machine.id, machine.config.get("image"))
+            command = ["-c", _BROKEN_IMAGE_ENTRYPOINT]
         self._logs_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path(machine.id).open("ab") as log:
             process = await asyncio.create_subprocess_exec(
                 self._python,
-                "-m",
-                "worker",
+                *command,
                 cwd=self._repo_root,
                 env=env,
                 stdin=asyncio.subprocess.DEVNULL,

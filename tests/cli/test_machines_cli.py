@@ -89,6 +89,9 @@ def test_a_failed_health_check_stops_the_rollout_and_exits_non_zero(fleet: Fleet
     assert report["success"] is False
     outcomes = {m["machineId"]: m["status"] for m in report["machines"]}
     assert outcomes[provisioned[0][1]] == "failed"
+    # The failed machine was put back on the version it ran before.
+    [failed] = [m for m in report["machines"] if m["status"] == "failed"]
+    assert failed["rollback"]["status"] == "rolled_back" and report["summary"]["rolledBack"] == 1
 
 
 def test_dry_run_changes_nothing(fleet: Fleet) -> None:

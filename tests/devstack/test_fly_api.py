@@ -366,11 +366,32 @@ def test_rate_limit_and_slow_api_faults(machines: Machines, fly: FlyStandInClien
     assert slow.status_code == 200 and slow_secs >= 0.4
 
 
+def test_a_broken_image_crashes_every_machine_that_boots_it(
+    machines: Machines, fly: FlyStandInClient
+) -> None:
+    machine_id, user = machines.created()
+    broken = "registry.fly.io/trademind-workers:fly-test-broken"
+    config = machines.config(user, machine_id, broken, restart={"policy": "no"})
+    fly.add_faults({"kind": "broken_image", "image": broken})
+    try:
+        fly.update(machine_id, {"config": config})
+        failed = fly.wait(machine_id, "failed", 30)
+    finally:
+        fly.clear_faults()
+
+    assert failed.status_code == 200
+    assert fly.events(machine_id)[0]["request"] == {"exit_event": {"exit_code": 1}}
+    with open(fly.process(machine_id)["logPath"]) as log:
+        assert "exec format error" in log.read()
+
+
 def test_fault_definitions_are_checked(fly: FlyStandInClient) -> None:
     response = httpx.post(f"{fly.base_url}/_control/faults", json={"faults": [{"kind": "meteor"}]})
+    no_image = httpx.post(f"{fly.base_url}/_control/faults", json={"faults": [{"kind": "broken_image"}]})
 
     assert response.status_code == 400
     assert "unknown fault kind 'meteor'" in response.json()["error"]
+    assert no_image.status_code == 400 and "names its image" in no_image.json()["error"]
 
 
 # The app's edge (Fly Proxy) -------------------------------------------------------------------------------

@@ -101,7 +101,7 @@ def fleet(stack: DevStack, db: psycopg.Connection[Any], fly: FlyStandInClient) -
 
 
 def wait_healthy(
-    fly: FlyStandInClient, machine_id: str, version: str | None = None, timeout_secs: float = 30
+    fly: FlyStandInClient, machine_id: str, version: str | None = None, timeout_secs: float = 60
 ) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_secs
     last = ""
@@ -113,6 +113,12 @@ def wait_healthy(
         last = response.text
         time.sleep(0.1)
     raise AssertionError(f"machine {machine_id} not healthy: {last}")
+
+
+def rollout_summary(total: int, **counts: int) -> dict[str, int]:
+    """update-machines' summary: every outcome counted, zero unless given."""
+    outcomes = ("updated", "failed", "rolledBack", "rollbackFailed", "skipped", "pending")
+    return {"total": total} | {outcome: counts.get(outcome, 0) for outcome in outcomes}
 
 
 def wait_until(predicate: Any, timeout_secs: float = 20) -> None:
@@ -433,7 +439,7 @@ def test_rolling_update_of_ten_machines_keeps_at_most_max_unavailable_down(
     body = response.json()
     assert response.status_code == 200, response.text
     assert (body["success"], body["complete"]) == (True, True)
-    assert body["summary"] == {"total": 10, "updated": 10, "failed": 0, "skipped": 0, "pending": 0}
+    assert body["summary"] == rollout_summary(total=10, updated=10)
     assert sorted(r["batch"] for r in body["machines"]) == [1, 1, 1, 2, 2, 2, 3, 3, 3, 4]
     for user, machine_id in machines:
         assert wait_healthy(fly, machine_id)["version"] == tag
@@ -458,7 +464,7 @@ def test_rolling_update_of_ten_machines_keeps_at_most_max_unavailable_down(
     assert again.json()["summary"]["skipped"] == 10
 
 
-def test_rolling_update_stops_at_the_first_machine_that_fails_its_health_check(
+def test_a_machine_that_fails_its_health_gate_is_rolled_back_and_the_rollout_halts(
     stack: DevStack, fleet: Fleet, fly: FlyStandInClient
 ) -> None:
     machines = sorted(fleet.provisioned(4), key=lambda pair: pair[1])
@@ -468,25 +474,87 @@ def test_rolling_update_stops_at_the_first_machine_that_fails_its_health_check(
     response = call(
         stack,
         "update-machines",
-        {
-            "image": image,
-            "maxUnavailable": 1,
-            "userIds": [str(u.id) for u, _ in machines],
-            "healthTimeoutSecs": 6,
-        },
+        {"image": image, "userIds": [str(u.id) for u, _ in machines], "healthTimeoutSecs": 30},
     )
 
     body = response.json()
     results = {result["machineId"]: result for result in body["machines"]}
     assert response.status_code == 200
-    assert (body["success"], body["complete"]) == (False, False)
-    assert body["summary"] == {"total": 4, "updated": 1, "failed": 1, "skipped": 0, "pending": 2}
+    assert (body["success"], body["complete"], body["halted"]) == (False, False, True)
+    assert body["summary"] == rollout_summary(total=4, updated=1, failed=1, rolledBack=1, pending=2)
     assert [results[m]["status"] for _, m in machines] == ["updated", "failed", "pending", "pending"]
     failed = results[machines[1][1]]
     assert failed["stage"] == "health"
     assert "did not pass with version" in failed["error"]
+    assert failed["rollback"]["status"] == "rolled_back" and failed["rollback"]["version"] == "dev"
+    assert fly.get(machines[1][1])["config"]["image"] == FLY_DEV_IMAGE
+    assert wait_healthy(fly, machines[1][1])["version"] == "dev"  # back on its previous version
     assert wait_healthy(fly, machines[2][1])["version"] == "dev"  # untouched
     assert fly.get(machines[3][1])["config"]["image"] == FLY_DEV_IMAGE
+
+
+def test_a_rollout_of_a_broken_image_leaves_every_machine_on_a_healthy_version(
+    stack: DevStack, fleet: Fleet, fly: FlyStandInClient
+) -> None:
+    machines = sorted(fleet.provisioned(3), key=lambda pair: pair[1])
+    image = f"{IMAGE_REPOSITORY}:broken-{uuid.uuid4().hex[:8]}"
+    fly.add_faults({"kind": "broken_image", "image": image})
+    tokens_before = {m: fly.get(m)["config"]["env"]["MACHINE_TOKEN"] for _, m in machines}
+
+    try:
+        response = call(
+            stack,
+            "update-machines",
+            {"image": image, "userIds": [str(u.id) for u, _ in machines], "healthTimeoutSecs": 30},
+        )
+    finally:
+        fly.clear_faults()
+
+    body = response.json()
+    [failed] = [result for result in body["machines"] if result["status"] == "failed"]
+    assert response.status_code == 200
+    assert (body["success"], body["halted"]) == (False, True)
+    assert body["summary"] == rollout_summary(total=3, failed=1, rolledBack=1, pending=2)
+    assert failed["stage"] in ("wait", "health")
+    assert failed["rollback"]["status"] == "rolled_back"
+    for user, machine_id in machines:
+        machine = fly.get(machine_id)
+        assert (machine["state"], machine["config"]["image"]) == ("started", FLY_DEV_IMAGE)
+        assert wait_healthy(fly, machine_id)["version"] == "dev"
+        wait_until(lambda u=user: fleet.row(u)[2] == "dev")
+    # The rolled-back machine runs its previous config with a token of its own, not the one it had.
+    rolled_back = failed["machineId"]
+    assert fly.get(rolled_back)["config"]["env"]["MACHINE_TOKEN"] != tokens_before[rolled_back]
+    log = (stack.config.state_dir / "fly" / "machines" / f"{rolled_back}.log").read_text()
+    assert "exec format error" in log
+
+
+def test_a_rollback_that_fails_too_is_reported(stack: DevStack, fleet: Fleet, fly: FlyStandInClient) -> None:
+    [(user, machine_id)] = fleet.provisioned()
+    scope = {"trademind_user_id": str(user.id)}
+    image = f"{IMAGE_REPOSITORY}:broken-{uuid.uuid4().hex[:8]}"
+    # Both the new image and, from now on, the one it runs are broken for this user's machine.
+    fly.add_faults(
+        {"kind": "broken_image", "image": image, "metadata": scope},
+        {"kind": "broken_image", "image": FLY_DEV_IMAGE, "metadata": scope},
+    )
+
+    try:
+        response = call(
+            stack,
+            "update-machines",
+            {"image": image, "userIds": [str(user.id)], "healthTimeoutSecs": 5, "waitTimeoutSecs": 20},
+        )
+    finally:
+        fly.clear_faults()
+
+    [result] = response.json()["machines"]
+    assert response.json()["summary"]["rollbackFailed"] == 1
+    assert result["status"] == "failed" and result["stage"] in ("wait", "health")
+    assert result["rollback"]["status"] == "failed"
+    assert result["rollback"]["stage"] in ("rollback-wait", "rollback-health")
+    assert result["rollback"]["version"] == "dev"
+    assert fly.get(machine_id)["config"]["image"] == FLY_DEV_IMAGE
 
 
 def test_continue_on_failure_updates_the_rest_and_reports_every_outcome(
@@ -500,14 +568,15 @@ def test_continue_on_failure_updates_the_rest_and_reports_every_outcome(
         stack,
         "update-machines",
         {
-            "image": image, "maxUnavailable": 1, "continueOnFailure": True, "healthTimeoutSecs": 6,
+            "image": image, "maxUnavailable": 1, "continueOnFailure": True, "healthTimeoutSecs": 30,
             "userIds": [str(u.id) for u, _ in machines],
         },
     )  # fmt: skip
 
     body = response.json()
     assert [r["status"] for r in body["machines"]] == ["failed", "updated", "updated"]
-    assert body["success"] is False
+    assert body["machines"][0]["rollback"]["status"] == "rolled_back"
+    assert (body["success"], body["halted"]) == (False, False)
 
 
 def test_update_is_for_operators_and_a_dry_run_changes_nothing(

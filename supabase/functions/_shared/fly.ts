@@ -164,6 +164,14 @@ export class FlyClient {
     return nonce;
   }
 
+  /** Extend a lease this caller holds (the same POST, presenting its nonce). */
+  async refreshLease(machineId: string, nonce: string, ttlSecs: number): Promise<void> {
+    await this.request(`refresh lease ${machineId}`, "POST", this.machinesPath(`/${machineId}/lease`), {
+      body: { ttl: ttlSecs },
+      nonce,
+    });
+  }
+
   async releaseLease(machineId: string, nonce: string): Promise<void> {
     try {
       await this.request(`release lease ${machineId}`, "DELETE", this.machinesPath(`/${machineId}/lease`), { nonce });

@@ -4,13 +4,16 @@
 // machine: take a Fly lease, POST /prepare-shutdown on the worker, update the full config fresh from Fly with
 // the new image and a re-minted machine token (current_version guards against a concurrent change), wait for
 // the new version to be `started`, then require the worker's /health to answer 200 with the new version.
-// The rollout stops after the first batch with a failure unless `continueOnFailure`. Machines already on the
-// image are skipped, so calling again resumes a rollout; when the time budget (`deadlineSecs`) would be
-// exceeded the answer is `complete: false` with the rest `pending`.
+// A machine that fails after the worker was told to shut down (update, wait or health) is rolled back under
+// the same lease: its previous config goes back (with a fresh machine token) and must pass the same gates
+// with the previous version; its result says both what failed and how the rollback went. The rollout stops
+// after the first batch with a failure unless `continueOnFailure`. Machines already on the image are
+// skipped, so calling again resumes a rollout; when the time budget (`deadlineSecs`) would be exceeded the
+// answer is `complete: false` with the rest `pending`.
 import type { SupabaseClient } from "npm:@supabase/supabase-js@2.119.0";
 import { authenticate, isUuid, requireRole } from "../_shared/auth.ts";
 import { positiveIntEnv } from "../_shared/env.ts";
-import { FlyApiError, FlyClient, type FlyMachine, imageTag } from "../_shared/fly.ts";
+import { FlyApiError, FlyClient, type FlyMachine, imageTag, type MachineConfig } from "../_shared/fly.ts";
 import { invalidBody, jsonResponse, postHandler, readJsonObject } from "../_shared/http.ts";
 import {
   callMachine,
@@ -49,6 +52,15 @@ interface UpdateRequest {
 
 type Outcome = "updated" | "failed" | "skipped" | "pending";
 
+/** How a failed machine was put back: `rolled_back` = on its previous config and healthy again. */
+interface RollbackResult {
+  status: "rolled_back" | "failed";
+  version: string;
+  stage?: string;
+  error?: string;
+  durationMs?: number;
+}
+
 interface MachineResult {
   machineId: string;
   userId: string;
@@ -58,6 +70,7 @@ interface MachineResult {
   toVersion: string;
   stage?: string;
   error?: string;
+  rollback?: RollbackResult;
   startedAt?: string;
   finishedAt?: string;
   durationMs?: number;
@@ -136,7 +149,13 @@ async function stage<T>(name: string, fn: () => Promise<T>): Promise<T> {
   }
 }
 
-async function waitHealthy(env: LifecycleEnv, machineId: string, version: string, deadlineMs: number): Promise<void> {
+async function waitHealthy(
+  env: LifecycleEnv,
+  machineId: string,
+  version: string,
+  deadlineMs: number,
+  stageName = "health",
+): Promise<void> {
   let last = "no answer yet";
   while (Date.now() < deadlineMs) {
     try {
@@ -149,7 +168,60 @@ async function waitHealthy(env: LifecycleEnv, machineId: string, version: string
     }
     await sleep(HEALTH_POLL_MS);
   }
-  throw new StageError("health", `/health did not pass with version ${version} in time (last: ${last})`);
+  throw new StageError(stageName, `/health did not pass with version ${version} in time (last: ${last})`);
+}
+
+/**
+ * Apply `config` (the new image, or the previous config on a rollback) and, for a running machine, wait
+ * for that version to be started and healthy at `version`. Stage names get `prefix` ("rollback-").
+ */
+async function applyAndGate(
+  env: LifecycleEnv,
+  fly: FlyClient,
+  request: UpdateRequest,
+  machineId: string,
+  config: MachineConfig,
+  { version, running, nonce, prefix = "" }: { version: string; running: boolean; nonce: string; prefix?: string },
+): Promise<void> {
+  const current = await stage(`${prefix}lookup`, () => fly.get(machineId));
+  const updated = await stage(`${prefix}update`, () =>
+    fly.update(machineId, { config, current_version: current.instance_id, skip_launch: !running }, nonce)
+  );
+  if (!running || request.strategy === "immediate") return;
+  const waitSecs = request.waitTimeoutSecs;
+  const reached = await stage(`${prefix}wait`, () => fly.waitFor(machineId, "started", Date.now() + waitSecs * 1000, updated.instance_id));
+  if (!reached) throw new StageError(`${prefix}wait`, `version ${version} did not reach started within ${waitSecs}s`);
+  await waitHealthy(env, machineId, version, Date.now() + request.healthTimeoutSecs * 1000, `${prefix}health`);
+}
+
+/** Put a machine that failed its update back on `previous` (fresh token), gated like the update itself. */
+async function rollBack(
+  env: LifecycleEnv,
+  fly: FlyClient,
+  request: UpdateRequest,
+  row: MachineRow,
+  previous: MachineConfig,
+  { running, nonce }: { running: boolean; nonce: string },
+): Promise<RollbackResult> {
+  const started = Date.now();
+  const version = imageTag(previous.image);
+  const rollback: RollbackResult = { status: "failed", version };
+  try {
+    // The update may have used most of the lease; the rollback needs as long again.
+    await stage("rollback-lease", () => fly.refreshLease(row.machine_id, nonce, LEASE_TTL_SECS));
+    const config = {
+      ...previous,
+      env: { ...(previous.env ?? {}), MACHINE_TOKEN: await mintFreshToken(env, row.user_id, row.machine_id), VERSION: version },
+    };
+    await applyAndGate(env, fly, request, row.machine_id, config, { version, running, nonce, prefix: "rollback-" });
+    rollback.status = "rolled_back";
+  } catch (error) {
+    rollback.stage = error instanceof StageError ? error.stage : "rollback-update";
+    rollback.error = (error as Error).message;
+    console.error(`update-machines: machine_id=${row.machine_id} rollback to ${version} failed at ${rollback.stage}: ${rollback.error}`);
+  }
+  rollback.durationMs = Date.now() - started;
+  return rollback;
 }
 
 async function updateOne(
@@ -163,15 +235,19 @@ async function updateOne(
   const started = Date.now();
   result.startedAt = new Date(started).toISOString();
   const machineId = row.machine_id;
-  const waitSecs = request.waitTimeoutSecs;
-  const healthSecs = request.healthTimeoutSecs;
   let nonce: string | null = null;
+  // Set once the worker has been asked to shut down: from then on a failure leaves it paused or on the new
+  // image, so it is rolled back to `previous`.
+  let previous: MachineConfig | null = null;
+  let running = false;
   try {
     if (!known) throw new StageError("lookup", `machine ${machineId} is not on Fly`);
     nonce = await stage("lease", () => fly.acquireLease(machineId, LEASE_TTL_SECS, `update-machines to ${request.image}`));
     const machine = await stage("lookup", () => fly.get(machineId));
-    result.fromVersion = imageTag(machine.config?.image ?? "") || result.fromVersion;
-    const running = machine.state === "started";
+    if (!machine.config?.image) throw new StageError("lookup", `machine ${machineId} has no config on Fly`);
+    result.fromVersion = imageTag(machine.config.image);
+    running = machine.state === "started";
+    previous = machine.config;
     if (running && request.strategy !== "immediate") {
       try {
         const answer = await callMachine(env, machineId, "/prepare-shutdown", { method: "POST", userId: row.user_id, timeoutMs: 35_000 });
@@ -187,19 +263,12 @@ async function updateOne(
       ...machine.config,
       image: request.image,
       env: {
-        ...(machine.config?.env ?? {}),
+        ...(machine.config.env ?? {}),
         MACHINE_TOKEN: await mintFreshToken(env, row.user_id, machineId),
         VERSION: result.toVersion,
       },
     });
-    const updated = await stage("update", () =>
-      fly.update(machineId, { config, current_version: machine.instance_id, skip_launch: !running }, nonce ?? undefined)
-    );
-    if (running && request.strategy !== "immediate") {
-      const reached = await stage("wait", () => fly.waitFor(machineId, "started", Date.now() + waitSecs * 1000, updated.instance_id));
-      if (!reached) throw new StageError("wait", `the new version did not reach started within ${waitSecs}s`);
-      await waitHealthy(env, machineId, result.toVersion, Date.now() + healthSecs * 1000);
-    }
+    await applyAndGate(env, fly, request, machineId, config, { version: result.toVersion, running, nonce });
     result.status = "updated";
   } catch (error) {
     result.status = "failed";
@@ -209,6 +278,7 @@ async function updateOne(
       result.error = `leased by someone else: ${error.message}`;
     }
     console.error(`update-machines: machine_id=${machineId} failed at ${result.stage}: ${result.error}`);
+    if (previous && nonce) result.rollback = await rollBack(env, fly, request, row, previous, { running, nonce });
   } finally {
     if (nonce) await fly.releaseLease(machineId, nonce);
     result.finishedAt = new Date().toISOString();
@@ -239,6 +309,7 @@ async function rollout(env: LifecycleEnv, db: SupabaseClient, request: UpdateReq
   const batches = planBatches(todo, request.strategy, request.maxUnavailable);
   batches.forEach((batch, index) => batch.forEach(({ result }) => (result.batch = index + 1)));
   let complete = true;
+  let halted = false;
   if (!request.dryRun) {
     let slowestBatchMs = 0;
     for (const batch of batches) {
@@ -250,14 +321,28 @@ async function rollout(env: LifecycleEnv, db: SupabaseClient, request: UpdateReq
       const batchStarted = Date.now();
       await Promise.all(batch.map(({ row, result }) => updateOne(env, fly, request, row, flyMachines.get(row.machine_id), result)));
       slowestBatchMs = Math.max(slowestBatchMs, Date.now() - batchStarted);
-      if (!request.continueOnFailure && batch.some(({ result }) => result.status === "failed")) break;
+      if (!request.continueOnFailure && batch.some(({ result }) => result.status === "failed")) {
+        halted = true;
+        break;
+      }
     }
   }
   const count = (status: Outcome) => results.filter((result) => result.status === status).length;
-  const summary = { total: results.length, updated: count("updated"), failed: count("failed"), skipped: count("skipped"), pending: count("pending") };
+  const rollbacks = (status: RollbackResult["status"]) => results.filter((result) => result.rollback?.status === status).length;
+  const summary = {
+    total: results.length,
+    updated: count("updated"),
+    failed: count("failed"),
+    rolledBack: rollbacks("rolled_back"),
+    rollbackFailed: rollbacks("failed"),
+    skipped: count("skipped"),
+    pending: count("pending"),
+  };
   return {
     success: summary.failed === 0 && (request.dryRun || summary.pending === 0),
     complete: request.dryRun ? false : complete && summary.pending === 0,
+    // A failed machine stopped the rollout (the rest are `pending`; each failure says how its rollback went).
+    halted,
     dryRun: request.dryRun,
     image: request.image,
     strategy: request.strategy,
