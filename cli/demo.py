@@ -37,6 +37,7 @@ DEFAULT_DESCRIPTION = (
 )
 DEFAULT_START = "2025-01-03T03:00:00Z"  # two days into the recordings: history for the indicators
 DEFAULT_OUTPUT = Path(".devstack/demo")
+DEMO_PROFILE = "demo"  # the console profile that holds the demo user's session
 HEALTHY_TIMEOUT_SECS = 90.0
 SETTLE_SECS = 2.0  # after pausing the market, for fills already under way to land
 # Fixed re-analysis timers a trader may use (the worker runs them on the wall clock).
@@ -90,6 +91,11 @@ def demo(  # noqa: PLR0917 - typer maps each option to a parameter
         errors.print(f"[red]demo failed:[/] {failure}")
         raise typer.Exit(1) from failure
     console.print(f"demo finished in {time.monotonic() - started:.0f}s")
+    console.print(
+        f"open the dashboard on this demo's data: [bold].venv/bin/trademind dev up --quiet && "
+        f".venv/bin/trademind --profile {DEMO_PROFILE}[/]",
+        soft_wrap=True,  # one line, so it can be copied whole
+    )
 
 
 def _run(options: DemoOptions) -> None:  # noqa: PLR0915 - the steps read best in one place
@@ -131,6 +137,7 @@ def _run(options: DemoOptions) -> None:  # noqa: PLR0915 - the steps read best i
         except FrontendError as error:
             raise DemoFailure(f"sign-up: {error}") from error
         console.print(f"    user {user.email} ({user.id})")
+        _save_demo_session(user)
         frontend = Frontend(stack.config.api_url, stack.config.anon_key, user)
 
         step("generate-strategy: the AI writes the signal code and instructions")
@@ -391,6 +398,16 @@ def _report(
     console.print(f"chart: [bold]{chart}[/]\nsummary: {summary_path}")
     if peak_rss_mb is not None:
         console.print(f"worker peak RSS: {peak_rss_mb:.0f} MB")
+
+
+def _save_demo_session(user: Any) -> None:
+    """The demo user's session in the console's `demo` profile: the dashboard opens on the demo's data."""
+    import jwt
+
+    from cli.console.session import Profile, Session
+
+    expires_at = int(jwt.decode(user.jwt, options={"verify_signature": False})["exp"])
+    Profile(DEMO_PROFILE).save_session(Session(user.jwt, None, expires_at, str(user.id), user.email))
 
 
 def _teardown(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from decimal import Decimal
@@ -20,9 +21,11 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def run_demo(output: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    # The demo user's console session goes to a private config dir, not the user's own.
+    environment = {**os.environ, "TRADEMIND_CONFIG_DIR": str(output / "config")}
     return subprocess.run(
         [sys.executable, "-m", "cli.main", "demo", "--output", str(output), *args],
-        capture_output=True, text=True, timeout=DEMO_TIMEOUT_SECS, check=False,
+        capture_output=True, text=True, timeout=DEMO_TIMEOUT_SECS, check=False, env=environment,
     )  # fmt: skip
 
 
@@ -81,6 +84,15 @@ def test_short_demo_summary_matches_the_database(
     assert stack.registry.live("exchange") is not None
     state = httpx.get(f"http://127.0.0.1:{EXCHANGE_PORT}/_sim/state", timeout=5).json()
     assert (state["speed"], state["paused"]) == (EXCHANGE_DEFAULT_SPEED, False)
+
+    # It ends with the one command that opens the dashboard on its data, as the demo user.
+    last_line = result.stdout.strip().splitlines()[-1]
+    assert last_line.endswith("trademind dev up --quiet && .venv/bin/trademind --profile demo"), last_line
+    whoami = subprocess.run(
+        [sys.executable, "-m", "cli.main", "--profile", "demo", "whoami", "--json"], capture_output=True,
+        text=True, check=True, env={**os.environ, "TRADEMIND_CONFIG_DIR": str(tmp_path / "config")},
+    )  # fmt: skip
+    assert json.loads(whoami.stdout)["user"]["id"] == user_id
 
 
 def test_demo_fails_loudly_when_the_start_is_outside_the_recordings(stack: DevStack, tmp_path: Path) -> None:

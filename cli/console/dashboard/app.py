@@ -4,7 +4,8 @@ Every pane is one PostgREST query as the signed-in user (data.py). Realtime (rea
 reports each change to the user's rows; the changed table's pane is read again within a quarter second.
 Prices come from the exchange's public ticker every few seconds, and unrealised PnL is computed from them.
 HTTP calls run in Textual's thread workers, so the screen never waits on the network. Keyboard first:
-1-5 switch tabs, p pauses or resumes the highlighted trader, a/enter in the chat asks the AI, q quits.
+1-5 switch tabs, t/o focus the traders/positions, p pauses or resumes the highlighted trader, Enter in the
+chat asks the AI about the highlighted position (else trader), q quits.
 """
 
 from __future__ import annotations
@@ -118,6 +119,8 @@ class Dashboard(App[None]):
         Binding("3", "tab('logs')", "Logs"),
         Binding("4", "tab('chat')", "Chat"),
         Binding("5", "tab('machine')", "Machine"),
+        Binding("t", "focus_table('traders')", "Traders"),
+        Binding("o", "focus_table('positions')", "Positions"),
         Binding("p", "toggle_pause", "Pause/resume"),
         Binding("r", "reload", "Reload"),
         Binding("q", "quit", "Quit"),
@@ -439,6 +442,10 @@ class Dashboard(App[None]):
     # Actions ------------------------------------------------------------------------------------------------
     def action_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
+
+    def action_focus_table(self, table_id: str) -> None:
+        self.query_one(TabbedContent).active = "overview"
+        self.query_one(f"#{table_id}", DataTable).focus()
 
     def action_reload(self) -> None:
         self._dirty |= set(QUERIES)
