@@ -107,30 +107,28 @@ def set_status(client: Api, trader: dict[str, Any], status: str) -> dict[str, An
     return rows[0]
 
 
+def _switch(reference: str, status: str, done: str) -> None:
+    with api() as client:
+        row = find_trader(client, reference, "id,name,status")
+        if row["status"] == status:
+            out.print(f"{escape(row['name'])} is {status} already")
+            return
+        set_status(client, row, status)
+    out.print(f"{done} {escape(row['name'])} ({row['id']})")
+
+
 @app.command()
 @command
 def pause(trader: TraderArgument) -> None:
     """Stop a trader from checking for signals (its open positions stay guarded)."""
-    with api() as client:
-        row = find_trader(client, trader, "id,name,status")
-        if row["status"] == "paused":
-            out.print(f"{escape(row['name'])} is paused already")
-            return
-        set_status(client, row, "paused")
-    out.print(f"paused {escape(row['name'])} ({row['id']})")
+    _switch(trader, "paused", "paused")
 
 
 @app.command()
 @command
 def resume(trader: TraderArgument) -> None:
     """Let a paused trader (or one stopped by an error) check for signals again."""
-    with api() as client:
-        row = find_trader(client, trader, "id,name,status")
-        if row["status"] == "active":
-            out.print(f"{escape(row['name'])} is active already")
-            return
-        set_status(client, row, "active")
-    out.print(f"resumed {escape(row['name'])} ({row['id']})")
+    _switch(trader, "active", "resumed")
 
 
 @app.command()
