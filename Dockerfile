@@ -1,5 +1,8 @@
-# The worker image: `python -m worker`, one per user's Fly Machine.
-# Build: docker build -t registry.fly.io/trademind-workers:<tag> .   (the tag becomes the machine's VERSION)
+# The worker image: `python -m worker`, one per user's Fly Machine (and `python -m worker.validator`, the
+# validator app). It carries the worker only: .dockerignore keeps the operator CLI (cli/) and the local
+# stack (devstack/) out of the build context, and the build fails if either were installed.
+# Build and push: fly deploy --build-only --push --image-label <tag>   (see README, Deploying). The
+# lifecycle functions set the machine's VERSION to the image tag; /health reports it.
 
 FROM python:3.11-slim-bookworm AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
@@ -9,11 +12,12 @@ ENV PATH=/opt/venv/bin:$PATH
 # Same pins as development and CI: constraints.txt is generated from the tested environment.
 COPY pyproject.toml constraints.txt README.md ./
 COPY worker ./worker
-COPY cli ./cli
-COPY devstack ./devstack
-# TA-Lib comes as a binary wheel with its C library inside; importing the helpers proves it loads.
+# TA-Lib comes as a binary wheel with its C library inside; importing the helpers proves it loads. The
+# project's `trademind` console script belongs to the CLI, which is not here.
 RUN pip install -c constraints.txt . \
+ && rm /opt/venv/bin/trademind \
  && python -c "import worker.indicators.helpers" \
+ && python -c "import importlib.util as u, sys; sys.exit(bool(u.find_spec('cli') or u.find_spec('devstack')))" \
  && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} +
 
 FROM python:3.11-slim-bookworm
@@ -25,6 +29,7 @@ COPY supabase/functions/_shared/schemas /app/schemas
 WORKDIR /app
 USER worker
 EXPOSE 8080
+# start-period = the machine check's grace period (supabase/functions/_shared/machine_runtime.json).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
   CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=4).status != 200)"]
 STOPSIGNAL SIGTERM

@@ -177,7 +177,7 @@ export async function machineEnv(
 
 /**
  * The user's machine config: image, env, size and metadata per user, every runtime setting from
- * machine_runtime.json. That file is the one source: fly.toml mirrors it and tests/supabase/test_machine_runtime.py
+ * machine_runtime.json. That file is the one source: fly.toml mirrors it and tests/test_deploy_files.py
  * fails when they drift. Why these values:
  * - restart on-failure x10, not always: exit 0 means the worker was told to stop, and a worker whose row is
  *   gone (exit 78) must not restart forever; crashes and kills are restarted.
