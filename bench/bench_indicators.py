@@ -1,8 +1,9 @@
 """Indicators against TA-Lib in the same run: every signal helper per call on 500 random-walk candles as a
 ratio to the TA-Lib call it wraps (target: within 1.5x), and the full-series kernels on 500 and 100,000.
 
-Each round times ours and TA-Lib's back to back with the same number of calls, and a ratio is the median
-of the rounds' ratios, so a busy machine slows both sides of a ratio alike.
+Each of many short rounds times ours and TA-Lib's back to back with the same number of calls, and a
+ratio is the median of the rounds' ratios: on a busy machine most rounds still run undisturbed, and a
+round that is slowed slows both sides of its ratio alike.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from bench.measurement import Measurement
 from worker.indicators import helpers, series
 from worker.market.klines import Klines
 
-ROUNDS = 7
+ROUNDS = 41
 HELPER_TARGET = 1.5
 T0 = 1_735_873_200_000  # 2025-01-03 03:00 UTC: 500 one-minute candles stay inside one UTC day
 
@@ -97,7 +98,7 @@ def _per_call_us(action: Action, calls: int) -> float:
     return (time.perf_counter() - started) / calls * 1e6
 
 
-def compare(ours: Action, theirs: Action, min_secs: float = 0.01) -> tuple[float, float, float]:
+def compare(ours: Action, theirs: Action, min_secs: float = 0.002) -> tuple[float, float, float]:
     """(median us per call of ours, of theirs, median of the per-round ratios ours / theirs)."""
     calls = _calls_per_round(theirs, min_secs)
     ours_us, theirs_us, ratios = [], [], []
@@ -132,7 +133,7 @@ def _kernels(k: Klines) -> list[Measurement]:
         kernel, function = getattr(series, name), getattr(talib, wrapped)
         columns = _columns(k, letters)
         ours_us, theirs_us, ratio = compare(
-            partial(kernel, *columns, *args), partial(function, *columns, *talib_args), min_secs=0.02
+            partial(kernel, *columns, *args), partial(function, *columns, *talib_args)
         )
         total_ours += ours_us
         total_theirs += theirs_us
