@@ -40,7 +40,37 @@ def test_the_segment_is_the_owners_alone_and_needs_no_tracker_process() -> None:
         assert stat.S_IMODE(mode) == 0o600
         assert snapshot.name.startswith(f"trademind-klines-{os.getpid()}-")
 
-    assert not (SHM / snapshot.name).exists()
+    assert snapshot.name in snapshot_module.spare_names() or not (SHM / snapshot.name).exists()
+
+
+def test_closed_segments_are_reused_few_are_kept_and_none_outlive_the_process() -> None:
+    script = (
+        "import os, json\n"
+        "from tests.worker.sandbox.conftest import btc_windows\n"
+        "from worker.sandbox.snapshot import KlineSnapshot, SnapshotReader, MAX_SPARE\n"
+        "names = []\n"
+        "for step in (97, 5, 11, 13):\n"
+        "    with KlineSnapshot(btc_windows(3, step=step)) as snapshot:\n"
+        "        names.append(snapshot.name)\n"
+        "        reader = SnapshotReader(json.loads(snapshot.index_json))\n"
+        "        expected = btc_windows(3, step=step)\n"
+        "        for s in expected:\n"
+        "            assert (reader.klines(s)['1h'].close == expected[s]['1h'].close).all()\n"
+        "        del reader\n"
+        "open_together = [KlineSnapshot(btc_windows(1)) for _ in range(MAX_SPARE + 2)]\n"
+        "for snapshot in open_together:\n"
+        "    snapshot.close()\n"
+        "kept = [n for n in os.listdir('/dev/shm') if n.startswith(f'trademind-klines-{os.getpid()}-')]\n"
+        "print(os.getpid(), len(set(names)), len(kept), MAX_SPARE)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=REPO
+    )
+
+    pid, reused, kept, most = (int(value) for value in result.stdout.split())
+    assert reused == 1  # one segment served every snapshot in turn, each read back with its own candles
+    assert kept == most  # closing more at once than that removes the rest
+    assert not list(SHM.glob(f"trademind-klines-{pid}-*"))  # spares go when the process exits
 
 
 def test_making_snapshots_starts_no_other_process() -> None:
