@@ -14,8 +14,9 @@ import typer
 from rich.markup import escape
 
 from cli.console.api import Api
-from cli.console.common import api, command, confirm, emit_json, find_trader, out
+from cli.console.common import api, command, confirm, emit_json, err, find_trader, out
 from cli.console.errors import ConsoleError
+from cli.console.machine import restart_machine
 
 keys_app = typer.Typer(help="Your Binance API keys (stored encrypted; shown masked).", no_args_is_help=True)
 
@@ -105,6 +106,18 @@ def mode(
         if row["trading_mode"] == new_mode:
             out.print(f"{name} trades {new_mode} already")
             return
+        account = client.one("users", {"select": "real_trading_enabled"}, what="reading your account")
+        machine = client.one(
+            "fly_machines", {"select": "machine_id", "status": "neq.destroyed"}, what="reading your machine"
+        )
+        others_real = client.rows(
+            "traders", {"select": "id", "trading_mode": "eq.real", "id": f"neq.{row['id']}"},
+            what="reading your traders",
+        )  # fmt: skip
+        # The machine holds the keys exactly while the account trades real: switching that restarts it.
+        account_real = new_mode is TradingMode.REAL or bool(others_real)
+        switch_account = account is not None and account["real_trading_enabled"] != account_real
+        restart = switch_account and machine is not None
         risk = row["risk"]
         if new_mode is TradingMode.REAL:
             masked = _refuse_real(client)
@@ -112,22 +125,38 @@ def mode(
                 f"{row['name']} will place REAL orders on Binance with your API key {masked}: up to "
                 f"${risk['max_position_size_usd']} per position, {risk['max_open_positions']} open at once, "
                 f"no new entries after a ${risk['daily_loss_limit_usd']} loss in a day. Positions it "
-                "already holds stay paper. Switch it to real?"
+                "already holds stay paper."
             )
+            if restart:
+                question += " Your machine restarts to load your keys."
         else:
             question = (
                 f"{row['name']} goes back to paper: new positions are simulated; positions it holds on "
-                "Binance stay real until they close. Switch it to paper?"
+                "Binance stay real until they close."
             )
-        confirm(question, assume_yes=yes)
-        if new_mode is TradingMode.REAL:
-            # The account-wide switch lets the machine receive the keys.
-            client.write(
-                "PATCH", "users", params={"id": f"eq.{client.user_id}"},
-                body={"real_trading_enabled": True}, what="enabling real trading on your account",
-            )  # fmt: skip
+            if restart:
+                question += " It is your last real trader: your machine restarts without your keys."
+        confirm(f"{question} Switch it to {new_mode}?", assume_yes=yes)
+        if (
+            switch_account and new_mode is TradingMode.REAL
+        ):  # before the trader: the keys must reach the machine
+            _set_account_real(client, True)
         client.write(
             "PATCH", "traders", params={"id": f"eq.{row['id']}"}, body={"trading_mode": str(new_mode)},
             what=f"switching {row['name']} to {new_mode}",
         )  # fmt: skip
-    out.print(f"{name} now trades [bold]{new_mode}[/]")
+        if switch_account and new_mode is TradingMode.PAPER:
+            _set_account_real(client, False)
+        out.print(f"{name} now trades [bold]{new_mode}[/]")
+        if restart:
+            with err.status("restarting your machine (waits until it is healthy again)...", spinner="dots"):
+                answer = restart_machine(client)
+            keys = "with your keys" if answer.get("realTrading") else "without keys"
+            out.print(f"your machine {answer.get('machineId')} restarted {keys}")
+
+
+def _set_account_real(client: Api, enabled: bool) -> None:
+    client.write(
+        "PATCH", "users", params={"id": f"eq.{client.user_id}"}, body={"real_trading_enabled": enabled},
+        what=f"{'enabling' if enabled else 'disabling'} real trading on your account",
+    )  # fmt: skip

@@ -38,10 +38,13 @@ def test_provision_status_restart_with_keys_and_destroy(
     account = httpx.post(f"{EXCHANGE_URL}/_sim/accounts", json={"balances": {"USDT": "1000"}}).json()
     api_key, secret = account["apiKey"], account["secretKey"]
     invoke("keys", "set", input_text=f"{api_key}\n{secret}\n")
-    invoke("mode", "real", "Dip buyer", "--yes")
+    to_real = invoke("mode", "real", "Dip buyer", "--yes")
+    real_env = fly.get(machine_id)["config"]["env"]
     unconfirmed = invoke("machine", "restart")
     restarted = invoke("machine", "restart", "--yes")
     second_env = fly.get(machine_id)["config"]["env"]
+    to_paper = invoke("mode", "paper", "Dip buyer", "--yes")
+    paper_env = fly.get(machine_id)["config"]["env"]
     destroyed = invoke("machine", "destroy", "--yes")
     after = invoke("machine", "status")
 
@@ -49,13 +52,21 @@ def test_provision_status_restart_with_keys_and_destroy(
     assert f"provisioned: machine {machine_id}" in provisioned.stdout
     assert status.exit_code == 0 and "healthy" in status.stdout and "traders 1" in status.stdout
     assert "BINANCE_API_KEY" not in first_env and first_env["PAPER_TRADING_ONLY"] == "true"
+    # Switching the first trader to real restarted the machine with the keys and a fresh token.
+    assert to_real.exit_code == 0, to_real.stderr
+    assert f"your machine {machine_id} restarted with your keys" in to_real.stdout
+    assert real_env["BINANCE_API_KEY"] == api_key and real_env["PAPER_TRADING_ONLY"] == "false"
+    assert real_env["MACHINE_TOKEN"] != first_env["MACHINE_TOKEN"]
     assert_error(unconfirmed, 2, "needs a confirmation")
     assert restarted.exit_code == 0, restarted.stderr
     assert f"restarted machine {machine_id}" in restarted.stdout and "healthy" in restarted.stdout
-    # Real trading on: the restart handed the machine the keys and a fresh token.
+    # Real trading still on: a plain restart keeps the keys and renews the token.
     assert second_env["BINANCE_API_KEY"] == api_key and second_env["PAPER_TRADING_ONLY"] == "false"
-    assert second_env["MACHINE_TOKEN"] != first_env["MACHINE_TOKEN"]
+    assert second_env["MACHINE_TOKEN"] != real_env["MACHINE_TOKEN"]
     assert api_key not in restarted.stdout + restarted.stderr
+    # The last real trader back on paper: the keys leave the machine.
+    assert f"your machine {machine_id} restarted without keys" in to_paper.stdout
+    assert "BINANCE_API_KEY" not in paper_env and paper_env["PAPER_TRADING_ONLY"] == "true"
     assert destroyed.exit_code == 0 and f"destroyed {machine_id} (graceful)" in destroyed.stdout
     assert "no machine" in after.stdout
 

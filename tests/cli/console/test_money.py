@@ -85,4 +85,4 @@ def test_real_mode_asks_naming_what_changes_then_switches(
         " where t.id = %s",
         (trader_id,),
     ).fetchone()
-    assert row == ("paper", True)
+    assert row == ("paper", False), "the last real trader back on paper switches the account off"
