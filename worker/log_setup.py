@@ -27,9 +27,13 @@ class RedactingFormatter(logging.Formatter):
         line = f"{timestamp.replace('+00:00', 'Z')} {record.levelname} {record.name} {record.getMessage()}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
+        return self.mask(line)
+
+    def mask(self, text: str) -> str:
+        """`text` with every known secret replaced by the mask."""
         for secret in self._secrets:
-            line = line.replace(secret, MASK)
-        return line
+            text = text.replace(secret, MASK)
+        return text
 
 
 def configure_logging(level: str, secrets: list[str]) -> None:
