@@ -21,7 +21,8 @@ from typing import Final, Protocol
 
 from worker.clock import Clock
 from worker.components import ComponentState
-from worker.domain.logs import LogLevel, LogLine
+from worker.domain.enums import LogLevel
+from worker.domain.logs import LogLine
 from worker.errors import TransientError, WorkerError
 from worker.log_setup import RedactingFormatter
 

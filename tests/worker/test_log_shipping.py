@@ -11,7 +11,8 @@ import pytest
 
 from worker.clock import LiveClock
 from worker.components import ComponentState
-from worker.domain.logs import LogLevel, LogLine
+from worker.domain.enums import LogLevel
+from worker.domain.logs import LogLine
 from worker.errors import TransientError, WorkerError
 from worker.log_shipping import LogQueue, LogShipper, LogShippingHandler, LogShippingSettings
 

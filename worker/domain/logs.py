@@ -5,20 +5,11 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import Final
 
+from worker.domain.enums import LogLevel
+
 MAX_MESSAGE_CHARS: Final = 4000  # machine_logs_message_length
-
-
-class LogLevel(StrEnum):
-    """Mirrors the Postgres enum public.log_level (Python's level names)."""
-
-    DEBUG = "DEBUG"
-    INFO = "INFO"
-    WARNING = "WARNING"
-    ERROR = "ERROR"
-    CRITICAL = "CRITICAL"
 
 
 @dataclass(frozen=True, slots=True)
