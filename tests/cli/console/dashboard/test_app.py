@@ -119,6 +119,11 @@ async def test_panes_fill_and_follow_realtime_within_a_second(
         await pilot.press("2")
         await pilot.pause()
         assert "Waiting for the 4h close" in str(app.query_one("#reasoning", Static).render())
+        # Resizing keeps every pane and its rows.
+        await pilot.resize_terminal(132, 43)
+        await pilot.press("1")
+        await pilot.pause()
+        assert app.size == (132, 43) and len(cells(app, "positions")) == 1 and len(cells(app, "traders")) == 1
 
     assert max(signal_delay, analysis_delay, trader_delay) < 1.0
 
