@@ -32,6 +32,8 @@ FLY_TOML_KEYS = {
     "app", "primary_region", "kill_signal", "kill_timeout", "build", "services", "checks", "restart", "vm",
 }  # fmt: skip
 API_ONLY_SETTINGS = {"auto_destroy"}
+# How the functions read their environment (_shared/env.ts and Deno's own API).
+ENV_READ = re.compile(r"(?:requireEnv|optionalEnv|positiveIntEnv|Deno\.env\.get)\(\s*\"([A-Z][A-Z0-9_]+)\"")
 
 
 def memory_mb(size: str) -> int:
@@ -99,6 +101,18 @@ def test_the_dockerfile_agrees_with_the_runtime_settings() -> None:
     assert re.search(r"^EXPOSE (\d+)$", final_stage, re.M)[1] == str(service["internal_port"])  # type: ignore[index]
     assert start_period is not None and start_period[1] == config["checks"]["health"]["grace_period"]
     assert config["stop_config"]["timeout"] == f"{FLY_TOML['kill_timeout']}s"
+
+
+def test_the_readme_deploy_steps_name_every_variable_the_functions_read() -> None:
+    readme = (REPO / "README.md").read_text()
+    deploy = readme[readme.index("## Deploy\n") :]
+    read = set()
+    for source in (REPO / "supabase/functions").rglob("*.ts"):
+        if "tests" not in source.parts:
+            read |= set(ENV_READ.findall(source.read_text()))
+
+    assert read, "no environment reads found: the pattern is stale"
+    assert sorted(name for name in read if f"`{name}`" not in deploy) == []
 
 
 # What the image carries ------------------------------------------------------------------------------------
