@@ -3,7 +3,6 @@ Deno.serve(handler) serving the handler module that the tests and the local rout
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from collections.abc import Iterator
@@ -28,12 +27,7 @@ def served(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
     """(slug, base URL) of the function's index.ts started as the main module on an ephemeral port."""
     slug: str = request.param
     env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": os.environ.get("HOME", str(CONFIG.state_dir)),
-        "DENO_DIR": str(CONFIG.state_dir / "deno"),
-        "DENO_NO_PACKAGE_JSON": "1",
-        "DENO_NO_UPDATE_CHECK": "1",
-        "NO_COLOR": "1",
+        **CONFIG.deno_env(),
         **CONFIG.functions_env(),
         # Deno.serve(handler) takes its address from here, as the runtime's server would hand it one.
         "DENO_SERVE_ADDRESS": "tcp:127.0.0.1:0",
