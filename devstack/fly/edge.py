@@ -174,7 +174,7 @@ async def _forward(request: web.Request, session: aiohttp.ClientSession, target:
         port = machine.http_port
         try:
             if port is None:
-                raise aiohttp.ClientConnectionError("machine is not running")
+                raise ConnectionRefusedError("machine is not running")
             async with session.request(
                 request.method,
                 f"http://127.0.0.1:{port}{request.rel_url}",
@@ -188,12 +188,15 @@ async def _forward(request: web.Request, session: aiohttp.ClientSession, target:
                 if content_type := upstream.headers.get("Content-Type"):
                     response_headers["Content-Type"] = content_type
                 return web.Response(body=content, status=upstream.status, headers=response_headers)
-        except aiohttp.ClientConnectionError as error:
-            # A booting worker may not listen yet: the proxy tries again within its window.
+        except (aiohttp.ClientConnectorError, ConnectionRefusedError) as error:
+            # Nothing was sent (a booting worker may not listen yet): the proxy tries again within its window.
             if time.monotonic() >= target.deadline:
                 reason = f"machine {machine.id}: connection retries exhausted ({error})"
                 raise NoCandidate("PC07", reason) from None
             await asyncio.sleep(RETRY_PAUSE_SECS)
+        except aiohttp.ClientError as error:
+            # The request may have reached the worker: never sent twice.
+            raise NoCandidate("PU02", f"machine {machine.id}: request not completed ({error})") from None
         except TimeoutError:
             raise NoCandidate("PC05", f"machine {machine.id}: connection timed out") from None
 
