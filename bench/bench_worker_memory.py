@@ -6,6 +6,8 @@ and check every 1m close with helper strategies that compute their indicators an
 every trader has run full sweeps (all 100 symbols fresh), /proc is read for the worker and every process
 it started: RSS summed (the issue 16 target, <= 180 MB), and PSS (shared pages split between the processes
 that map them) plus the snapshot segments in /dev/shm, which is what the machine actually holds.
+The worker sizes its sandbox pool by the CPUs it may use: `taskset -c 0 python -m bench bench_worker_memory`
+measures it as on the Pro tier's one-CPU machine.
 """
 
 from __future__ import annotations
@@ -208,7 +210,8 @@ def _measure(stack: DevStack, conn: psycopg.Connection[Any]) -> list[Measurement
     return [
         Measurement(
             "worker + every child process RSS", total_mb, "MB",
-            f"{TRADERS} x {len(SYMBOLS)} x {len(TIMEFRAMES)} x 1000 candles; target <= {TARGET_MB:.0f} MB",
+            f"{TRADERS} x {len(SYMBOLS)} x {len(TIMEFRAMES)} x 1000, {len(os.sched_getaffinity(0))} CPU;"
+            f" target <= {TARGET_MB:.0f} MB",
         ),
         Measurement("worker process RSS", rss_kb[worker.pid] / 1024, "MB", f"peak {peak_kb / 1024:.1f} MB"),
         Measurement(

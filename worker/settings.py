@@ -12,6 +12,7 @@ from pydantic import Field, HttpUrl, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from worker.errors import ConfigError
+from worker.sandbox.sizing import MachineSize, processes_for
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 AtrInterval = Literal["1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d"]
@@ -61,8 +62,9 @@ class WorkerSettings(BaseSettings):
     signal_stranded_after_secs: float = Field(default=900.0, gt=0)
     candle_close_gather_secs: float = Field(default=0.5, gt=0, le=10)
     candle_close_fallback_secs: float = Field(default=5.0, gt=0, le=60)
-    # Sandbox pool: processes, memory per process, default per-check deadline.
-    sandbox_processes: int = Field(default=2, ge=1, le=16)
+    # Sandbox pool: processes (unset: one per CPU, as many as fit in memory beside the worker), memory per
+    # process, default per-check deadline.
+    sandbox_processes: int = Field(default_factory=lambda: processes_for(MachineSize.detect()), ge=1, le=16)
     sandbox_memory_limit_mb: int = Field(default=192, ge=32, le=4096)
     sandbox_deadline_ms: float = Field(default=250.0, ge=1, le=60_000)
     # analyze-signal: per-attempt timeout, overall deadline, attempts, per-trader calls per rolling hour.

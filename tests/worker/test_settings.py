@@ -7,6 +7,7 @@ import uuid
 import pytest
 
 from worker.errors import ConfigError
+from worker.sandbox.sizing import MachineSize, processes_for
 from worker.settings import load_settings
 
 VALID = {
@@ -62,3 +63,8 @@ def test_secrets_lists_every_secret_for_redaction() -> None:
 
     expected = {"anon-key-value", "machine-token-value", "a-long-enough-secret"}
     assert set(settings.secrets()) == expected | {"binance-key-1234", "binance-secret-5678"}
+
+
+def test_sandbox_processes_are_sized_by_the_machine_unless_set() -> None:
+    assert load_settings(VALID).sandbox_processes == processes_for(MachineSize.detect())
+    assert load_settings(VALID | {"SANDBOX_PROCESSES": "3"}).sandbox_processes == 3
