@@ -18,6 +18,9 @@ from decimal import Decimal
 
 from bench.bench_sandbox import SOURCES, helper_strategy, load, market
 from bench.measurement import Measurement
+from worker.clock import LiveClock
+from worker.db.client import Database, MachineAuth
+from worker.db.signals import SignalRows
 from worker.domain.enums import TraderStatus
 from worker.domain.trader import Trader, TraderRisk
 from worker.market.klines import Klines
@@ -28,7 +31,6 @@ from worker.metrics import WorkerMetrics, resident_memory_mb
 from worker.sandbox import SandboxConfig, SandboxPool, SignalRunner
 from worker.signals.analysis import AnalysisBudget, AnalysisClient, AnalysisSettings
 from worker.signals.engine import EngineSettings, SignalEngine
-from worker.signals.signal_store import SignalStore
 from worker.signals.snapshots import SnapshotSource
 
 ROUNDS = 5
@@ -81,10 +83,11 @@ async def scenario(
 ) -> tuple[float, float, float]:
     """(median engine sweep ms, median snapshot build ms, this process's RSS MB) for one load."""
     store, tickers = KlineStore(), TickerStore()
-    snapshots = SnapshotSource(store, tickers, lambda: [(s.symbol, s.interval) for s in store])
-    signals = SignalStore(f"{UNUSED_URL}/rest/v1", "-", "-", uuid.uuid4())
-    unused = AnalysisSettings(functions_url=UNUSED_URL, anon_key="-", machine_token="-")  # noqa: S106 (never sent)
-    analysis = AnalysisClient(unused)
+    snapshots = SnapshotSource(store, tickers, store.keys)
+    unused_auth = MachineAuth("-", "-")  # never sent: no trader is active, so nothing is signalled
+    database = Database(f"{UNUSED_URL}/rest/v1", unused_auth, clock=LiveClock())
+    signals = SignalRows(database, uuid.uuid4(), clock=LiveClock())
+    analysis = AnalysisClient(AnalysisSettings(functions_url=UNUSED_URL), unused_auth)
     engine = SignalEngine(
         SignalRunner(pool), snapshots, klines=store, tickers=tickers, signals=signals, analysis=analysis,
         budget=AnalysisBudget(60), executor=None,  # type: ignore[arg-type]  # never reached: no trader is active
@@ -105,7 +108,7 @@ async def scenario(
         return statistics.median(sweeps), statistics.median(builds), resident_memory_mb()
     finally:
         snapshots.close()
-        await signals.aclose()
+        await database.aclose()
         await analysis.aclose()
 
 

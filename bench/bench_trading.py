@@ -14,26 +14,34 @@ import random
 import statistics
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 
 from bench.measurement import Measurement
 from devstack.keys import ANON_KEY, mint_jwt
 from devstack.stack import DevStack
+from worker.app import Trading, build_trading
+from worker.clock import LiveClock
+from worker.db import Tables
+from worker.db.client import Database, MachineAuth
 from worker.domain.decision import Decision
 from worker.domain.enums import AnalysisDecision, OrderSide
+from worker.domain.orders import ClientOrderId, OrderReport
+from worker.domain.positions import TrailingMode
+from worker.domain.signal import SignalContext
 from worker.domain.trader import Trader
-from worker.execution import SignalContext
+from worker.market.messages import Ticker
+from worker.market.store import KlineStore
+from worker.market.tickers import TickerStore
+from worker.signals.analysis import AnalysisClient, AnalysisSettings
 from worker.trading.config import TradingConfig
-from worker.trading.executor import TradeExecutor
-from worker.trading.guardrails import Guardrails
-from worker.trading.model import ClientOrderId, OrderReport, TrailingMode
 from worker.trading.monitor import PositionMonitor
-from worker.trading.store import TradingStore
 from worker.trading.venue import PaperVenue
 
 NEEDS_STACK = True  # python -m bench starts the local stack for it
 
 REST_URL = "http://127.0.0.1:54321/rest/v1"
+FUNCTIONS_URL = "http://127.0.0.1:54321/functions/v1"
 TRADERS = 100
 SYMBOLS = 100
 PER_TRADER = 10
@@ -46,8 +54,8 @@ PRICE = Decimal(100)
 class TimedVenue(PaperVenue):
     """The paper venue, noting when each order reaches it."""
 
-    def __init__(self, config: TradingConfig) -> None:
-        super().__init__(config.paper_fee_rate, config.paper_slippage_rate)
+    def __init__(self, config: TradingConfig, paper_balance: Callable[[], Awaitable[Decimal]]) -> None:
+        super().__init__(config.paper_fee_rate, config.paper_slippage_rate, paper_balance)
         self.sent_at: dict[str, float] = {}
         self._changed = asyncio.Condition()
 
@@ -65,15 +73,9 @@ class TimedVenue(PaperVenue):
             await self._changed.wait_for(lambda: len(self.sent_at) >= count)
 
 
-class Prices:
-    def __init__(self) -> None:
-        self.prices: dict[str, Decimal] = {}
-
-    def last_price(self, symbol: str) -> Decimal | None:
-        return self.prices.get(symbol)
-
-    def atr(self, symbol: str) -> Decimal | None:
-        return None
+def _ticker(symbol: str, price: Decimal) -> Ticker:
+    zero = Decimal(0)
+    return Ticker(symbol, price, price, price, price, zero, zero, price, price, zero, zero, 1)
 
 
 def _setup(stack: DevStack) -> tuple[uuid.UUID, list[Trader], list[tuple[uuid.UUID, Trader, str]]]:
@@ -117,9 +119,7 @@ def _cleanup(stack: DevStack, user_id: uuid.UUID) -> None:
         db.execute("delete from auth.users where id = %s", (user_id,))
 
 
-async def _decisions_per_sec(
-    executor: TradeExecutor, signals: list[tuple[uuid.UUID, Trader, str]]
-) -> Measurement:
+async def _decisions_per_sec(trading: Trading, signals: list[tuple[uuid.UUID, Trader, str]]) -> Measurement:
     """Open 1,000 positions with 32 decisions in flight."""
     entry = Decision(AnalysisDecision.OPEN_LONG, "bench", 80, stop_loss=Decimal(90), take_profit=Decimal(130))
     queue = list(signals)
@@ -128,12 +128,12 @@ async def _decisions_per_sec(
     async def opener() -> None:
         while queue:
             signal_id, trader, symbol = queue.pop()
-            await executor.execute(
+            await trading.executor.execute(
                 SignalContext(signal_id, trader, symbol, PRICE, PRICE, uuid.uuid4()), entry
             )
 
     await asyncio.gather(*(opener() for _ in range(CONCURRENCY)))
-    opened = len(executor.positions)
+    opened = len(trading.positions)
     detail = f"{opened} positions, {CONCURRENCY} in flight, local PostgREST"
     return Measurement(
         "open_long decisions/s (paper)", opened / (time.perf_counter() - started), "1/s", detail
@@ -166,16 +166,14 @@ async def _monitor_cpu(monitor: PositionMonitor, symbols: list[str]) -> list[Mea
     ]
 
 
-async def _close_latency(
-    monitor: PositionMonitor, executor: TradeExecutor, venue: TimedVenue, symbols: list[str]
-) -> list[Measurement]:
+async def _close_latency(trading: Trading, venue: TimedVenue, symbols: list[str]) -> list[Measurement]:
     """One symbol's stop-loss hit at a time; from on_price to each of its close orders reaching the venue."""
     latencies: list[float] = []
     for symbol in symbols:
         before = set(venue.sent_at)
-        expected = sum(1 for p in executor.positions.values() if p.symbol == symbol)
+        expected = sum(1 for p in trading.positions.all() if p.symbol == symbol)
         t0 = time.perf_counter()
-        monitor.on_price(symbol, Decimal(89))
+        trading.monitor.on_price(symbol, Decimal(89))
         await venue.wait_for(len(before) + expected)
         latencies += [venue.sent_at[cid] - t0 for cid in set(venue.sent_at) - before]
     ordered = sorted(latencies)
@@ -193,24 +191,30 @@ async def _measure(user_id: uuid.UUID, signals: list[tuple[uuid.UUID, Trader, st
         symbol_cooldown_secs=0,
     )  # fmt: skip
     token = mint_jwt("trader_machine", user_id, extra_claims={"machine_id": "bench-trading"})
-    store = TradingStore(REST_URL, ANON_KEY, token)
-    venue = TimedVenue(config)
-    prices = Prices()
+    clock = LiveClock()
+    auth = MachineAuth(ANON_KEY, token)
+    database = Database(REST_URL, auth, clock=clock)
+    tables = Tables.on(database, user_id, clock=clock)
+    venue = TimedVenue(config, tables.trading.paper_balance)
     symbols = [f"S{i:03d}USDT" for i in range(SYMBOLS)]
-    prices.prices = dict.fromkeys(symbols, PRICE)
-    executor = TradeExecutor(store, venue, Guardrails(config), config, prices)
-    monitor = PositionMonitor(config, executor.close_for_monitor)
-    executor.watcher = monitor
+    tickers = TickerStore()
+    for symbol in symbols:
+        tickers.update(_ticker(symbol, PRICE))
+    unused = AnalysisClient(AnalysisSettings(functions_url=FUNCTIONS_URL), auth)  # no re-analysis here
+    trading = build_trading(
+        config, tables, venue, tickers=tickers, klines=KlineStore(), analyzer=unused, clock=clock
+    )
     try:
-        results = [await _decisions_per_sec(executor, signals)]
-        runner = asyncio.create_task(monitor.run())
-        results += await _monitor_cpu(monitor, symbols)
-        results += await _close_latency(monitor, executor, venue, symbols)
-        runner.cancel()
+        results = [await _decisions_per_sec(trading, signals)]
+        guard = asyncio.create_task(trading.guard.run())
+        results += await _monitor_cpu(trading.monitor, symbols)
+        results += await _close_latency(trading, venue, symbols)
+        guard.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await runner
+            await guard
     finally:
-        await store.aclose()
+        await unused.aclose()
+        await database.aclose()
     return results
 
 

@@ -28,6 +28,8 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.syntax import Syntax
 
+from worker.domain.intervals import FIXED_INTERVAL_SECS, INTERVAL_MS
+
 console = Console()
 errors = Console(stderr=True)
 
@@ -40,10 +42,8 @@ DEFAULT_OUTPUT = Path(".devstack/demo")
 DEMO_PROFILE = "demo"  # the console profile that holds the demo user's session
 HEALTHY_TIMEOUT_SECS = 90.0
 SETTLE_SECS = 2.0  # after pausing the market, for fills already under way to land
-# Fixed re-analysis timers a trader may use (the worker runs them on the wall clock).
-FIXED_INTERVAL_SECS = {"5s": 5, "10s": 10, "15s": 15, "30s": 30, "1m": 60, "3m": 180, "5m": 300}
-TIMEFRAME_SECS = {"1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "2h": 7200,
-                  "4h": 14400, "6h": 21600, "8h": 28800, "12h": 43200, "1d": 86400}  # fmt: skip
+# Fixed re-analysis timers the demo may give a trader (the worker runs them on the wall clock).
+DEMO_TIMER_SECS = {name: secs for name, secs in FIXED_INTERVAL_SECS.items() if 5 <= secs <= 300}
 # Worker settings (wall-clock seconds in production) and their production values, scaled by the speed.
 SCALED_WORKER_SETTINGS = {"SIGNAL_COOLDOWN_SECS": 300.0, "TRADING_SYMBOL_COOLDOWN_SECS": 900.0}
 DEMO_RISK = {"max_position_size_usd": 1000, "max_open_positions": 3, "daily_loss_limit_usd": 500}
@@ -214,11 +214,10 @@ def _show_strategy(trader: dict[str, Any], usage: dict[str, Any]) -> None:
 
 def reanalysis_interval_for(reanalysis: str, speed: float) -> str:
     """The fixed timer closest to `reanalysis` of market time at `speed` (5 s at least: each costs a call)."""
-    market_secs = TIMEFRAME_SECS.get(reanalysis.removesuffix("_close"))
-    if market_secs is None:
-        market_secs = FIXED_INTERVAL_SECS.get(reanalysis, 300)
+    timeframe_ms = INTERVAL_MS.get(reanalysis.removesuffix("_close"))
+    market_secs = timeframe_ms // 1000 if timeframe_ms is not None else DEMO_TIMER_SECS.get(reanalysis, 300)
     wall_secs = market_secs / speed
-    for name, secs in FIXED_INTERVAL_SECS.items():
+    for name, secs in DEMO_TIMER_SECS.items():
         if secs >= wall_secs:
             return name
     return "5m"

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import psycopg
 
 from devstack.keys import mint_jwt
+from worker.market.messages import Ticker
 
 SIGNAL_CODE = "def check_signal(symbol, ticker, klines):\n    return False\n"
 
@@ -50,3 +52,31 @@ def create_trader(db: psycopg.Connection[Any], user: AppUser, name: str = "test 
     ).fetchone()
     assert row is not None
     return uuid.UUID(str(row[0]))
+
+
+@dataclass(frozen=True)
+class MachineUser:
+    """A user with a live machine row, and that machine's token."""
+
+    user: AppUser
+    machine_id: str
+
+    @property
+    def token(self) -> str:
+        return self.user.machine_jwt(self.machine_id)
+
+
+def create_machine(db: psycopg.Connection[Any], user: AppUser) -> str:
+    """Give the user a live machine row (analyze-signal serves only live machines); its id."""
+    machine_id = f"m-{uuid.uuid4().hex[:12]}"
+    db.execute(
+        "insert into public.fly_machines (user_id, machine_id, status) values (%s, %s, 'running')",
+        (user.id, machine_id),
+    )
+    return machine_id
+
+
+def ticker(symbol: str, price: Decimal | str, at_ms: int) -> Ticker:
+    """A 24 h ticker whose every price is `price` (the market as a test sets it)."""
+    value, zero = Decimal(price), Decimal(0)
+    return Ticker(symbol, value, value, value, value, zero, zero, value, value, zero, zero, at_ms)

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import sys
 
-from worker.app import WorkerApp
+from worker import app
 from worker.errors import ConfigError
 from worker.log_setup import configure_logging
 from worker.settings import load_settings
@@ -29,7 +29,7 @@ def main() -> int:
         settings.user_id,
     )
     try:
-        asyncio.run(WorkerApp(settings).run())
+        asyncio.run(app.run(settings))
     except ConfigError as error:
         logger.error("worker cannot run: %s", error)
         return EXIT_CONFIG

@@ -1,4 +1,15 @@
-"""The composition root: builds the worker's components, runs them under one TaskGroup, shuts down cleanly."""
+"""The composition root: the settings in, every part built in order with its dependencies as constructor
+arguments, all of them run under one TaskGroup, and an ordered, graceful shutdown.
+
+    async with contextlib.AsyncExitStack() as resources:     # closes every client, process and venue
+        worker = await build_worker(settings, resources)     # refuses a database it was not built for
+        await worker.app.run()
+
+This is the only module besides `__main__` that reads WorkerSettings: `worker_config` cuts them into each
+component's own settings, and the stage functions (`build_market`, `build_trading`, `build_signals`) build
+the parts from those. Tests build the same graph through the same functions, with `Substitutes` where a
+real part cannot serve the test.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +17,48 @@ import asyncio
 import contextlib
 import logging
 import signal
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from worker.clock import Clock, LiveClock
 from worker.components import Component, ComponentState
-from worker.database import MachineDatabase, check_schema_version
-from worker.domain.enums import MachineStatus
+from worker.db import Tables
+from worker.db.client import Database, MachineAuth
+from worker.db.machine import MachineRows, check_schema_version
+from worker.domain.enums import MachineStatus, SignalStatus
+from worker.domain.positions import TrailingMode
 from worker.errors import ConfigError
 from worker.heartbeat import Heartbeat
 from worker.http_api import ShutdownReport, build_app
+from worker.market.component import MarketFeedComponent
+from worker.market.feed import FeedSettings, MarketFeed
+from worker.market.rest import BinanceKlineSource
+from worker.market.store import KlineStore
+from worker.market.tickers import TickerStore
 from worker.metrics import WorkerMetrics
 from worker.retry import retry
+from worker.sandbox import SandboxConfig, SandboxPool, SignalRunner
+from worker.scheduler.scheduler import SchedulerSettings, SignalScheduler
+from worker.scheduler.trader_sync import TraderSync, TraderSyncSettings
 from worker.settings import WorkerSettings
-from worker.signals.wiring import SignalEngineParts, build_signal_engine
-from worker.trading.wiring import TradingSystem, build_trading
+from worker.signals.analysis import AnalysisBudget, AnalysisClient, AnalysisSettings
+from worker.signals.engine import DecisionExecutor, EngineSettings, SignalEngine
+from worker.signals.snapshots import SnapshotSource
+from worker.trading.binance_venue import BinanceVenue
+from worker.trading.config import TradingConfig
+from worker.trading.executor import TradeExecutor
+from worker.trading.guard import PositionGuard
+from worker.trading.guardrails import Guardrails
+from worker.trading.monitor import PositionMonitor
+from worker.trading.orders import OrderFlow
+from worker.trading.positions import OpenPositions
+from worker.trading.prices import MarketPrices
+from worker.trading.protection import Protector
+from worker.trading.reanalysis import Analyzer, TradingReanalyzer
+from worker.trading.recovery import Recovery
+from worker.trading.venue import PaperVenue, Venue
 
 logger = logging.getLogger(__name__)
 
@@ -29,78 +66,413 @@ logger = logging.getLogger(__name__)
 RELOAD_TIMEOUT_SECS = 30.0
 
 
+# Settings, cut per component ------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class AppSettings:
+    version: str
+    machine_id: str
+    http_host: str
+    http_port: int
+    heartbeat_interval_secs: float
+    shutdown_timeout_secs: float
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """Every component's slice of the worker's settings (secrets stay in WorkerSettings)."""
+
+    app: AppSettings
+    rest_url: str
+    binance_base_url: str
+    kline_history: int
+    feed: FeedSettings
+    sandbox: SandboxConfig
+    analysis: AnalysisSettings
+    engine: EngineSettings
+    scheduler: SchedulerSettings
+    sync: TraderSyncSettings
+    trading: TradingConfig
+
+
+def worker_config(settings: WorkerSettings) -> WorkerConfig:
+    mode = settings.trading_trailing_mode
+    return WorkerConfig(
+        app=AppSettings(
+            version=settings.version,
+            machine_id=settings.machine_id,
+            http_host=settings.http_host,
+            http_port=settings.http_port,
+            heartbeat_interval_secs=settings.heartbeat_interval_secs,
+            shutdown_timeout_secs=settings.shutdown_timeout_secs,
+        ),
+        rest_url=settings.rest_url,
+        binance_base_url=str(settings.binance_base_url),
+        kline_history=settings.kline_history,
+        feed=FeedSettings(ws_base_url=settings.stream_url),
+        sandbox=SandboxConfig(
+            processes=settings.sandbox_processes,
+            memory_limit_mb=settings.sandbox_memory_limit_mb,
+            default_deadline_ms=settings.sandbox_deadline_ms,
+        ),
+        analysis=AnalysisSettings(
+            functions_url=settings.functions_url,
+            attempt_timeout_secs=settings.analysis_attempt_timeout_secs,
+            deadline_secs=settings.analysis_deadline_secs,
+            max_attempts=settings.analysis_max_attempts,
+            calls_per_hour=settings.analysis_calls_per_hour,
+        ),
+        engine=EngineSettings(
+            default_symbols=settings.default_symbols,
+            cooldown_secs=settings.signal_cooldown_secs,
+            stale_after_secs=settings.signal_stale_after_secs,
+            analysis_concurrency=settings.analysis_concurrency,
+            stranded_after_secs=settings.signal_stranded_after_secs,
+        ),
+        scheduler=SchedulerSettings(
+            default_symbols=settings.default_symbols,
+            close_gather_secs=settings.candle_close_gather_secs,
+            close_fallback_secs=settings.candle_close_fallback_secs,
+        ),
+        sync=TraderSyncSettings(realtime_url=settings.realtime_url, user_id=settings.user_id),
+        trading=TradingConfig(
+            paper_fee_rate=settings.trading_paper_fee_rate,
+            paper_slippage_rate=settings.trading_paper_slippage_rate,
+            default_balance_fraction=settings.trading_default_balance_fraction,
+            symbol_cooldown_secs=settings.trading_symbol_cooldown_secs,
+            safe_mode_failures=settings.trading_safe_mode_failures,
+            monitor_sweep_interval_secs=settings.trading_monitor_sweep_interval_secs,
+            stale_price_secs=settings.trading_stale_price_secs,
+            trailing_mode=TrailingMode(mode) if mode != "off" else None,
+            trailing_distance=settings.trading_trailing_distance,
+            trailing_activation_fraction=settings.trading_trailing_activation_fraction,
+            atr_interval=settings.trading_atr_interval,
+            exchange_stop_update_secs=settings.trading_exchange_stop_update_secs,
+            order_timeout_secs=settings.trading_order_timeout_secs,
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Substitutes:
+    """Parts a test puts in place of the real ones; everything else is built as in production."""
+
+    decisions: DecisionExecutor | None = None  # who receives the signal engine's decisions (else trading)
+
+
+# The parts ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Market:
+    klines: KlineStore
+    tickers: TickerStore
+    source: BinanceKlineSource
+    feed: MarketFeed
+
+
+@dataclass(frozen=True, slots=True)
+class Trading:
+    venue: Venue
+    prices: MarketPrices
+    guardrails: Guardrails
+    monitor: PositionMonitor
+    positions: OpenPositions
+    flow: OrderFlow
+    protector: Protector
+    executor: TradeExecutor
+    reanalyzer: TradingReanalyzer
+    recovery: Recovery
+    guard: PositionGuard
+
+
+@dataclass(frozen=True, slots=True)
+class Signals:
+    pool: SandboxPool
+    runner: SignalRunner
+    snapshots: SnapshotSource
+    engine: SignalEngine
+
+
+@dataclass(frozen=True, slots=True)
+class Worker:
+    venue_reason: str  # why the venue is paper or real
+    tables: Tables
+    metrics: WorkerMetrics
+    market: Market
+    trading: Trading
+    signals: Signals
+    scheduler: SignalScheduler
+    sync: TraderSync
+    app: WorkerApp
+
+
+def build_market(config: WorkerConfig, resources: contextlib.AsyncExitStack, *, clock: Clock) -> Market:
+    klines = KlineStore(capacity=config.kline_history)
+    tickers = TickerStore()
+    source = BinanceKlineSource(config.binance_base_url)
+    resources.push_async_callback(source.close)
+    feed = MarketFeed(config.feed, klines, tickers, source, clock=clock)
+    return Market(klines, tickers, source, feed)
+
+
+def choose_venue(
+    settings: WorkerSettings, real_trading_enabled: bool, config: TradingConfig, tables: Tables
+) -> tuple[Venue, str]:
+    """Real trading only when the user enabled it, keys are present and PAPER_TRADING_ONLY is false."""
+    reason = None
+    if settings.paper_trading_only:
+        reason = "PAPER_TRADING_ONLY is set"
+    elif settings.binance_api_key is None or settings.binance_api_secret is None:
+        reason = "no Binance API keys are configured"
+    elif not real_trading_enabled:
+        reason = "the user has not enabled real trading"
+    if reason is not None:
+        paper = PaperVenue(config.paper_fee_rate, config.paper_slippage_rate, tables.trading.paper_balance)
+        return paper, reason
+    assert settings.binance_api_key is not None and settings.binance_api_secret is not None
+    venue = BinanceVenue(
+        str(settings.binance_base_url),
+        settings.binance_api_key.get_secret_value(),
+        settings.binance_api_secret.get_secret_value(),
+        request_timeout_secs=config.order_timeout_secs,
+        stop_limit_buffer=config.stop_limit_buffer,
+    )
+    return venue, "real trading is enabled"
+
+
+def build_trading(
+    config: TradingConfig,
+    tables: Tables,
+    venue: Venue,
+    *,
+    tickers: TickerStore,
+    klines: KlineStore,
+    analyzer: Analyzer,
+    clock: Clock,
+) -> Trading:
+    """The trading parts around a started venue; positions are guarded from the first ticker on."""
+    prices = MarketPrices(
+        tickers, klines, atr_interval=config.atr_interval, atr_period=config.atr_period, clock=clock
+    )
+    guardrails = Guardrails(config)
+    monitor = PositionMonitor(config, clock=clock, atr=prices.atr, tickers=tickers)
+    positions = OpenPositions(monitor)
+    flow = OrderFlow(tables.trading, venue, positions, guardrails, clock=clock)
+    protector = Protector(
+        flow, venue, positions, trading=tables.trading, signals=tables.signals, prices=prices
+    )
+    executor = TradeExecutor(
+        flow, protector, positions, guardrails, signals=tables.signals, trading=tables.trading,
+        prices=prices, config=config, clock=clock,
+    )  # fmt: skip
+    return Trading(
+        venue=venue,
+        prices=prices,
+        guardrails=guardrails,
+        monitor=monitor,
+        positions=positions,
+        flow=flow,
+        protector=protector,
+        executor=executor,
+        reanalyzer=TradingReanalyzer(
+            executor,
+            analyzer,
+            prices.market_data,
+            positions=positions,
+            signals=tables.signals,
+            guardrails=guardrails,
+        ),
+        recovery=Recovery(
+            tables.trading,
+            tables.signals,
+            venue,
+            positions=positions,
+            flow=flow,
+            protector=protector,
+            guardrails=guardrails,
+            config=config,
+            clock=clock,
+        ),
+        guard=PositionGuard(monitor, protector, config, clock=clock),
+    )
+
+
+async def build_signals(
+    config: WorkerConfig,
+    tables: Tables,
+    market: Market,
+    resources: contextlib.AsyncExitStack,
+    *,
+    analysis: AnalysisClient,
+    decisions: DecisionExecutor,
+    metrics: WorkerMetrics,
+    clock: Clock,
+) -> Signals:
+    """The sandbox pool (started) and the signal engine that hands its decisions to `decisions`."""
+    pool = await resources.enter_async_context(SandboxPool(config.sandbox))
+    runner = SignalRunner(pool, tables.traders)
+    # The snapshot covers everything the scheduled traders follow (the feed's current subscriptions).
+    snapshots = SnapshotSource(market.klines, market.tickers, market.klines.keys, monotonic=clock.monotonic)
+    resources.callback(snapshots.close)
+    engine = SignalEngine(
+        runner,
+        snapshots,
+        klines=market.klines,
+        tickers=market.tickers,
+        signals=tables.signals,
+        analysis=analysis,
+        budget=AnalysisBudget(config.analysis.calls_per_hour, clock.monotonic),
+        executor=decisions,
+        settings=config.engine,
+        metrics=metrics,
+        clock=clock,
+    )
+    return Signals(pool, runner, snapshots, engine)
+
+
+async def check_database(machine: MachineRows, version: str, *, clock: Clock) -> None:
+    """Refuse a schema this worker was not built for, and a token whose machine has no row."""
+    check_schema_version(await retry(machine.schema_version, what="schema_version()", clock=clock))
+
+    async def first_heartbeat() -> None:
+        await machine.record_heartbeat(MachineStatus.STARTING, version)
+
+    await retry(first_heartbeat, what="first heartbeat", clock=clock)
+
+
+async def build_worker(
+    settings: WorkerSettings,
+    resources: contextlib.AsyncExitStack,
+    *,
+    config: WorkerConfig | None = None,
+    clock: Clock | None = None,
+    substitutes: Substitutes | None = None,
+) -> Worker:
+    """Check the database, then build every part in dependency order (none of them running yet)."""
+    config = config or worker_config(settings)
+    clock = clock or LiveClock()
+    substitutes = substitutes or Substitutes()
+    auth = MachineAuth(
+        settings.supabase_anon_key.get_secret_value(), settings.machine_token.get_secret_value()
+    )
+    database = Database(config.rest_url, auth, clock=clock)
+    resources.push_async_callback(database.aclose)
+    tables = Tables.on(database, settings.user_id, clock=clock)
+    await check_database(tables.machine, config.app.version, clock=clock)
+    metrics = WorkerMetrics()
+    market = build_market(config, resources, clock=clock)
+    analysis = AnalysisClient(config.analysis, auth, clock=clock)
+    resources.push_async_callback(analysis.aclose)
+    real_trading = await tables.machine.real_trading_enabled()
+    venue, reason = choose_venue(settings, real_trading, config.trading, tables)
+    logger.info("trading mode=%s reason=%s", venue.mode, reason)
+    await retry(venue.start, what=f"{venue.mode} venue start", clock=clock)
+    resources.push_async_callback(venue.aclose)
+    trading = build_trading(
+        config.trading, tables, venue, tickers=market.tickers, klines=market.klines, analyzer=analysis,
+        clock=clock,
+    )  # fmt: skip
+    decisions = substitutes.decisions or trading.executor
+    signals = await build_signals(
+        config,
+        tables,
+        market,
+        resources,
+        analysis=analysis,
+        decisions=decisions,
+        metrics=metrics,
+        clock=clock,
+    )
+    scheduler = SignalScheduler(
+        signals.engine,
+        market.feed,
+        config.scheduler,
+        reanalyzer=trading.reanalyzer,
+        extra_tickers=trading.monitor.symbols,  # open positions stay subscribed
+        clock=clock,
+    )
+    scheduler.start()
+    sync = TraderSync(config.sync, tables.traders, auth, scheduler, clock=clock)
+    components: list[Component] = [
+        trading.guard,
+        sync,
+        MarketFeedComponent(market.feed, market.source, metrics, clock=clock),
+        scheduler,  # stops starting runs before the engine drains its queued matches
+        signals.engine,
+    ]
+    logger.info(
+        "worker ready sandbox_processes=%d default_symbols=%d stream_url=%s",
+        config.sandbox.processes, len(config.engine.default_symbols), config.feed.ws_base_url,
+    )  # fmt: skip
+    app = WorkerApp(
+        config.app,
+        settings.machine_api_secret.get_secret_value(),
+        tables=tables,
+        trading=trading,
+        sync=sync,
+        heartbeat=Heartbeat(
+            tables.machine, config.app.version, config.app.heartbeat_interval_secs, clock=clock
+        ),
+        components=components,
+        metrics=metrics,
+        clock=clock,
+    )
+    return Worker(reason, tables, metrics, market, trading, signals, scheduler, sync, app)
+
+
+async def run(settings: WorkerSettings) -> None:
+    """`python -m worker`: build the worker and run it until it is told to stop."""
+    async with contextlib.AsyncExitStack() as resources:
+        worker = await build_worker(settings, resources)
+        await worker.app.run()
+
+
+# Running --------------------------------------------------------------------------------------------
 class _StopRequested(Exception):
     """Raised inside the TaskGroup to cancel every component once shutdown is under way."""
 
 
 class WorkerApp:
-    """One user's worker: start-up checks, components, the HTTP API, heartbeat, graceful shutdown."""
+    """One user's worker running: recovery, the components, the HTTP API, heartbeat, graceful shutdown."""
 
     def __init__(
         self,
-        settings: WorkerSettings,
+        settings: AppSettings,
+        api_secret: str,
         *,
-        components: list[Component] | None = None,
-        clock: Clock | None = None,
+        tables: Tables,
+        trading: Trading,
+        sync: TraderSync,
+        heartbeat: Heartbeat,
+        components: list[Component],
+        metrics: WorkerMetrics,
+        clock: Clock,
     ) -> None:
-        self.settings = settings
+        self._settings = settings
         self.version = settings.version
         self.machine_id = settings.machine_id
-        self.metrics = WorkerMetrics()
-        self._clock = clock or LiveClock()
-        self._components = list(components or [])
-        # Without injected components the app runs the signal engine (feed, sandbox, scheduler, sync).
-        self._with_signal_engine = components is None
-        self.signal_engine: SignalEngineParts | None = None
-        self.trading: TradingSystem | None = None
-        self._database = MachineDatabase(
-            settings.rest_url,
-            settings.supabase_anon_key.get_secret_value(),
-            settings.machine_token.get_secret_value(),
-        )
-        self._heartbeat = Heartbeat(
-            self._database, settings.version, settings.heartbeat_interval_secs, self._clock
-        )
-        self._started_monotonic = self._clock.monotonic()
+        self.metrics = metrics
+        self._api_secret = api_secret
+        self._tables = tables
+        self._trading = trading
+        self._sync = sync
+        self._heartbeat = heartbeat
+        self._components = components
+        self._clock = clock
+        self._started_monotonic = clock.monotonic()
         self._stop = asyncio.Event()
         self._prepared: ShutdownReport | None = None
         self._prepare_lock = asyncio.Lock()
         self.shutdown_reason: str | None = None
 
-    # Lifecycle ----------------------------------------------------------------------------------------------
     async def run(self) -> None:
-        """Check the schema, recover state, run everything until a shutdown is requested, then stop."""
+        """Recover trading state, run everything until a shutdown is requested, then stop."""
+        # Positions are guarded from the first ticker on: recovery arms the monitor before the feed runs.
+        await self._trading.recovery.run()
+        await self._count_state()
+        runner = await self._start_http()
         try:
-            version = await retry(self._database.schema_version, what="schema_version()", clock=self._clock)
-            check_schema_version(version)
-            await retry(self._first_heartbeat, what="first heartbeat", clock=self._clock)
-            await self.reload_traders()
-            async with contextlib.AsyncExitStack() as engine_resources:
-                if self._with_signal_engine:
-                    self.trading = await build_trading(self.settings, engine_resources, clock=self._clock)
-                    self.signal_engine = await build_signal_engine(
-                        self.settings,
-                        self.metrics,
-                        engine_resources,
-                        executor=self.trading.executor,
-                        reanalyzer=self.trading.reanalyzer,
-                        extra_tickers=self.trading.position_symbols,
-                        clock=self._clock,
-                    )
-                    # Positions are guarded from the first ticker on: recovery re-arms the monitor first.
-                    self.trading.attach(self.signal_engine.feed)
-                    await self.trading.recover(self.metrics)
-                    self._components += self.trading.components + self.signal_engine.components
-                runner = await self._start_http()
-                try:
-                    await self._run_components()
-                finally:
-                    await runner.cleanup()
+            await self._run_components()
         finally:
-            await self._database.aclose()
-
-    async def _first_heartbeat(self) -> None:
-        await self._database.record_heartbeat(MachineStatus.STARTING, self.version)
+            await runner.cleanup()
 
     async def _run_components(self) -> None:
         loop = asyncio.get_running_loop()
@@ -126,23 +498,33 @@ class WorkerApp:
     async def _stop_when_requested(self) -> None:
         await self._stop.wait()
         try:
-            async with asyncio.timeout(self.settings.shutdown_timeout_secs):
+            async with asyncio.timeout(self._settings.shutdown_timeout_secs):
                 await self.prepare_shutdown()
         except TimeoutError:
             logger.error(
                 "prepare_shutdown did not finish within %.0fs; stopping anyway",
-                self.settings.shutdown_timeout_secs,
+                self._settings.shutdown_timeout_secs,
             )
         raise _StopRequested
 
     async def _start_http(self) -> web.AppRunner:
-        app = build_app(self, self.settings.machine_api_secret.get_secret_value())
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(build_app(self, self._api_secret), access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, self.settings.http_host, self.settings.http_port)
-        await site.start()
-        logger.info("http api listening host=%s port=%d", self.settings.http_host, self.settings.http_port)
+        host, port = self._settings.http_host, self._settings.http_port
+        await web.TCPSite(runner, host, port).start()
+        logger.info("http api listening host=%s port=%d", host, port)
         return runner
+
+    async def _count_state(self) -> int:
+        """What the database holds for this user, into the metrics; returns the number of active traders."""
+        counts = await asyncio.gather(
+            self._tables.traders.count_active(),
+            self._tables.trading.count_open_positions(),
+            self._tables.signals.count(SignalStatus.WATCHING),
+        )
+        self.metrics.active_traders, self.metrics.open_positions, self.metrics.watching_signals = counts
+        logger.info("state loaded active_traders=%d open_positions=%d watching_signals=%d", *counts)
+        return counts[0]
 
     # WorkerControl (used by the HTTP API) -------------------------------------------------------------------
     def uptime_secs(self) -> float:
@@ -153,28 +535,19 @@ class WorkerApp:
         states.update({component.name: component.state() for component in self._components})
         return states
 
-    async def open_positions(self) -> list[dict[str, Any]]:
-        return await self._database.open_positions()
+    def open_positions(self) -> list[dict[str, Any]]:
+        trading = self._trading
+        return trading.positions.view(trading.prices.last_price, trading.monitor.trailing_state)
 
     async def reload_traders(self) -> int:
         """Re-read what the database holds for this user; returns the number of active traders."""
-        if self.signal_engine is not None and not self._prepare_lock.locked():  # not while shutting down
+        if not self._prepare_lock.locked():  # not while shutting down
             try:
                 async with asyncio.timeout(RELOAD_TIMEOUT_SECS):
-                    await self.signal_engine.trader_sync.reload_traders()
+                    await self._sync.reload_traders()
             except TimeoutError:
                 logger.warning("trader sync did not reconcile within %.0fs", RELOAD_TIMEOUT_SECS)
-        state = await retry(self._database.recover_state, what="recover state", clock=self._clock)
-        self.metrics.active_traders = state.active_traders
-        self.metrics.open_positions = state.open_positions
-        self.metrics.watching_signals = state.watching_signals
-        logger.info(
-            "state loaded active_traders=%d open_positions=%d watching_signals=%d",
-            state.active_traders,
-            state.open_positions,
-            state.watching_signals,
-        )
-        return state.active_traders
+        return await self._count_state()
 
     async def prepare_shutdown(self) -> ShutdownReport:
         """Pause new work, let in-flight work finish, persist; idempotent (a second call reports again)."""

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Protocol
+from typing import Final, Protocol
+
+# How long a part may take to connect before /health calls it degraded rather than starting.
+START_GRACE_SECS: Final = 60.0
 
 
 class ComponentState(StrEnum):

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from worker.clock import Clock
 from worker.components import ComponentState
-from worker.database import MachineDatabase
+from worker.db.machine import MachineRows
 from worker.domain.enums import MachineStatus
 from worker.errors import WorkerError
 
@@ -22,8 +22,8 @@ class Heartbeat:
 
     name = "heartbeat"
 
-    def __init__(self, database: MachineDatabase, version: str, interval_secs: float, clock: Clock) -> None:
-        self._database = database
+    def __init__(self, machine: MachineRows, version: str, interval_secs: float, *, clock: Clock) -> None:
+        self._machine = machine
         self._version = version
         self._interval_secs = interval_secs
         self._clock = clock
@@ -37,7 +37,7 @@ class Heartbeat:
     async def beat(self, status: MachineStatus = MachineStatus.RUNNING) -> bool:
         """Send one heartbeat; True if it was recorded."""
         try:
-            await self._database.record_heartbeat(status, self._version)
+            await self._machine.record_heartbeat(status, self._version)
         except WorkerError as error:
             self._consecutive_failures += 1
             if self._consecutive_failures >= FAILURES_BEFORE_DEGRADED:

@@ -1,4 +1,4 @@
-"""The machine's HTTP API (port 8080): health, metrics, positions, and lifecycle hooks (POST, bearer only)."""
+"""The machine's HTTP API (port 8080): health, metrics, live positions, lifecycle hooks (POST, bearer)."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ class WorkerControl(Protocol):
 
     def uptime_secs(self) -> float: ...
     def component_states(self) -> dict[str, ComponentState]: ...
-    async def open_positions(self) -> list[dict[str, Any]]: ...
+    def open_positions(self) -> list[dict[str, Any]]: ...
     async def reload_traders(self) -> int: ...
     async def prepare_shutdown(self) -> ShutdownReport: ...
     def request_shutdown(self, reason: str) -> None: ...
@@ -151,7 +151,7 @@ def build_app(control: WorkerControl, api_secret: str) -> web.Application:
         )
 
     async def positions(_: web.Request) -> web.Response:
-        return web.json_response({"positions": await control.open_positions()}, dumps=_dumps)
+        return web.json_response({"positions": control.open_positions()})
 
     async def reload_traders(_: web.Request) -> web.Response:
         return web.json_response({"success": True, "tradersLoaded": await control.reload_traders()})
@@ -197,8 +197,3 @@ def build_app(control: WorkerControl, api_secret: str) -> web.Application:
     app.router.add_post("/prepare-shutdown", prepare_shutdown)
     app.router.add_post("/shutdown", shutdown)
     return app
-
-
-def _dumps(value: Any) -> str:
-    # numeric columns arrive as JSON numbers or strings from PostgREST; pass them through unchanged.
-    return json.dumps(value, default=str)

@@ -11,11 +11,11 @@ from typing import Annotated, Literal
 from pydantic import Field, HttpUrl, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from worker.domain.intervals import INTERVAL_MS
 from worker.errors import ConfigError
 from worker.sandbox.sizing import MachineSize, processes_for
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
-AtrInterval = Literal["1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d"]
 
 # The signal engine's default universe when DEFAULT_SYMBOLS is not set (liquid USDT pairs).
 DEFAULT_SYMBOLS = (
@@ -85,7 +85,7 @@ class WorkerSettings(BaseSettings):
     trading_trailing_mode: Literal["off", "percent", "atr"] = "off"
     trading_trailing_distance: Decimal = Field(default=Decimal("0.02"), gt=0)
     trading_trailing_activation_fraction: Decimal = Field(default=Decimal("0"), ge=0, lt=1)
-    trading_atr_interval: AtrInterval = "1h"
+    trading_atr_interval: str = "1h"  # a kline interval (worker/domain/intervals.py)
     trading_exchange_stop_update_secs: float = Field(default=10.0, gt=0)
     trading_order_timeout_secs: float = Field(default=10.0, gt=0, le=60)
 
@@ -93,6 +93,13 @@ class WorkerSettings(BaseSettings):
     @classmethod
     def _upper_log_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("trading_atr_interval")
+    @classmethod
+    def _kline_interval(cls, value: str) -> str:
+        if value not in INTERVAL_MS:
+            raise ValueError(f"not a kline interval; one of {', '.join(INTERVAL_MS)}")
+        return value
 
     @field_validator("default_symbols", mode="before")
     @classmethod

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
-from worker.database import SUPPORTED_SCHEMA_VERSIONS, check_schema_version
-from worker.errors import ConfigError
 from worker.metrics import HourlyCounter
 
 
@@ -25,10 +21,3 @@ def test_memory_stays_bounded_under_a_flood() -> None:
 
     assert counter.last_hour(now_monotonic=7199.0) == 3600
     assert len(counter._buckets) <= 61
-
-
-def test_schema_version_check_refuses_unknown_versions() -> None:
-    check_schema_version(max(SUPPORTED_SCHEMA_VERSIONS))
-
-    with pytest.raises(ConfigError, match="999 is not supported"):
-        check_schema_version(999)

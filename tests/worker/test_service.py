@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -9,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,10 +120,18 @@ def wait_healthy(url: str, process: subprocess.Popen[str], timeout_secs: float =
     raise AssertionError("worker did not become healthy")
 
 
-@pytest.fixture
-def worker(stack: DevStack, db: psycopg.Connection[Any], exchange_url: str) -> Iterator[RunningWorker]:
+@contextlib.contextmanager
+def running_worker(
+    stack: DevStack,
+    db: psycopg.Connection[Any],
+    exchange_url: str,
+    prepare: Callable[[AppUser, uuid.UUID], None] | None = None,
+) -> Iterator[RunningWorker]:
+    """A worker process for a new user with one trader (`prepare` writes more rows before it starts)."""
     user = create_user(db)
-    create_trader(db, user, "worker test trader")
+    trader_id = create_trader(db, user, "worker test trader")
+    if prepare is not None:
+        prepare(user, trader_id)
     machine_id = f"m-{uuid.uuid4().hex[:12]}"
     db.execute(
         "insert into public.fly_machines (user_id, machine_id, status, region, memory_mb)"
@@ -141,6 +150,12 @@ def worker(stack: DevStack, db: psycopg.Connection[Any], exchange_url: str) -> I
             process.kill()
         process.communicate(timeout=10)
         delete_user(db, user)
+
+
+@pytest.fixture
+def worker(stack: DevStack, db: psycopg.Connection[Any], exchange_url: str) -> Iterator[RunningWorker]:
+    with running_worker(stack, db, exchange_url) as running:
+        yield running
 
 
 def machine_row(db: psycopg.Connection[Any], machine_id: str) -> tuple[Any, ...]:
@@ -204,22 +219,25 @@ def test_reload_traders_counts_what_the_database_holds(
     assert response.json() == {"success": True, "tradersLoaded": 2}
 
 
-def test_positions_lists_open_positions(worker: RunningWorker, db: psycopg.Connection[Any]) -> None:
-    trader_id = db.execute("select id from public.traders where user_id = %s", (worker.user.id,)).fetchone()
-    assert trader_id is not None
-    signal_id = db.execute(
-        "insert into public.signals (trader_id, user_id, symbol, status, trigger_price)"
-        " values (%s, %s, 'BTCUSDT', 'position_open', 97000) returning id",
-        (trader_id[0], worker.user.id),
-    ).fetchone()
-    assert signal_id is not None
-    db.execute(
-        "insert into public.positions (signal_id, user_id, symbol, side, entry_price, size, stop_loss)"
-        " values (%s, %s, 'BTCUSDT', 'long', 97000.5, 0.0125, 95000)",
-        (signal_id[0], worker.user.id),
-    )
+def test_positions_lists_open_positions(
+    stack: DevStack, db: psycopg.Connection[Any], exchange_url: str
+) -> None:
+    def open_position(user: AppUser, trader_id: uuid.UUID) -> None:
+        # Held before the worker starts (it recovers it), with no stop the replayed market could reach.
+        signal_id = db.execute(
+            "insert into public.signals (trader_id, user_id, symbol, status, trigger_price)"
+            " values (%s, %s, 'BTCUSDT', 'position_open', 97000) returning id",
+            (trader_id, user.id),
+        ).fetchone()
+        assert signal_id is not None
+        db.execute(
+            "insert into public.positions (signal_id, user_id, symbol, side, entry_price, size)"
+            " values (%s, %s, 'BTCUSDT', 'long', 97000.5, 0.0125)",
+            (signal_id[0], user.id),
+        )
 
-    positions = httpx.get(f"{worker.url}/positions").json()["positions"]
+    with running_worker(stack, db, exchange_url, open_position) as worker:
+        positions = httpx.get(f"{worker.url}/positions").json()["positions"]
 
     assert [(p["symbol"], p["side"], str(p["entry_price"]), str(p["size"])) for p in positions] == [
         ("BTCUSDT", "long", "97000.5", "0.0125")

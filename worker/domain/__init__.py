@@ -1,1 +1,2 @@
-"""Domain values shared by every worker component: enums, identifiers, money."""
+"""Domain values shared by every worker component: enums mirroring Postgres, traders, signals, decisions,
+intervals, money and the position ledger, orders and positions. Imports nothing above itself."""

@@ -11,8 +11,9 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from worker.domain.intervals import INTERVAL_MS
 from worker.indicators import helpers
-from worker.market.klines import INTERVAL_MS, KLINE_FIELDS
+from worker.market.klines import KLINE_FIELDS
 
 
 def signature_text(function: Callable[..., Any]) -> str:

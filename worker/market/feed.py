@@ -21,9 +21,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from worker.clock import Clock, LiveClock
+from worker.domain.intervals import INTERVAL_MS
 from worker.errors import ConfigError, RateLimited, TransientError
 from worker.log_setup import LogOnce
-from worker.market.klines import INTERVAL_MS
 from worker.market.messages import (
     ControlReply,
     KlineUpdate,

@@ -12,22 +12,6 @@ IntArray = npt.NDArray[np.int64]
 
 KLINE_FIELDS = ("open_time", "open", "high", "low", "close", "volume")
 
-# Binance's kline intervals the worker supports, with their length (`1M`/`1w`/`3d` are not used by traders).
-INTERVAL_MS: dict[str, int] = {
-    "1m": 60_000,
-    "3m": 180_000,
-    "5m": 300_000,
-    "15m": 900_000,
-    "30m": 1_800_000,
-    "1h": 3_600_000,
-    "2h": 7_200_000,
-    "4h": 14_400_000,
-    "6h": 21_600_000,
-    "8h": 28_800_000,
-    "12h": 43_200_000,
-    "1d": 86_400_000,
-}
-
 
 @dataclass(frozen=True, slots=True)
 class Klines:

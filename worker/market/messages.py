@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from worker.market.klines import INTERVAL_MS
+from worker.domain.intervals import INTERVAL_MS
 
 
 class MalformedMessage(ValueError):

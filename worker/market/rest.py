@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
-import warnings
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
 
 from worker.errors import ConfigError, RateLimited, TransientError
-
-with warnings.catch_warnings():
-    # python-binance 1.0.37 imports websockets' legacy client at import time (a DeprecationWarning under
-    # websockets >= 14); we never use its websocket code.
-    warnings.simplefilter("ignore", DeprecationWarning)
-    _binance_client = importlib.import_module("binance.async_client")
-    _binance_errors = importlib.import_module("binance.exceptions")
-AsyncClient = _binance_client.AsyncClient
-BinanceAPIException = _binance_errors.BinanceAPIException
-BinanceRequestException = _binance_errors.BinanceRequestException
+from worker.market.binance_api import AsyncClient, BinanceAPIException, BinanceRequestException
 
 MAX_KLINES_PER_REQUEST = 1000
 

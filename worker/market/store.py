@@ -14,7 +14,8 @@ from enum import StrEnum
 
 import numpy as np
 
-from worker.market.klines import INTERVAL_MS, Klines
+from worker.domain.intervals import INTERVAL_MS
+from worker.market.klines import Klines
 
 DEFAULT_CAPACITY = 1000
 _HEADER_WORDS = 4  # count, last candle closed (0/1), last change (Unix ms), version
@@ -200,6 +201,10 @@ class KlineStore:
 
     def __iter__(self) -> Iterator[KlineSeries]:
         return iter(list(self._series.values()))
+
+    def keys(self) -> list[tuple[str, str]]:
+        """The (symbol, interval) of every series held (what the feed follows)."""
+        return [(series.symbol, series.interval) for series in self._series.values()]
 
     def __len__(self) -> int:
         return len(self._series)

@@ -6,7 +6,7 @@ Public API (import from here):
     KlineSnapshot(klines_by_symbol, tickers)      one sweep's data in shared memory (a context manager)
     SandboxPool(SandboxConfig(...))                the sandbox processes (async context manager)
     SignalRunner(pool, reporter).load(...) / .evaluate(...) -> SweepResult   raises SignalRuntimeError
-    PostgrestTraderErrorReporter                   sets a broken trader to status='error' via PostgREST
+    TraderErrorReporter                            who marks a broken trader (worker.db.traders.TraderRows)
 
 Threat model. Signal code is written by an LLM from a user's text, so treat it as written by an attacker
 who has read RestrictedPython's source. It must not read or change anything but the klines and ticker it
@@ -60,7 +60,6 @@ from typing import TYPE_CHECKING, Any
 
 __all__ = [
     "KlineSnapshot",
-    "PostgrestTraderErrorReporter",
     "SandboxConfig",
     "SandboxPool",
     "SignalCodeError",
@@ -76,17 +75,16 @@ if TYPE_CHECKING:
     from worker.sandbox.compiler import SignalProgram, compile_signal
     from worker.sandbox.errors import SignalCodeError, SignalRuntimeError
     from worker.sandbox.pool import SandboxConfig, SandboxPool
-    from worker.sandbox.reporting import PostgrestTraderErrorReporter, TraderErrorReporter
-    from worker.sandbox.runner import SignalRunner, SweepResult
+    from worker.sandbox.runner import SignalRunner, SweepResult, TraderErrorReporter
     from worker.sandbox.snapshot import KlineSnapshot
 
 # Loaded on first use: the sandbox process imports this package too, and must not pay for (or hold in
-# memory) the HTTP and PostgREST clients the worker side needs.
+# memory) the modules only the worker side needs.
 _HOMES = {
     "SignalProgram": "compiler", "compile_signal": "compiler", "SignalCodeError": "errors",
     "SignalRuntimeError": "errors", "SandboxConfig": "pool", "SandboxPool": "pool",
-    "PostgrestTraderErrorReporter": "reporting", "TraderErrorReporter": "reporting",
-    "SignalRunner": "runner", "SweepResult": "runner", "KlineSnapshot": "snapshot",
+    "TraderErrorReporter": "runner", "SignalRunner": "runner", "SweepResult": "runner",
+    "KlineSnapshot": "snapshot",
 }  # fmt: skip
 
 

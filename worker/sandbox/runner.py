@@ -14,16 +14,24 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from worker.errors import WorkerError
 from worker.sandbox import protocol
 from worker.sandbox.compiler import ProgramCache, SignalProgram
 from worker.sandbox.errors import SignalCodeError, SignalRuntimeError
 from worker.sandbox.pool import SandboxFailure, SandboxPool
-from worker.sandbox.reporting import TraderErrorReporter
 from worker.sandbox.snapshot import KlineSnapshot
 
 logger = logging.getLogger(__name__)
+
+
+class TraderErrorReporter(Protocol):
+    """Tells the trader's owner its code is broken (the worker's is `worker.db.traders.TraderRows`)."""
+
+    async def report_trader_error(self, trader_id: str, message: str) -> None:
+        """Mark the trader as failed with a message its owner can act on."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,1 +1,2 @@
-"""The scheduler: APScheduler jobs per trader (`scheduler.SignalScheduler`), timer intervals (`intervals`)."""
+"""When traders run: APScheduler jobs per trader (`scheduler`), the UTC grid trigger (`grid`), and the trader
+sync that keeps the jobs in step with the user's traders (`trader_sync`: Realtime plus reconciles)."""

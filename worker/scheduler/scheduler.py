@@ -21,21 +21,19 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, Protocol
 
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from worker.clock import Clock, LiveClock
 from worker.components import ComponentState
+from worker.domain.intervals import INTERVAL_MS, TimerInterval, parse_interval
 from worker.domain.trader import Trader
+from worker.domain.universe import subscriptions, trader_symbols
 from worker.errors import ConfigError
-from worker.execution import Reanalyzer
 from worker.market.feed import MarketFeed
-from worker.market.klines import INTERVAL_MS
-from worker.scheduler.intervals import GridTrigger, TimerInterval, parse_interval
-from worker.signals.engine import RunReport, SignalEngine
-from worker.signals.universe import subscriptions, trader_symbols
+from worker.scheduler.grid import GridTrigger
 
 logger = logging.getLogger(__name__)
 
@@ -57,11 +55,43 @@ class SchedulerSettings:
     max_misfire_grace_secs: float = 60.0
 
 
-class LoggingReanalyzer:
-    """Stands in for the trading component's re-analysis until it is wired in."""
+class RunRecord(Protocol):
+    """What the scheduler keeps of each run (the signal engine's RunReport)."""
 
+    @property
+    def trader_id(self) -> uuid.UUID: ...
+
+    @property
+    def trigger(self) -> str: ...
+
+    @property
+    def started_at(self) -> datetime: ...
+
+
+class TraderRunner(Protocol):
+    """What runs a scheduled trader's checks (the signal engine)."""
+
+    async def prepare(self, trader: Trader) -> object | None:
+        """Get the trader ready to run (compile its code); None when it cannot run."""
+        ...
+
+    def activate(self, trader: Trader) -> None: ...
+
+    def deactivate(self, trader_id: uuid.UUID, *, forget: bool = False) -> None: ...
+
+    def is_active(self, trader_id: uuid.UUID) -> bool: ...
+
+    async def run_trader(
+        self, trader: Trader, trigger: str, *, fresh_after: float | None = None
+    ) -> RunRecord:
+        """One run of the trader's checks."""
+        ...
+
+
+class Reanalyzer(Protocol):
     async def reanalyze(self, trader: Trader) -> None:
-        logger.info("re-analysis not run (no reanalyzer) trader_id=%s", trader.id)
+        """Send the trader's watching signals and open positions for analysis and apply the decisions."""
+        ...
 
 
 @dataclass(eq=False)
@@ -95,27 +125,27 @@ def _reanalysis_job_id(trader_id: uuid.UUID) -> str:
 
 
 class SignalScheduler:
-    """Implements TraderScheduler over APScheduler's AsyncIOScheduler; a Component of the worker."""
+    """Implements the trader sync's TraderScheduler over APScheduler's AsyncIOScheduler; a Component."""
 
     name = "scheduler"
 
     def __init__(
         self,
-        engine: SignalEngine,
+        engine: TraderRunner,
         feed: MarketFeed,
         settings: SchedulerSettings,
         *,
-        reanalyzer: Reanalyzer | None = None,
-        extra_tickers: Callable[[], set[str]] | None = None,
+        reanalyzer: Reanalyzer,
+        extra_tickers: Callable[[], set[str]],
         clock: Clock | None = None,
     ) -> None:
         self._engine = engine
         # Symbols followed beyond the traders' own (open positions the monitor must keep guarding).
-        self._extra_tickers = extra_tickers or set
+        self._extra_tickers = extra_tickers
         self._followed_extra: set[str] = set()
         self._feed = feed
         self._settings = settings
-        self._reanalyzer: Reanalyzer = reanalyzer or LoggingReanalyzer()
+        self._reanalyzer = reanalyzer
         self._clock = clock or LiveClock()
         self._aps = AsyncIOScheduler(
             timezone=UTC, job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 1}
@@ -126,7 +156,7 @@ class SignalScheduler:
         self._idle = asyncio.Event()
         self._idle.set()
         self._state = ComponentState.STARTING
-        self.recent_runs: deque[RunReport] = deque(maxlen=_RECENT_RUNS)
+        self.recent_runs: deque[RunRecord] = deque(maxlen=_RECENT_RUNS)
 
     # Lifecycle (Component) ----------------------------------------------------------------------------
     def start(self) -> None:

@@ -1,11 +1,11 @@
 """The signal run: fresh data into the sandbox, matches into `signals` rows, each analysed and handed on.
 
-    parts = await build_signal_engine(settings, metrics, exit_stack, executor=..., reanalyzer=...)  # wiring
-    report = await parts.engine.run_trader(trader, "timer")   # what the scheduler's jobs call
+    engine = SignalEngine(runner, snapshots, klines=..., signals=..., analysis=..., executor=...)  # app.py
+    report = await engine.run_trader(trader, "timer")   # what the scheduler's jobs call
 
-Modules: `engine` (the run and the match pipeline), `analysis` (analyze-signal client and budget),
-`signal_store` (the signals table), `snapshots` (shared sweep data), `market_data` (ticker dict and
-marketData), `universe` (symbols and streams per trader), `wiring` (building every part).
+Modules: `engine` (the run, the match pipeline, and the DecisionExecutor it hands decisions to),
+`analysis` (analyze-signal client and budget), `snapshots` (shared sweep data), `market_data` (ticker
+dict and marketData). The signals table itself is `worker.db.signals`.
 
 Per match: a cooldown and live-signal check, a `signals` row with an id the worker generated (status
 `new`), the `analyze-signal` Edge Function with the same requestId on every retry, the decision checked

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 
 from worker.clock import Clock, LiveClock
-from worker.database import machine_headers
+from worker.db.client import MachineAuth
 from worker.domain.decision import Decision, InvalidDecision, parse_decision
 from worker.errors import WorkerError
 from worker.retry import Backoff
@@ -37,8 +37,6 @@ BUDGET_CODE = "budget_exhausted"  # analyze-signal's 429 (supabase/functions/_sh
 @dataclass(frozen=True, slots=True)
 class AnalysisSettings:
     functions_url: str  # https://<project>/functions/v1
-    anon_key: str
-    machine_token: str
     connect_timeout_secs: float = 5.0
     # The function waits for the model (which it retries itself): give each attempt room for that.
     attempt_timeout_secs: float = 45.0
@@ -104,6 +102,7 @@ class AnalysisClient:
     def __init__(
         self,
         settings: AnalysisSettings,
+        auth: MachineAuth,
         *,
         clock: Clock | None = None,
         rng: random.Random | None = None,
@@ -115,7 +114,7 @@ class AnalysisClient:
         timeout = httpx.Timeout(settings.attempt_timeout_secs, connect=settings.connect_timeout_secs)
         self._http = httpx.AsyncClient(
             base_url=settings.functions_url.rstrip("/"),
-            headers=machine_headers(settings.anon_key, settings.machine_token),
+            auth=auth,
             timeout=timeout,
             transport=transport,
         )

@@ -25,13 +25,16 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from worker.clock import Clock, LiveClock
 from worker.components import ComponentState
+from worker.db.signals import InsertOutcome, SignalRows
+from worker.domain.decision import Decision
+from worker.domain.signal import SignalContext
 from worker.domain.trader import Trader
+from worker.domain.universe import trader_symbols, trader_timeframes
 from worker.errors import ConfigError, InvariantViolation, TransientError, WorkerError
-from worker.execution import DecisionExecutor, SignalContext
 from worker.market.messages import Ticker
 from worker.market.store import KlineStore
 from worker.market.tickers import TickerStore
@@ -40,14 +43,24 @@ from worker.retry import Backoff, retry
 from worker.sandbox import SignalCodeError, SignalProgram, SignalRunner, SignalRuntimeError
 from worker.signals.analysis import AnalysisBudget, AnalysisClient, AnalysisFailed
 from worker.signals.market_data import ANALYSIS_KLINES, build_market_data
-from worker.signals.signal_store import InsertOutcome, SignalStore
 from worker.signals.snapshots import SnapshotSource
-from worker.signals.universe import trader_symbols, trader_timeframes
 
 logger = logging.getLogger(__name__)
 
 _QUEUE_SIZE: Final = 1000
 _SWEEP_RETRY: Final = Backoff(base_secs=0.05, max_secs=0.5)
+
+
+class DecisionExecutor(Protocol):
+    """Who acts on the decisions (the trading executor)."""
+
+    async def execute(self, context: SignalContext, decision: Decision) -> None:
+        """Act on `decision` for the signal (idempotent per analysis_id: a retry must not act twice)."""
+        ...
+
+    def record_analysis_failure(self, trader_id: uuid.UUID, reason: str = "") -> None:
+        """Count an analysis that failed for good (consecutive failures put the trader in safe mode)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +113,7 @@ class SignalEngine:
         *,
         klines: KlineStore,
         tickers: TickerStore,
-        signals: SignalStore,
+        signals: SignalRows,
         analysis: AnalysisClient,
         budget: AnalysisBudget,
         executor: DecisionExecutor,

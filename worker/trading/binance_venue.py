@@ -8,9 +8,7 @@ never buys twice. Binance's errors become the worker's: 4xx -> OrderRejected (wi
 
 from __future__ import annotations
 
-import importlib
 import logging
-import warnings
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -19,27 +17,11 @@ import aiohttp
 
 from worker.clock import Clock, LiveClock
 from worker.domain.enums import OrderSide, OrderType, PositionSide, TradingMode
+from worker.domain.money import ONE, ZERO, SymbolRules, exact, plain
+from worker.domain.orders import ClientOrderId, ExchangeOrderId, Fill, OrderReport, OrderState
+from worker.domain.positions import Protection, ProtectionRequest
 from worker.errors import ConfigError, OrderRejected, RateLimited, TransientError
-from worker.trading.model import (
-    ClientOrderId,
-    ExchangeOrderId,
-    Fill,
-    OrderReport,
-    OrderState,
-    Protection,
-    ProtectionRequest,
-)
-from worker.trading.money import ONE, ZERO, SymbolRules, exact, plain
-
-with warnings.catch_warnings():
-    # python-binance 1.0.37 imports websockets' legacy client at import time (a DeprecationWarning under
-    # websockets >= 14); we never use its websocket code.
-    warnings.simplefilter("ignore", DeprecationWarning)
-    _client_module = importlib.import_module("binance.async_client")
-    _errors_module = importlib.import_module("binance.exceptions")
-AsyncClient = _client_module.AsyncClient
-BinanceAPIException = _errors_module.BinanceAPIException
-BinanceRequestException = _errors_module.BinanceRequestException
+from worker.market.binance_api import AsyncClient, BinanceAPIException, BinanceRequestException
 
 logger = logging.getLogger(__name__)
 

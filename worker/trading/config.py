@@ -1,11 +1,11 @@
-"""The trading component's settings (a slice of WorkerSettings, with safe defaults for tests)."""
+"""The trading component's settings (cut from WorkerSettings by worker/app.py; safe defaults for tests)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
 
-from worker.trading.model import TrailingMode
+from worker.domain.positions import TrailingMode
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
+from worker.domain.money import ONE, ZERO, exact, plain
+from worker.domain.positions import OpenPosition
 from worker.domain.trader import Trader
 from worker.trading.config import TradingConfig
-from worker.trading.model import OpenPosition
-from worker.trading.money import ONE, ZERO, exact, plain
 
 logger = logging.getLogger(__name__)
 

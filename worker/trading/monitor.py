@@ -1,35 +1,30 @@
 """The position monitor: stop-loss, take-profit and trailing stops evaluated on every ticker update.
 
-`on_price` runs synchronously from the market feed's ticker listener for that symbol (cheap, never raises);
-a triggered exit is queued and closed by `run`'s task group, one task per close. A 1 s sweep re-evaluates
-every symbol with its latest fresh price (new positions, moved levels) and flags symbols whose price is
-stale; in real mode the sweep also reconciles exchange-side fills, so a stop that filled on the exchange
-is recorded once and never closed twice.
+`on_price` runs synchronously from the ticker store's listener for that symbol (cheap, never raises); a
+triggered exit is queued for the position guard (guard.py) to close, and the position is not evaluated
+again unless that close fails. `sweep` re-evaluates every symbol with its latest fresh price (new
+positions, moved levels) and flags symbols whose price is stale. Trailing stops ratchet here; the guard
+persists them, throttled.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from worker.clock import Clock, LiveClock
-from worker.components import ComponentState
+from worker.clock import Clock
 from worker.domain.enums import PositionSide
+from worker.domain.positions import CloseReason, OpenPosition, TrailingMode, TrailingSpec, TrailingState
 from worker.market.messages import Ticker
+from worker.market.tickers import TickerStore
 from worker.trading import trailing
 from worker.trading.config import TradingConfig
-from worker.trading.model import CloseReason, OpenPosition, TrailingMode, TrailingSpec, TrailingState
 
 logger = logging.getLogger(__name__)
-
-Closer = Callable[[uuid.UUID, CloseReason, Decimal], Awaitable[None]]
-TrailingRecorder = Callable[[uuid.UUID, TrailingState], Awaitable[None]]
-Reconciler = Callable[[], Awaitable[int]]
 
 
 @dataclass(slots=True)
@@ -57,55 +52,28 @@ class ExitRequest:
 
 
 class PositionMonitor:
-    """Watches every open position; one instance per worker (a Component)."""
-
-    name = "position-monitor"
+    """Watches every open position (one per worker); exits wait in `next_exit` for the guard."""
 
     def __init__(
         self,
         config: TradingConfig,
-        closer: Closer,
         *,
-        clock: Clock | None = None,
+        clock: Clock,
         atr: Callable[[str], Decimal | None] | None = None,
-        record_trailing: TrailingRecorder | None = None,
-        reconcile: Reconciler | None = None,
+        tickers: TickerStore | None = None,
     ) -> None:
         self._config = config
-        self._closer = closer
-        self._clock = clock or LiveClock()
+        self._clock = clock
         self._atr = atr
-        self._record_trailing = record_trailing
-        self._reconcile = reconcile
         self._watches: dict[uuid.UUID, _Watch] = {}
         self._by_symbol: dict[str, dict[uuid.UUID, _Watch]] = {}
         self._prices: dict[str, tuple[Decimal, float]] = {}
         self._exits: asyncio.Queue[ExitRequest] = asyncio.Queue()
-        self._state = ComponentState.STARTING
-        self._stale: set[str] = set()
-        self._paused = False
+        self.stale: set[str] = set()  # symbols whose positions the last sweep could not evaluate
         self.closes_started = 0
         self.close_failures = 0
-
-    # Component ----------------------------------------------------------------------------------------
-    def state(self) -> ComponentState:
-        return self._state
-
-    async def prepare_shutdown(self) -> None:
-        # Positions stay guarded until the process ends: exchange-side orders in real mode, and in paper
-        # mode nothing can be closed once the worker is gone anyway. Nothing to drain here.
-        return None
-
-    async def run(self) -> None:
-        self._state = ComponentState.RUNNING
-        try:
-            async with asyncio.TaskGroup() as group:
-                group.create_task(self._sweep_loop(), name="monitor-sweep")
-                while True:
-                    request = await self._exits.get()
-                    group.create_task(self._close(request), name=f"monitor-close-{request.position_id}")
-        finally:
-            self._state = ComponentState.STOPPED
+        if tickers is not None:
+            tickers.add_listener(self.on_ticker)
 
     # Positions --------------------------------------------------------------------------------------
     def track(self, position: OpenPosition) -> None:
@@ -185,41 +153,20 @@ class PositionMonitor:
                 watch.closing = True
                 self._exits.put_nowait(ExitRequest(watch.id, reason, price, now))
 
-    async def _close(self, request: ExitRequest) -> None:
+    async def next_exit(self) -> ExitRequest:
+        """The next triggered exit to close (the position stays out of evaluation while it closes)."""
+        request = await self._exits.get()
         self.closes_started += 1
-        try:
-            await self._closer(request.position_id, request.reason, request.price)
-        except Exception as error:
-            self.close_failures += 1
-            logger.error(
-                "monitor close failed; will retry on the next price position_id=%s reason=%s error=%s",
-                request.position_id, request.reason, error,
-            )  # fmt: skip
-            watch = self._watches.get(request.position_id)
-            if watch is not None:
-                watch.closing = False
+        return request
+
+    def exit_failed(self, position_id: uuid.UUID) -> None:
+        """The close did not happen: evaluate the position again from the next price on."""
+        self.close_failures += 1
+        watch = self._watches.get(position_id)
+        if watch is not None:
+            watch.closing = False
 
     # Safety net ------------------------------------------------------------------------------------
-    async def _sweep_loop(self) -> None:
-        last_reconcile = 0.0
-        while True:
-            await self._clock.sleep(self._config.monitor_sweep_interval_secs)
-            try:
-                self.sweep()
-                await self._persist_trailing()
-                now = self._clock.monotonic()
-                if (
-                    self._reconcile is not None
-                    and now - last_reconcile >= self._config.reconcile_interval_secs
-                ):
-                    last_reconcile = now
-                    closed = await self._reconcile()
-                    if closed:
-                        logger.info("exchange-side exits recorded count=%d", closed)
-            except Exception:
-                # One failed sweep (a network blip while reconciling) must not end the monitor.
-                logger.exception("monitor sweep failed")
-
     def sweep(self) -> None:
         """Re-evaluate every watched symbol with its newest fresh price; flag stale ones."""
         now = self._clock.monotonic()
@@ -230,24 +177,26 @@ class PositionMonitor:
                 stale.add(symbol)
                 continue
             self._evaluate(watches.values(), latest[0], now)
-        newly = stale - self._stale
+        newly = stale - self.stale
         if newly:
             logger.warning("stale prices; positions not evaluated symbols=%s", ",".join(sorted(newly)))
-        self._stale = stale
-        self._state = ComponentState.DEGRADED if stale else ComponentState.RUNNING
+        self.stale = stale
 
-    async def _persist_trailing(self) -> None:
-        if self._record_trailing is None:
-            return
-        now = time.monotonic()
-        for watch in list(self._watches.values()):
-            if watch.closing or watch.trailing_state == watch.persisted:
-                continue
-            if now - watch.persisted_at < self._config.trailing_persist_secs:
-                continue
-            state = watch.trailing_state
-            await self._record_trailing(watch.id, state)
-            watch.persisted, watch.persisted_at = state, now
+    def trailing_to_persist(self) -> list[tuple[uuid.UUID, TrailingState]]:
+        """Trailing stops moved since last persisted (each at most once per `trailing_persist_secs`)."""
+        now = self._clock.monotonic()
+        return [
+            (watch.id, watch.trailing_state)
+            for watch in list(self._watches.values())
+            if not watch.closing
+            and watch.trailing_state != watch.persisted
+            and now - watch.persisted_at >= self._config.trailing_persist_secs
+        ]
+
+    def trailing_persisted(self, position_id: uuid.UUID, state: TrailingState) -> None:
+        watch = self._watches.get(position_id)
+        if watch is not None:
+            watch.persisted, watch.persisted_at = state, self._clock.monotonic()
 
 
 def _tighter(side: PositionSide, ours: TrailingState, theirs: TrailingState) -> TrailingState:

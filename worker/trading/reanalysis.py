@@ -1,8 +1,8 @@
 """Re-analysis: on each trader's interval, every watching signal and open position goes back to the model.
 
-Implements `worker.execution.Reanalyzer`. The analysis call is the signal engine's `AnalysisClient`
-(worker/signals/analysis.py: retries, requestId, deadline); its failures count towards safe mode. A watch
-the model abandons (anything but watch or an entry) closes the signal.
+Implements the scheduler's `Reanalyzer`. The analysis call is the signal engine's `AnalysisClient`
+(worker/signals/analysis.py: retries, requestId, deadline, the per-trader budget); its failures count
+towards safe mode. A watch the model abandons (anything but watch or an entry) closes the signal.
 """
 
 from __future__ import annotations
@@ -14,13 +14,15 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
-from worker.clock import Clock, LiveClock
+from worker.db.signals import SignalRows
 from worker.domain.enums import AnalysisDecision, SignalStatus
+from worker.domain.signal import SignalContext
 from worker.domain.trader import Trader
 from worker.errors import WorkerError
-from worker.execution import SignalContext
 from worker.signals.analysis import Analysis, AnalysisFailed
 from worker.trading.executor import TradeExecutor
+from worker.trading.guardrails import Guardrails
+from worker.trading.positions import OpenPositions
 
 logger = logging.getLogger(__name__)
 
@@ -59,38 +61,38 @@ class TradingReanalyzer:
         analyzer: Analyzer,
         market_data: MarketDataSource,
         *,
-        clock: Clock | None = None,
+        positions: OpenPositions,
+        signals: SignalRows,
+        guardrails: Guardrails,
     ) -> None:
         self._executor = executor
+        self._positions = positions
+        self._signals = signals
+        self._guardrails = guardrails
         self._analyzer = analyzer
         self._market_data = market_data
-        self._clock = clock or LiveClock()
         self.last_report: ReanalysisReport | None = None
 
     async def reanalyze(self, trader: Trader) -> None:
         await self.run(trader)
 
     async def run(self, trader: Trader) -> ReanalysisReport:
-        executor = self._executor
         items: dict[uuid.UUID, tuple[str, Decimal, SignalStatus]] = {}
-        for position in executor.trader_positions(trader.id):
+        for position in self._positions.of_trader(trader.id):
             items[position.signal_id] = (
                 position.symbol,
                 position.book.entry_price,
                 SignalStatus.POSITION_OPEN,
             )
         try:
-            watching = await executor.store.watching_signals(trader.id)
+            watching = await self._signals.watching(trader.id)
         except WorkerError as error:
             logger.warning(
                 "re-analysis could not list watching signals trader_id=%s error=%s", trader.id, error
             )
             watching = []
-        for row in watching:
-            signal_id = uuid.UUID(str(row["id"]))
-            items.setdefault(
-                signal_id, (str(row["symbol"]), Decimal(str(row["trigger_price"])), SignalStatus.WATCHING)
-            )
+        for signal in watching:
+            items.setdefault(signal.id, (signal.symbol, signal.trigger_price, SignalStatus.WATCHING))
         analysed = failed = skipped = 0
         for signal_id, (symbol, trigger_price, status) in items.items():
             market = self._market_data(trader, symbol)
@@ -102,7 +104,7 @@ class TradingReanalyzer:
                 analysis = await self._analyzer.analyze(trader.id, signal_id, body)
             except AnalysisFailed as error:
                 failed += 1
-                executor.record_analysis_failure(trader.id, str(error))
+                self._executor.record_analysis_failure(trader.id, str(error))
                 logger.warning(
                     "re-analysis failed signal_id=%s kind=%s error=%s", signal_id, error.kind, error
                 )
@@ -113,15 +115,15 @@ class TradingReanalyzer:
                 signal_id, trader, symbol, trigger_price, last_price, analysis.analysis_id
             )
             if status is SignalStatus.WATCHING and decision.decision not in KEEPS_A_WATCH:
-                executor.guardrails.record_analysis_success(trader.id)
-                await executor.store.set_signal(
+                self._guardrails.record_analysis_success(trader.id)
+                await self._signals.set_state(
                     signal_id,
                     status=SignalStatus.CLOSED,
                     close_reason=f"watch abandoned ({decision.decision}): {decision.reasoning}"[:500],
                 )
                 continue
             try:
-                await executor.execute(context, decision)
+                await self._executor.execute(context, decision)
             except WorkerError as error:
                 # One signal's failure must not stop the trader's other re-analyses.
                 logger.error("re-analysis decision failed signal_id=%s error=%s", signal_id, error)

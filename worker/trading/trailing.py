@@ -9,8 +9,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 from worker.domain.enums import PositionSide
-from worker.trading.model import CloseReason, TrailingMode, TrailingSpec, TrailingState
-from worker.trading.money import ONE, exact
+from worker.domain.money import ONE, exact
+from worker.domain.positions import CloseReason, TrailingMode, TrailingSpec, TrailingState
 
 
 def advance(

@@ -1,26 +1,22 @@
 """The venue interface the executor trades through, and the paper venue (fills at the current price).
 
 A venue sends orders and reports them; it never writes our state. Our state (trades, positions, the paper
-balance) is written by the executor through the store, so both venues share one code path for it.
+balance) is written by the order flow through the database, so both venues share one code path for it.
+On paper there is nothing to rest on an exchange: protection and cancels are no-ops there, and the
+position monitor is a paper position's only guard.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Protocol
 
 from worker.domain.enums import OrderSide, OrderType, TradingMode
+from worker.domain.money import ONE, ZERO, SymbolRules, exact
+from worker.domain.orders import ClientOrderId, ExchangeOrderId, Fill, OrderReport, OrderState
+from worker.domain.positions import Protection, ProtectionRequest
 from worker.errors import OrderRejected
-from worker.trading.model import (
-    ClientOrderId,
-    ExchangeOrderId,
-    Fill,
-    OrderReport,
-    OrderState,
-    Protection,
-    ProtectionRequest,
-)
-from worker.trading.money import ONE, SymbolRules, exact
 
 
 class Venue(Protocol):
@@ -34,6 +30,10 @@ class Venue(Protocol):
     async def aclose(self) -> None: ...
 
     async def rules(self, symbol: str) -> SymbolRules: ...
+
+    async def balances(self) -> dict[str, tuple[Decimal, Decimal]]:
+        """Asset -> (free, locked)."""
+        ...
 
     async def market_order(
         self,
@@ -76,12 +76,14 @@ class PaperVenue:
         self,
         fee_rate: Decimal,
         slippage_rate: Decimal,
+        paper_balance: Callable[[], Awaitable[Decimal]],
         *,
         min_notional: Decimal = ONE,
         quote_asset: str = "USDT",
     ) -> None:
         if not (0 <= fee_rate < 1 and 0 <= slippage_rate < 1):
             raise ValueError("paper fee and slippage rates must be fractions in [0, 1)")
+        self._paper_balance = paper_balance
         self.fee_rate = fee_rate
         self.slippage_rate = slippage_rate
         self._min_notional = min_notional
@@ -100,6 +102,10 @@ class PaperVenue:
         if rules is None:
             rules = self._rules[symbol] = SymbolRules.paper(symbol, self._quote_asset, self._min_notional)
         return rules
+
+    async def balances(self) -> dict[str, tuple[Decimal, Decimal]]:
+        # The paper account lives in the database (it moves with every recorded fill).
+        return {self._quote_asset: (await self._paper_balance(), ZERO)}
 
     def fill_price(self, side: OrderSide, reference_price: Decimal) -> Decimal:
         with exact():

@@ -1,4 +1,4 @@
-"""Broken traders reach the database: report_trader_error via PostgREST as the machine, on the local stack."""
+"""Broken traders reach the database: the runner reports rejected and runaway code as the machine."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import pytest_asyncio
 
 from devstack.stack import DevStack
 from tests.factories import AppUser, create_trader, create_user, delete_user
+from tests.worker.db.helpers import machine_tables
 from tests.worker.sandbox.conftest import btc_windows
 from tests.worker.sandbox.hostile import body
-from worker.errors import ConfigError, WorkerError
+from worker.db.traders import TraderRows
 from worker.sandbox import (
     KlineSnapshot,
-    PostgrestTraderErrorReporter,
     SandboxConfig,
     SandboxPool,
     SignalCodeError,
@@ -36,12 +36,9 @@ def user(db: psycopg.Connection[Any]) -> Iterator[AppUser]:
 
 
 @pytest_asyncio.fixture(loop_scope="function")
-async def reporter(stack: DevStack, user: AppUser) -> AsyncIterator[PostgrestTraderErrorReporter]:
-    adapter = PostgrestTraderErrorReporter(
-        f"{stack.config.api_url}/rest/v1", stack.config.anon_key, user.machine_jwt(MACHINE_ID)
-    )
-    yield adapter
-    await adapter.aclose()
+async def reporter(stack: DevStack, user: AppUser) -> AsyncIterator[TraderRows]:
+    async with machine_tables(user.machine_jwt(MACHINE_ID), user.id) as tables:
+        yield tables.traders
 
 
 def trader_state(db: psycopg.Connection[Any], trader_id: uuid.UUID | str) -> tuple[str, str | None]:
@@ -51,48 +48,8 @@ def trader_state(db: psycopg.Connection[Any], trader_id: uuid.UUID | str) -> tup
     return found[0], found[1]
 
 
-async def test_reporter_sets_the_trader_to_error(
-    reporter: PostgrestTraderErrorReporter, db: psycopg.Connection[Any], user: AppUser
-) -> None:
-    trader_id = create_trader(db, user)
-
-    await reporter.report_trader_error(str(trader_id), "signal code stopped: it looped")
-
-    assert trader_state(db, trader_id) == ("error", "signal code stopped: it looped")
-
-
-async def test_reporter_cannot_touch_another_users_trader(
-    reporter: PostgrestTraderErrorReporter, db: psycopg.Connection[Any]
-) -> None:
-    someone_else = create_user(db)
-    try:
-        their_trader = create_trader(db, someone_else)
-
-        with pytest.raises(WorkerError, match="P0002") as refused:
-            await reporter.report_trader_error(str(their_trader), "nope")
-
-        assert not isinstance(refused.value, ConfigError)
-        assert trader_state(db, their_trader) == ("active", None)
-    finally:
-        delete_user(db, someone_else)
-
-
-async def test_reporter_with_a_user_token_is_refused(
-    stack: DevStack, db: psycopg.Connection[Any], user: AppUser
-) -> None:
-    trader_id = create_trader(db, user)
-    adapter = PostgrestTraderErrorReporter(f"{stack.config.api_url}/rest/v1", stack.config.anon_key, user.jwt)
-    try:
-        with pytest.raises(ConfigError, match="refused"):
-            await adapter.report_trader_error(str(trader_id), "a user may not do this")
-    finally:
-        await adapter.aclose()
-
-    assert trader_state(db, trader_id) == ("active", None)
-
-
 async def test_rejected_and_runaway_code_marks_only_those_traders(
-    reporter: PostgrestTraderErrorReporter, db: psycopg.Connection[Any], user: AppUser
+    reporter: TraderRows, db: psycopg.Connection[Any], user: AppUser
 ) -> None:
     rejected, runaway, healthy = (
         create_trader(db, user, name) for name in ("rejected", "runaway", "healthy")

@@ -14,8 +14,8 @@ import psycopg
 import pytest
 
 from devstack.stack import DevStack
-from tests.factories import AppUser, create_user, delete_user
-from tests.worker.signals.harness import NEVER, SYMBOLS, insert_trader, machine_user, running_engine, until
+from tests.factories import AppUser, create_machine, create_user, delete_user
+from tests.worker.signals.harness import NEVER, SYMBOLS, insert_trader, running_engine, until
 from worker.scheduler.scheduler import SchedulerSettings
 
 # Every check takes tens of milliseconds of CPU (well inside the 250 ms deadline).
@@ -31,7 +31,7 @@ BUSY = (
 @pytest.fixture
 def user(db: psycopg.Connection[Any]) -> Iterator[tuple[AppUser, str]]:
     created = create_user(db)
-    machine_id = machine_user(db, created)
+    machine_id = create_machine(db, created)
     yield created, machine_id
     delete_user(db, created)
 

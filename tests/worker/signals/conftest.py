@@ -1,42 +1,21 @@
-"""Fixtures for the signal engine's tests: a user with a live machine, and a faulty network in front of
-the real analyze-signal function (429/5xx answers and slow replies, then the real answer)."""
+"""Fixtures for the signal engine's tests: a faulty network in front of the real analyze-signal function
+(429/5xx answers and slow replies, then the real answer)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import psycopg
-import pytest
 import pytest_asyncio
 from aiohttp import web
 
 from devstack.stack import DevStack
-from tests.factories import AppUser, create_user, delete_user
-from tests.worker.signals.harness import machine_user
 
 # Imported first: it loads python-binance with its import-time DeprecationWarning silenced.
-from worker.market import rest as _binance_loaded  # noqa: F401
-
-
-@dataclass(frozen=True)
-class MachineUser:
-    user: AppUser
-    machine_id: str
-
-    @property
-    def token(self) -> str:
-        return self.user.machine_jwt(self.machine_id)
-
-
-@pytest.fixture
-def machine(db: psycopg.Connection[Any]) -> Iterator[MachineUser]:
-    user = create_user(db)
-    yield MachineUser(user, machine_user(db, user))
-    delete_user(db, user)
+from worker.market import binance_api as _binance_loaded  # noqa: F401
 
 
 @dataclass

@@ -1,5 +1,6 @@
-"""The signal engine assembled from real parts for tests: an exchange simulator in this loop, the market
-feed, the sandbox pool, the local stack's PostgREST and analyze-signal (Gemini stand-in behind it)."""
+"""The signal engine as the app builds it (`worker.app.build_worker`), for tests: an exchange simulator in
+this loop, the market feed, the sandbox pool, the local stack's PostgREST and analyze-signal (Gemini
+stand-in behind it); the decisions go to a recorder instead of trading."""
 
 from __future__ import annotations
 
@@ -7,10 +8,9 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-import httpx
 import psycopg
 from psycopg.rows import dict_row
 
@@ -19,21 +19,19 @@ from devstack.exchange.data import SymbolData, default_data_dir, load_directory
 from devstack.exchange.server import ExchangeSimulator, SimulatorConfig
 from devstack.stack import DevStack
 from tests.factories import AppUser
+from worker.app import Substitutes, build_worker, worker_config
 from worker.domain.decision import Decision
+from worker.domain.signal import SignalContext
 from worker.domain.trader import Trader
-from worker.execution import SignalContext
-from worker.market.feed import FeedSettings, MarketFeed
-from worker.market.rest import BinanceKlineSource
+from worker.market.feed import MarketFeed
 from worker.market.store import KlineStore
 from worker.market.tickers import TickerStore
 from worker.metrics import WorkerMetrics
-from worker.sandbox import PostgrestTraderErrorReporter, SandboxConfig, SandboxPool, SignalRunner
+from worker.sandbox import SandboxConfig, SandboxPool
 from worker.scheduler.scheduler import SchedulerSettings, SignalScheduler
-from worker.signals.analysis import AnalysisBudget, AnalysisClient, AnalysisSettings
+from worker.settings import load_settings
+from worker.signals.analysis import AnalysisSettings
 from worker.signals.engine import EngineSettings, SignalEngine
-from worker.signals.signal_store import SignalStore
-from worker.signals.snapshots import SnapshotSource
-from worker.signals.wiring import feed_keys
 
 # 2025-01-03 03:00 UTC: two days into the 1m recordings, so a backfill finds 1000 candles.
 START_MS = 1_735_873_200_000
@@ -65,16 +63,6 @@ class RecordingExecutor:
 
     def record_analysis_failure(self, trader_id: uuid.UUID, reason: str = "") -> None:
         self.analysis_failures.append((trader_id, reason))
-
-
-def machine_user(db: psycopg.Connection[Any], user: AppUser) -> str:
-    """Give the user a live machine row (analyze-signal serves only live machines); its id."""
-    machine_id = f"m-{uuid.uuid4().hex[:12]}"
-    db.execute(
-        "insert into public.fly_machines (user_id, machine_id, status) values (%s, %s, 'running')",
-        (user.id, machine_id),
-    )
-    return machine_id
 
 
 def insert_trader(
@@ -124,9 +112,6 @@ class Engine:
     store: KlineStore
     tickers: TickerStore
     pool: SandboxPool
-    runner: SignalRunner
-    signals: SignalStore
-    analysis: AnalysisClient
     engine: SignalEngine
     scheduler: SignalScheduler
     metrics: WorkerMetrics
@@ -156,45 +141,40 @@ async def running_engine(
     engine_settings: EngineSettings | None = None,
     scheduler_settings: SchedulerSettings | None = None,
     analysis_settings: AnalysisSettings | None = None,
-    analysis_transport: httpx.AsyncBaseTransport | None = None,
     sandbox: SandboxConfig | None = None,
 ) -> AsyncIterator[Engine]:
-    """Every part of the engine, running (feed, engine workers, APScheduler) until the block ends."""
+    """The worker built as the app builds it, with the engine's parts running (feed, engine workers,
+    APScheduler) until the block ends; the trader sync is not run (tests schedule traders themselves)."""
     data = recorded if recorded is not None else load_directory(default_data_dir())
     simulator = ExchangeSimulator(SimulatorConfig(start_ms=START_MS, speed=speed, paused=paused), data)
     await simulator.start()
-    token = user.machine_jwt(machine_id)
-    rest_url = f"{stack.config.api_url}/rest/v1"
-    async with contextlib.AsyncExitStack() as stack_exit:
-        stack_exit.push_async_callback(simulator.stop)
-        store, tickers = KlineStore(), TickerStore()
-        source = BinanceKlineSource(simulator.url)
-        stack_exit.push_async_callback(source.close)
-        feed = MarketFeed(FeedSettings(ws_base_url=simulator.ws_url), store, tickers, source)
-        pool = await stack_exit.enter_async_context(SandboxPool(sandbox or SandboxConfig()))
-        reporter = PostgrestTraderErrorReporter(rest_url, keys.ANON_KEY, token)
-        stack_exit.push_async_callback(reporter.aclose)
-        runner = SignalRunner(pool, reporter)
-        signals = SignalStore(rest_url, keys.ANON_KEY, token, user.id)
-        stack_exit.push_async_callback(signals.aclose)
-        analysis_config = analysis_settings or AnalysisSettings(
-            functions_url=f"{stack.config.api_url}/functions/v1", anon_key=keys.ANON_KEY, machine_token=token
+    settings = load_settings(
+        {
+            "USER_ID": str(user.id),
+            "MACHINE_ID": machine_id,
+            "SUPABASE_URL": stack.config.api_url,
+            "SUPABASE_ANON_KEY": keys.ANON_KEY,
+            "MACHINE_TOKEN": user.machine_jwt(machine_id),
+            "MACHINE_API_SECRET": "engine-tests-api-secret-0123456789",
+            "BINANCE_BASE_URL": simulator.url,
+            "DEFAULT_SYMBOLS": ",".join(SYMBOLS),
+        }
+    )
+    config = worker_config(settings)
+    config = replace(
+        config,
+        engine=engine_settings or config.engine,
+        scheduler=scheduler_settings or config.scheduler,
+        analysis=analysis_settings or config.analysis,
+        sandbox=sandbox or config.sandbox,
+    )
+    executor = RecordingExecutor()
+    async with contextlib.AsyncExitStack() as resources:
+        resources.push_async_callback(simulator.stop)
+        worker = await build_worker(
+            settings, resources, config=config, substitutes=Substitutes(decisions=executor)
         )
-        analysis = AnalysisClient(analysis_config, transport=analysis_transport)
-        stack_exit.push_async_callback(analysis.aclose)
-        snapshots = SnapshotSource(store, tickers, lambda: feed_keys(feed))
-        stack_exit.callback(snapshots.close)
-        metrics = WorkerMetrics()
-        executor = RecordingExecutor()
-        engine = SignalEngine(
-            runner, snapshots, klines=store, tickers=tickers, signals=signals, analysis=analysis,
-            budget=AnalysisBudget(analysis_config.calls_per_hour), executor=executor,
-            settings=engine_settings or EngineSettings(default_symbols=SYMBOLS), metrics=metrics,
-        )  # fmt: skip
-        scheduler = SignalScheduler(
-            engine, feed, scheduler_settings or SchedulerSettings(default_symbols=SYMBOLS)
-        )
-        scheduler.start()
+        feed, engine, scheduler = worker.market.feed, worker.signals.engine, worker.scheduler
         tasks = []
         for name, coroutine in (
             ("feed", feed.run()),
@@ -204,8 +184,8 @@ async def running_engine(
             tasks.append(asyncio.create_task(coroutine, name=f"test-{name}"))
         try:
             yield Engine(
-                simulator, feed, store, tickers, pool, runner, signals, analysis, engine, scheduler, metrics,
-                executor,
+                simulator, feed, worker.market.klines, worker.market.tickers, worker.signals.pool, engine,
+                scheduler, worker.metrics, executor,
             )  # fmt: skip
         finally:
             for task in tasks:

@@ -14,9 +14,10 @@ import pytest
 
 from devstack import keys
 from devstack.stack import DevStack
-from tests.factories import create_trader
+from tests.factories import MachineUser, create_trader
 from tests.worker.sandbox import recorded
-from tests.worker.signals.conftest import FaultyNetwork, MachineUser
+from tests.worker.signals.conftest import FaultyNetwork
+from worker.db.client import MachineAuth
 from worker.market.messages import Ticker
 from worker.retry import Backoff
 from worker.signals.analysis import (
@@ -52,10 +53,9 @@ def new_signal(db: psycopg.Connection[Any], machine: MachineUser) -> tuple[uuid.
 
 def client(base_url: str, machine: MachineUser, **overrides: Any) -> AnalysisClient:
     settings = AnalysisSettings(
-        functions_url=base_url, anon_key=keys.ANON_KEY, machine_token=machine.token,
-        backoff=Backoff(base_secs=0.05, max_secs=0.2), **overrides,
-    )  # fmt: skip
-    return AnalysisClient(settings)
+        functions_url=base_url, backoff=Backoff(base_secs=0.05, max_secs=0.2), **overrides
+    )
+    return AnalysisClient(settings, MachineAuth(keys.ANON_KEY, machine.token))
 
 
 def analyses(db: psycopg.Connection[Any], signal_id: uuid.UUID) -> list[tuple[Any, ...]]:

@@ -9,10 +9,10 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from devstack import keys
 from devstack.stack import DevStack
+from tests.factories import MachineUser
 from tests.worker.sandbox.hostile import SNIPPETS, Outcome
-from tests.worker.signals.conftest import FaultyNetwork, MachineUser
+from tests.worker.signals.conftest import FaultyNetwork
 from tests.worker.signals.harness import (
     ALWAYS,
     NEVER,
@@ -130,9 +130,7 @@ async def test_a_trader_paused_mid_analysis_gets_its_signal_closed_not_executed(
 ) -> None:
     trader = insert_trader(db, machine.user, ALWAYS)
     faulty_network.always = {"delay_secs": 2.0}
-    analysis = AnalysisSettings(
-        functions_url=faulty_network.url, anon_key=keys.ANON_KEY, machine_token=machine.token
-    )
+    analysis = AnalysisSettings(functions_url=faulty_network.url)
 
     async with running_engine(stack, machine.user, machine.machine_id, analysis_settings=analysis) as parts:
         await parts.scheduler.add(trader)

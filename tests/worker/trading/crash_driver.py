@@ -14,22 +14,27 @@ import os
 import signal
 import sys
 import uuid
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
 from devstack.keys import ANON_KEY
+from tests.factories import ticker
+from tests.worker.db.helpers import REST_URL
+from tests.worker.trading.helpers import FUNCTIONS_URL
+from worker.app import build_trading
+from worker.clock import LiveClock
+from worker.db import Tables
+from worker.db.client import Database, MachineAuth
 from worker.domain.decision import Decision
 from worker.domain.enums import AnalysisDecision
+from worker.domain.signal import SignalContext
 from worker.domain.trader import Trader
-from worker.execution import SignalContext
+from worker.market.store import KlineStore
+from worker.market.tickers import TickerStore
+from worker.signals.analysis import AnalysisClient, AnalysisSettings
 from worker.trading.binance_venue import BinanceVenue
 from worker.trading.config import TradingConfig
-from worker.trading.executor import TradeExecutor
-from worker.trading.guardrails import Guardrails
-from worker.trading.recovery import recover
-from worker.trading.store import TradingStore
-
-REST_URL = "http://127.0.0.1:54321/rest/v1"
 
 
 class Crashing:
@@ -57,17 +62,6 @@ class Crashing:
         return wrapped
 
 
-class Prices:
-    def __init__(self, venue: BinanceVenue) -> None:
-        self.price: Decimal | None = None
-
-    def last_price(self, symbol: str) -> Decimal | None:
-        return self.price
-
-    def atr(self, symbol: str) -> Decimal | None:
-        return None
-
-
 async def main(args: argparse.Namespace) -> None:
     point = None
     if args.crash_at:
@@ -75,18 +69,23 @@ async def main(args: argparse.Namespace) -> None:
         point = (name, int(count), when)
     venue = BinanceVenue(args.exchange, args.key, args.secret, request_timeout_secs=2.0, settle_secs=0.05)
     await venue.start()
-    store = TradingStore(REST_URL, ANON_KEY, args.token)
+    clock = LiveClock()
+    auth = MachineAuth(ANON_KEY, args.token)
+    database = Database(REST_URL, auth, clock=clock)
+    tables = Tables.on(database, uuid.UUID(json.loads(args.trader_row)["user_id"]), clock=clock)
+    crashing = replace(tables, trading=Crashing(tables.trading, "store", point))
     config = TradingConfig(symbol_cooldown_secs=0)
-    prices = Prices(venue)
-    executor = TradeExecutor(
-        Crashing(store, "store", point),  # type: ignore[arg-type]
-        Crashing(venue, "venue", point),  # type: ignore[arg-type]
-        Guardrails(config), config, prices,
-    )  # fmt: skip
+    tickers = TickerStore()
+    unused = AnalysisClient(AnalysisSettings(functions_url=FUNCTIONS_URL), auth)  # no re-analysis here
+    crashing_venue: Any = Crashing(venue, "venue", point)
+    trading = build_trading(
+        config, crashing, crashing_venue, tickers=tickers, klines=KlineStore(), analyzer=unused, clock=clock
+    )
+    executor = trading.executor
     try:
-        report = await recover(executor)
+        report = await trading.recovery.run()
         price = Decimal(str((await venue._client.get_symbol_ticker(symbol="BTCUSDT"))["price"]))
-        prices.price = price
+        tickers.update(ticker("BTCUSDT", price, 1))
         trader = Trader.from_row(json.loads(args.trader_row))
         signal_id = uuid.UUID(args.signal)
 
@@ -123,7 +122,8 @@ async def main(args: argparse.Namespace) -> None:
             )
         )
     finally:
-        await store.aclose()
+        await unused.aclose()
+        await database.aclose()
         await venue.aclose()
 
 

@@ -1,7 +1,9 @@
-"""Builders for trading tests: a user's trader, signals, a paper executor wired to the real local stack."""
+"""Builders for trading tests: a user's trader, signals, and the trading parts as the app builds them
+(`worker.app.build_trading`) against the real local stack, with a market the test sets."""
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,32 +14,26 @@ from typing import Any
 import psycopg
 
 from devstack.keys import ANON_KEY
-from tests.factories import AppUser, create_trader, create_user
+from tests.factories import AppUser, create_trader, create_user, ticker
+from tests.worker.db.helpers import machine_tables
+from worker.app import Trading, build_trading
+from worker.clock import LiveClock
+from worker.db import Tables
+from worker.db.client import MachineAuth
 from worker.domain.decision import Decision
 from worker.domain.enums import AnalysisDecision
+from worker.domain.signal import SignalContext
 from worker.domain.trader import Trader
-from worker.execution import SignalContext
+from worker.market.store import KlineStore
+from worker.market.tickers import TickerStore
+from worker.signals.analysis import AnalysisClient, AnalysisSettings
 from worker.trading.config import TradingConfig
 from worker.trading.executor import TradeExecutor
 from worker.trading.guardrails import Guardrails
-from worker.trading.store import TradingStore
+from worker.trading.positions import OpenPositions
 from worker.trading.venue import PaperVenue, Venue
 
-REST_URL = "http://127.0.0.1:54321/rest/v1"
-
-
-@dataclass
-class Prices:
-    """The price feed the executor reads (a plain map: tests set the market)."""
-
-    prices: dict[str, Decimal] = field(default_factory=dict)
-    atrs: dict[str, Decimal] = field(default_factory=dict)
-
-    def last_price(self, symbol: str) -> Decimal | None:
-        return self.prices.get(symbol)
-
-    def atr(self, symbol: str) -> Decimal | None:
-        return self.atrs.get(symbol)
+FUNCTIONS_URL = "http://127.0.0.1:54321/functions/v1"
 
 
 @dataclass
@@ -45,9 +41,27 @@ class TradingEnv:
     db: psycopg.Connection[Any]
     user: AppUser
     trader: Trader
-    store: TradingStore
-    executor: TradeExecutor
-    prices: Prices
+    tables: Tables
+    trading: Trading
+    tickers: TickerStore
+    clock: LiveClock
+    _event_ms: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    @property
+    def executor(self) -> TradeExecutor:
+        return self.trading.executor
+
+    @property
+    def positions(self) -> OpenPositions:
+        return self.trading.positions
+
+    @property
+    def guardrails(self) -> Guardrails:
+        return self.trading.guardrails
+
+    def set_price(self, symbol: str, price: Decimal) -> None:
+        """The market moves: a ticker update at `price` (as the feed would store it)."""
+        self.tickers.update(ticker(symbol, price, next(self._event_ms)))
 
     def new_signal(
         self, symbol: str = "BTCUSDT", price: Decimal = Decimal(40000), status: str = "new"
@@ -63,7 +77,7 @@ class TradingEnv:
     def context(
         self, signal_id: uuid.UUID, symbol: str = "BTCUSDT", analysis_id: uuid.UUID | None = None
     ) -> SignalContext:
-        price = self.prices.prices.get(symbol, Decimal(40000))
+        price = self.trading.prices.last_price(symbol) or Decimal(40000)
         return SignalContext(signal_id, self.trader, symbol, price, price, analysis_id or uuid.uuid4())
 
     def row(self, sql: str, *args: object) -> dict[str, Any]:
@@ -117,11 +131,24 @@ async def trading_env(
     trader_id = create_trader(db, user)
     trader = set_risk(db, trader_id, *risk)
     config = config or TradingConfig(paper_slippage_rate=Decimal(0))
-    store = TradingStore(REST_URL, ANON_KEY, user.machine_jwt(f"m-{user.id.hex[:8]}"))
-    prices = Prices({"BTCUSDT": Decimal(40000), "ETHUSDT": Decimal(2000)})
-    venue = venue or PaperVenue(config.paper_fee_rate, config.paper_slippage_rate)
-    executor = TradeExecutor(store, venue, Guardrails(config), config, prices)
-    try:
-        yield TradingEnv(db, user, trader, store, executor, prices)
-    finally:
-        await store.aclose()
+    token = user.machine_jwt(f"m-{user.id.hex[:8]}")
+    analysis = AnalysisClient(AnalysisSettings(functions_url=FUNCTIONS_URL), MachineAuth(ANON_KEY, token))
+    async with machine_tables(token, user.id) as tables:
+        paper = PaperVenue(config.paper_fee_rate, config.paper_slippage_rate, tables.trading.paper_balance)
+        tickers, clock = TickerStore(), LiveClock()
+        trading = build_trading(
+            config,
+            tables,
+            venue or paper,
+            tickers=tickers,
+            klines=KlineStore(),
+            analyzer=analysis,
+            clock=clock,
+        )
+        env = TradingEnv(db, user, trader, tables, trading, tickers, clock)
+        env.set_price("BTCUSDT", Decimal(40000))
+        env.set_price("ETHUSDT", Decimal(2000))
+        try:
+            yield env
+        finally:
+            await analysis.aclose()

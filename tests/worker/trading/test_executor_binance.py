@@ -42,7 +42,7 @@ async def real(simulator: FaultySimulator, db: psycopg.Connection[Any]) -> Async
     await venue.start()
     try:
         async with trading_env(db, venue=venue, config=TradingConfig(), risk=(1000, 3, 500)) as env:
-            env.prices.prices["BTCUSDT"] = simulator.price()
+            env.set_price("BTCUSDT", simulator.price())
             env.api_key = account.api_key  # type: ignore[attr-defined]
             yield env
     finally:
@@ -176,8 +176,8 @@ async def test_an_exchange_side_stop_fill_is_recorded_once(
         real.context(signal_id), decision(D.OPEN_LONG, **levels(price, "0.998", "1.002"))
     )
     simulator.clock.advance_ms(6 * 3_600_000)  # hours of replayed market: one of the legs fills
-    assert await real.executor.reconcile_exchange_exits() == 1
-    assert await real.executor.reconcile_exchange_exits() == 0
+    assert await real.trading.protector.reconcile_exchange_exits() == 1
+    assert await real.trading.protector.reconcile_exchange_exits() == 0
     position = real.row("select * from positions where signal_id = %s", signal_id)
     exits = real.rows(
         "select order_type, status from trades where position_id = %s and side = 'SELL'", position["id"]

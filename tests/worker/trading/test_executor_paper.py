@@ -10,8 +10,7 @@ import psycopg
 from tests.worker.trading.helpers import decision, trading_env
 from worker.domain.enums import AnalysisDecision as D
 from worker.domain.enums import PositionSide
-from worker.trading.ledger import add, net_pnl, open_book, reduce
-from worker.trading.recovery import recover
+from worker.domain.ledger import add, net_pnl, open_book, reduce
 
 FEE = Decimal("0.001")
 
@@ -65,7 +64,7 @@ async def test_open_short_then_close_realises_exact_pnl(db: psycopg.Connection[A
             env.context(signal_id),
             decision(D.OPEN_SHORT, stop_loss="41000", take_profit="38000", position_size="0.4"),
         )
-        env.prices.prices["BTCUSDT"] = Decimal("39123.45")
+        env.set_price("BTCUSDT", Decimal("39123.45"))
         await env.executor.execute(env.context(signal_id), decision(D.CLOSE))
         position = env.row("select * from positions where signal_id = %s", signal_id)
         balance = env.row("select balance_usd from paper_accounts where user_id = %s", env.user.id)[
@@ -95,11 +94,11 @@ async def test_partial_close_scale_in_scale_out_keep_the_book_exact(db: psycopg.
             env.context(signal_id),
             decision(D.OPEN_LONG, stop_loss="30000", take_profit="50000", position_size="0.5"),
         )
-        env.prices.prices["BTCUSDT"] = Decimal("41000.10")
+        env.set_price("BTCUSDT", Decimal("41000.10"))
         await env.executor.execute(env.context(signal_id), decision(D.SCALE_IN, scale_in_amount="0.5"))
-        env.prices.prices["BTCUSDT"] = Decimal("42000.33")
+        env.set_price("BTCUSDT", Decimal("42000.33"))
         await env.executor.execute(env.context(signal_id), decision(D.PARTIAL_CLOSE, close_percentage="0.5"))
-        env.prices.prices["BTCUSDT"] = Decimal("39999.99")
+        env.set_price("BTCUSDT", Decimal("39999.99"))
         await env.executor.execute(env.context(signal_id), decision(D.SCALE_OUT, scale_out_percentage="0.3"))
         position = env.row("select * from positions where signal_id = %s", signal_id)
         trades = env.rows(
@@ -163,7 +162,7 @@ async def test_flip_closes_then_opens_the_other_side_on_the_same_signal(db: psyc
         await env.executor.execute(
             env.context(signal_id), decision(D.OPEN_LONG, stop_loss="39000", take_profit="42000")
         )
-        env.prices.prices["BTCUSDT"] = Decimal(39500)
+        env.set_price("BTCUSDT", Decimal(39500))
         await env.executor.execute(
             env.context(signal_id), decision(D.FLIP_POSITION, stop_loss="40500", take_profit="37000")
         )
@@ -203,11 +202,11 @@ async def test_a_restarted_executor_resumes_from_the_database(db: psycopg.Connec
         await env.executor.execute(
             env.context(signal_id), decision(D.OPEN_LONG, stop_loss="39000", take_profit="42000")
         )
-        before = env.executor.position_for_signal(signal_id)
+        before = env.positions.for_signal(signal_id)
         assert before is not None
     async with trading_env(db, user=env.user) as fresh:
-        report = await recover(fresh.executor)
-        after = fresh.executor.position_for_signal(signal_id)
+        report = await fresh.trading.recovery.run()
+        after = fresh.positions.for_signal(signal_id)
     assert report.open_positions >= 1
     assert after is not None and after.book == before.book
 

@@ -56,9 +56,9 @@ async def test_daily_loss_limit_stops_new_entries(db: psycopg.Connection[Any]) -
     async with trading_env(db, config=config, risk=(1000, 3, 20)) as env:
         loser = env.new_signal()
         await env.executor.execute(env.context(loser), decision(D.OPEN_LONG, position_size="1", **LONG))
-        env.prices.prices["BTCUSDT"] = Decimal(39000)  # -2.5 % of 1,000 USD: a 25 USD loss plus fees
+        env.set_price("BTCUSDT", Decimal(39000))  # -2.5 % of 1,000 USD: a 25 USD loss plus fees
         await env.executor.execute(env.context(loser), decision(D.CLOSE))
-        env.prices.prices["BTCUSDT"] = Decimal(39500)
+        env.set_price("BTCUSDT", Decimal(39500))
         next_signal = env.new_signal("ETHUSDT", Decimal(2000))
         await env.executor.execute(
             env.context(next_signal, "ETHUSDT"), decision(D.OPEN_LONG, stop_loss="1900", take_profit="2200")
@@ -77,17 +77,17 @@ async def test_safe_mode_after_three_ai_failures_blocks_entries_but_not_exits(
         )
         for _ in range(3):
             env.executor.record_analysis_failure(env.trader.id, "model unavailable")
-        assert env.executor.guardrails.in_safe_mode(env.trader.id)
+        assert env.guardrails.in_safe_mode(env.trader.id)
         # Entries are refused while failures continue (the guardrail checks before anything is sent).
         fresh = env.new_signal()
         context = env.context(fresh)
-        env.executor.guardrails.record_analysis_failure(env.trader.id)
-        refusal = env.executor.guardrails.check_entry(
-            env.trader, "BTCUSDT", env.executor.trader_positions(env.trader.id), env.executor.clock.now()
+        env.guardrails.record_analysis_failure(env.trader.id)
+        refusal = env.guardrails.check_entry(
+            env.trader, "BTCUSDT", env.positions.of_trader(env.trader.id), env.clock.now()
         )
         assert refusal is not None and refusal.rule == "safe_mode"
         # A successful analysis (any decision handed to the executor) ends safe mode.
         await env.executor.execute(context, decision(D.WATCH))
-        assert not env.executor.guardrails.in_safe_mode(env.trader.id)
+        assert not env.guardrails.in_safe_mode(env.trader.id)
         # Protective exits never depend on the AI: the position is still there and closable.
-        assert env.executor.position_for_signal(held) is not None
+        assert env.positions.for_signal(held) is not None

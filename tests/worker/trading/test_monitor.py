@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from worker.clock import LiveClock
 from worker.domain.enums import PositionSide, TradingMode
+from worker.domain.ledger import open_book
+from worker.domain.positions import CloseReason, OpenPosition, TrailingMode, TrailingSpec, TrailingState
 from worker.trading.config import TradingConfig
-from worker.trading.ledger import open_book
-from worker.trading.model import CloseReason, OpenPosition, TrailingMode, TrailingSpec
+from worker.trading.guard import PositionGuard
 from worker.trading.monitor import PositionMonitor
 
 DATA = Path("/work/shared/data/klines")
@@ -93,6 +95,24 @@ def reference(
     return None
 
 
+class RecordedExits:
+    """Protection's side of the guard, recording each close (the position is then gone)."""
+
+    def __init__(self, monitor: PositionMonitor, exits: dict[uuid.UUID, tuple[CloseReason, Decimal]]) -> None:
+        self._monitor = monitor
+        self._exits = exits
+
+    async def close_for_monitor(self, position_id: uuid.UUID, reason: CloseReason, price: Decimal) -> None:
+        self._exits[position_id] = (reason, price)
+        self._monitor.untrack(position_id)
+
+    async def record_trailing(self, position_id: uuid.UUID, state: TrailingState) -> None:
+        return None
+
+    async def reconcile_exchange_exits(self) -> int:
+        return 0
+
+
 CASES = [
     # (side, stop distance, target distance, trailing)
     (PositionSide.LONG, "0.004", "0.006", None),
@@ -114,13 +134,12 @@ async def test_exits_match_the_plain_reference_on_recorded_candles(
     atrs = true_ranges(symbol, candles)
     exits: dict[uuid.UUID, tuple[CloseReason, Decimal]] = {}
 
-    async def closer(position_id: uuid.UUID, reason: CloseReason, price: Decimal) -> None:
-        exits[position_id] = (reason, price)
-        monitor.untrack(position_id)
-
     current_atr = {"value": Decimal(0)}
-    monitor = PositionMonitor(TradingConfig(), closer, atr=lambda _symbol: current_atr["value"] or None)
-    runner = asyncio.create_task(monitor.run())
+    monitor = PositionMonitor(
+        TradingConfig(), clock=LiveClock(), atr=lambda _symbol: current_atr["value"] or None
+    )
+    guard = PositionGuard(monitor, RecordedExits(monitor, exits), TradingConfig(), clock=LiveClock())
+    runner = asyncio.create_task(guard.run())
     # A position opened every 200 candles (at that candle's open), all watched at once.
     expected: dict[uuid.UUID, tuple[int, CloseReason, Decimal] | None] = {}
     starts: dict[int, OpenPosition] = {}

@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 
-from tests.worker.trading.helpers import decision, trading_env
+from tests.worker.trading.helpers import TradingEnv, decision, trading_env
 from worker.domain.decision import Decision
 from worker.domain.enums import AnalysisDecision as D
 from worker.domain.trader import Trader
@@ -45,6 +45,14 @@ def market(_trader: Trader, symbol: str) -> tuple[dict[str, Any], Decimal]:
     return {"symbol": symbol}, Decimal(40000) if symbol == "BTCUSDT" else Decimal(2000)
 
 
+def reanalyzer(env: TradingEnv, analyzer: ScriptedAnalyzer) -> TradingReanalyzer:
+    """The app's re-analyzer parts, with the scripted model and market data."""
+    return TradingReanalyzer(
+        env.executor, analyzer, market, positions=env.positions, signals=env.tables.signals,
+        guardrails=env.guardrails,
+    )  # fmt: skip
+
+
 async def test_watches_positions_and_abandoned_watches(db: psycopg.Connection[Any]) -> None:
     async with trading_env(db) as env:
         held = env.new_signal("BTCUSDT")
@@ -54,7 +62,7 @@ async def test_watches_positions_and_abandoned_watches(db: psycopg.Connection[An
         abandoned = env.new_signal("ETHUSDT", Decimal(2000), status="watching")
         analyzer = ScriptedAnalyzer({held: decision(D.UPDATE_STOP_LOSS, new_stop_loss="39800"),
                                      abandoned: decision(D.CLOSE)})  # fmt: skip
-        report = await TradingReanalyzer(env.executor, analyzer, market).run(env.trader)
+        report = await reanalyzer(env, analyzer).run(env.trader)
         position = env.row("select stop_loss, status from positions where signal_id = %s", held)
         watch = env.row("select status, close_reason from signals where id = %s", abandoned)
     assert sorted(map(str, analyzer.calls)) == sorted([str(held), str(abandoned)])
@@ -66,8 +74,8 @@ async def test_watches_positions_and_abandoned_watches(db: psycopg.Connection[An
 async def test_three_failed_reanalyses_put_the_trader_in_safe_mode(db: psycopg.Connection[Any]) -> None:
     async with trading_env(db) as env:
         env.new_signal("BTCUSDT", status="watching")
-        reanalyzer = TradingReanalyzer(env.executor, ScriptedAnalyzer({}), market)
+        failing = reanalyzer(env, ScriptedAnalyzer({}))
         for _ in range(3):
-            report = await reanalyzer.run(env.trader)
+            report = await failing.run(env.trader)
             assert report.failed == 1
-        assert env.executor.guardrails.in_safe_mode(env.trader.id)
+        assert env.guardrails.in_safe_mode(env.trader.id)

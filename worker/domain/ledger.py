@@ -14,8 +14,8 @@ from dataclasses import dataclass, replace
 from decimal import ROUND_DOWN, Decimal
 
 from worker.domain.enums import PositionSide
+from worker.domain.money import HUNDRED, ZERO, exact
 from worker.errors import InvariantViolation
-from worker.trading.money import HUNDRED, ZERO, exact
 
 ENTRY_PRICE_QUANTUM = Decimal("1e-12")
 PERCENT_QUANTUM = Decimal("1e-8")

@@ -10,7 +10,8 @@ or a snapshot is idempotent, so a duplicate or late event does no harm:
 
 The socket is supervised here rather than by realtime-py (which gives up after `max_retries`): each
 session is a fresh client and channel, and any end of it (socket closed, join refused, channel error or
-close) tears it down and reconnects after a jittered backoff, for ever.
+close) tears it down and reconnects after a jittered backoff, for ever. The sync is a Component of the
+worker: running once the change stream is live.
 """
 
 from __future__ import annotations
@@ -22,37 +23,53 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
-import httpx
 from realtime import AsyncRealtimeClient, RealtimePostgresChangesListenEvent, RealtimeSubscribeStates
 
-from worker.clock import Clock, LiveClock
-from worker.database import machine_headers
+from worker.clock import Clock
+from worker.components import START_GRACE_SECS, ComponentState
+from worker.db.client import MachineAuth
+from worker.db.traders import TraderListing, TraderRows
 from worker.domain.trader import Trader, TraderRowError
-from worker.errors import ConfigError, InvariantViolation, RateLimited, TransientError
+from worker.errors import ConfigError, InvariantViolation, RateLimited, TransientError, WorkerError
 from worker.retry import Backoff
-from worker.scheduling import TraderScheduler
 
 logger = logging.getLogger(__name__)
 
-_PAGE_ROWS: Final = 1000  # PostgREST's max_rows
 _INBOX_SIZE: Final = 1000
 # Join errors that mean the machine JWT itself is bad (supabase/realtime realtime_channel.ex).
 _TOKEN_REFUSALS: Final = ("InvalidJWTToken", "JwtSignatureError", "MalformedJWT")
 _RECONNECT_BACKOFF: Final = Backoff(base_secs=0.5, max_secs=30.0)
 
 
+class TraderScheduler(Protocol):
+    """Receives every change to the set of traders that alters what runs, in order, once each.
+
+    The sync calls `add` once when it first sees a trader (in any status: only an active one runs),
+    `update` when a running trader's definition changes, `pause` when a running trader stops being
+    active (paused, or marked error), `resume` when a paused one becomes active again (the value carries
+    its latest definition), and `remove` when it is deleted. Calls are awaited one at a time; an
+    exception leaves the sync's view unchanged for that trader, so the next reconcile tries again.
+    """
+
+    async def add(self, trader: Trader) -> None: ...
+
+    async def update(self, trader: Trader) -> None: ...
+
+    async def pause(self, trader: Trader) -> None: ...
+
+    async def resume(self, trader: Trader) -> None: ...
+
+    async def remove(self, trader: Trader) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class TraderSyncSettings:
     realtime_url: str  # http(s)://<project>/realtime/v1 (realtime-py appends /websocket)
-    rest_url: str  # http(s)://<project>/rest/v1
-    anon_key: str
-    machine_jwt: str  # role trader_machine, sub = user_id
     user_id: uuid.UUID
     reconnect_backoff: Backoff = _RECONNECT_BACKOFF
     safety_reconcile_secs: float = 300.0
-    request_timeout_secs: float = 10.0
     join_timeout_secs: int = 10
     liveness_check_secs: float = 1.0
 
@@ -81,18 +98,28 @@ _WAKE: Final = object()
 class TraderSync:
     """Own the Realtime subscription to `traders` for one user and drive a TraderScheduler from it."""
 
+    name = "trader-sync"
+
     def __init__(
-        self, settings: TraderSyncSettings, scheduler: TraderScheduler, *, clock: Clock | None = None
+        self,
+        settings: TraderSyncSettings,
+        traders: TraderRows,
+        auth: MachineAuth,
+        scheduler: TraderScheduler,
+        *,
+        clock: Clock,
     ) -> None:
         self._settings = settings
+        self._rows = traders
+        self._auth = auth
         self._scheduler = scheduler
-        self._clock = clock or LiveClock()
+        self._clock = clock
+        self._started = clock.monotonic()
         self._known: dict[uuid.UUID, Trader] = {}
         self._deleted: set[uuid.UUID] = set()
         self._inbox: asyncio.Queue[_Change | object] = asyncio.Queue(maxsize=_INBOX_SIZE)
         self._reconcile_wanted = False
         self._waiters: list[asyncio.Future[ReconcileReport]] = []
-        self._http: httpx.AsyncClient | None = None
         self._live = False
         self._refused: ConfigError | None = None
         self.reconciles = 0
@@ -107,21 +134,24 @@ class TraderSync:
         """Subscribed, and the server said the change stream is running."""
         return self._live
 
+    def state(self) -> ComponentState:
+        if self._live:
+            return ComponentState.RUNNING
+        if self.reconciles == 0 or self._clock.monotonic() - self._started < START_GRACE_SECS:
+            return ComponentState.STARTING
+        return ComponentState.DEGRADED
+
+    async def prepare_shutdown(self) -> None:
+        return None
+
     async def run(self) -> None:
         """Run until cancelled. Raises ConfigError when Realtime or PostgREST refuses the machine JWT."""
-        headers = machine_headers(self._settings.anon_key, self._settings.machine_jwt) | {
-            "Accept": "application/json"
-        }
-        async with httpx.AsyncClient(
-            base_url=self._settings.rest_url, headers=headers, timeout=self._settings.request_timeout_secs
-        ) as http:
-            self._http = http
-            # Start from the database even while Realtime is unreachable; every subscribe reconciles again.
-            self._request_reconcile("start")
-            async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self._consume(), name="trader-sync-consume")
-                tasks.create_task(self._safety_net(), name="trader-sync-safety-net")
-                await self._supervise()
+        # Start from the database even while Realtime is unreachable; every subscribe reconciles again.
+        self._request_reconcile("start")
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._consume(), name="trader-sync-consume")
+            tasks.create_task(self._safety_net(), name="trader-sync-safety-net")
+            await self._supervise()
 
     async def reload_traders(self) -> ReconcileReport:
         """Force a reconcile and wait for it (POST /reload-traders)."""
@@ -136,7 +166,7 @@ class TraderSync:
         while True:
             client = AsyncRealtimeClient(
                 self._settings.realtime_url,
-                token=self._settings.anon_key,
+                token=self._auth.anon_key,
                 auto_reconnect=False,
                 timeout=self._settings.join_timeout_secs,
             )
@@ -179,7 +209,7 @@ class TraderSync:
                 self._request_reconcile("change stream (re)started")
 
         await client.connect()
-        await client.set_auth(self._settings.machine_jwt)
+        await client.set_auth(self._auth.token)
         channel = client.channel(f"trader-sync:{self._settings.user_id}")
         channel.on_postgres_changes(
             RealtimePostgresChangesListenEvent.All,
@@ -242,18 +272,9 @@ class TraderSync:
                 await self._apply_change(item)
 
     async def _reconcile(self) -> ReconcileReport:
-        rows = await self._fetch_rows_until_done()
+        listing = await self._listing_until_done()
         counts = dict.fromkeys(("added", "updated", "paused", "resumed", "removed"), 0)
-        fetched: dict[uuid.UUID, Trader] = {}
-        unreadable: set[str] = set()
-        for row in rows:
-            try:
-                trader = Trader.from_row(row)
-            except TraderRowError as error:
-                logger.error("%s", error)
-                unreadable.add(str(row.get("id")))
-                continue
-            fetched[trader.id] = trader
+        fetched, unreadable = listing.traders, listing.unreadable
         for trader in fetched.values():
             self._deleted.discard(trader.id)
             if (action := await self._transition(self._known.get(trader.id), trader)) is not None:
@@ -333,11 +354,11 @@ class TraderSync:
         return True
 
     # PostgREST ----------------------------------------------------------------------------------------
-    async def _fetch_rows_until_done(self) -> list[dict[str, Any]]:
+    async def _listing_until_done(self) -> TraderListing:
         attempt = 0
         while True:
             try:
-                return await self._fetch_rows()
+                return await self._rows.listing()
             except TransientError as error:
                 delay_secs = self._settings.reconnect_backoff.delay_secs(attempt)
                 if isinstance(error, RateLimited) and error.retry_after_secs is not None:
@@ -345,39 +366,11 @@ class TraderSync:
                 logger.warning("fetching traders failed, retrying in %.2fs: %s", delay_secs, error)
                 attempt += 1
                 await self._clock.sleep(delay_secs)
-
-    async def _fetch_rows(self) -> list[dict[str, Any]]:
-        assert self._http is not None, "run() owns the HTTP client"
-        rows: list[dict[str, Any]] = []
-        while True:
-            params = {
-                "select": "*",
-                "user_id": f"eq.{self._settings.user_id}",
-                "order": "id.asc",
-                "limit": str(_PAGE_ROWS),
-                "offset": str(len(rows)),
-            }
-            try:
-                response = await self._http.get("/traders", params=params)
-            except httpx.TransportError as error:
-                raise TransientError(f"GET /traders failed: {error!r}") from error
-            if response.status_code == 429 or response.status_code >= 500:
-                retry_after = response.headers.get("retry-after")
-                raise RateLimited(
-                    f"GET /traders answered {response.status_code}",
-                    float(retry_after) if retry_after and retry_after.isdigit() else None,
-                )
-            if response.status_code != 200:
-                raise ConfigError(
-                    f"GET /traders answered {response.status_code}: {response.text[:200]} "
-                    "(check the machine JWT and anon key)"
-                )
-            page = response.json()
-            if not isinstance(page, list):
-                raise TransientError("GET /traders did not return a list")
-            rows += page
-            if len(page) < _PAGE_ROWS:
-                return rows
+            except ConfigError:
+                raise
+            except WorkerError as error:
+                # Without the user's traders there is nothing to run: stop as misconfigured.
+                raise ConfigError(f"{error} (check the machine JWT and anon key)") from error
 
 
 def _uuid(value: object) -> uuid.UUID | None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from worker.domain.intervals import parse_interval
 from worker.domain.trader import Trader
-from worker.scheduler.intervals import parse_interval
 
 KlineKey = tuple[str, str]  # (symbol, interval)
 

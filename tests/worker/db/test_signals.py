@@ -10,18 +10,12 @@ from typing import Any
 import psycopg
 import pytest
 
-from devstack import keys
 from devstack.stack import DevStack
-from tests.factories import create_trader, create_user, delete_user
-from tests.worker.signals.conftest import MachineUser
+from tests.factories import MachineUser, create_trader, create_user, delete_user
+from tests.worker.db.helpers import machine_tables
 from tests.worker.signals.harness import signal_rows
+from worker.db.signals import InsertOutcome
 from worker.errors import WorkerError
-from worker.signals.signal_store import InsertOutcome, SignalStore
-
-
-def store_for(stack: DevStack, machine: MachineUser) -> SignalStore:
-    rest_url = f"{stack.config.api_url}/rest/v1"
-    return SignalStore(rest_url, keys.ANON_KEY, machine.token, machine.user.id)
 
 
 async def test_a_signal_is_created_once_with_the_workers_id_even_when_the_insert_is_retried(
@@ -29,12 +23,10 @@ async def test_a_signal_is_created_once_with_the_workers_id_even_when_the_insert
 ) -> None:
     trader_id = create_trader(db, machine.user)
     signal_id = uuid.uuid4()
-    store = store_for(stack, machine)
-    try:
+    async with machine_tables(machine.token, machine.user.id) as tables:
+        store = tables.signals
         first = await store.insert(signal_id, trader_id, "BTCUSDT", Decimal("97123.45000001"))
         retried = await store.insert(signal_id, trader_id, "BTCUSDT", Decimal("97123.45000001"))
-    finally:
-        await store.aclose()
 
     rows = signal_rows(db, trader_id)
     assert (first, retried) == (InsertOutcome.CREATED, InsertOutcome.CREATED)
@@ -47,15 +39,13 @@ async def test_a_second_live_signal_for_the_trader_and_symbol_is_already_live_no
     stack: DevStack, db: psycopg.Connection[Any], machine: MachineUser
 ) -> None:
     trader_id = create_trader(db, machine.user)
-    store = store_for(stack, machine)
-    try:
+    async with machine_tables(machine.token, machine.user.id) as tables:
+        store = tables.signals
         await store.insert(uuid.uuid4(), trader_id, "BTCUSDT", Decimal(1))
         db.execute("update public.signals set status = 'watching' where trader_id = %s", (trader_id,))
         second = await store.insert(uuid.uuid4(), trader_id, "BTCUSDT", Decimal(2))
         other_symbol = await store.insert(uuid.uuid4(), trader_id, "ETHUSDT", Decimal(3))
         live = await store.live_symbols(trader_id, ["BTCUSDT", "ETHUSDT", "SOLUSDT"])
-    finally:
-        await store.aclose()
 
     assert second is InsertOutcome.ALREADY_LIVE
     assert other_symbol is InsertOutcome.CREATED
@@ -68,8 +58,8 @@ async def test_closing_touches_only_new_signals_and_frees_the_symbol(
 ) -> None:
     trader_id = create_trader(db, machine.user)
     fresh, watched = uuid.uuid4(), uuid.uuid4()
-    store = store_for(stack, machine)
-    try:
+    async with machine_tables(machine.token, machine.user.id) as tables:
+        store = tables.signals
         await store.insert(fresh, trader_id, "BTCUSDT", Decimal(1))
         await store.insert(watched, trader_id, "ETHUSDT", Decimal(1))
         db.execute("update public.signals set status = 'watching' where id = %s", (watched,))
@@ -77,8 +67,6 @@ async def test_closing_touches_only_new_signals_and_frees_the_symbol(
         again = await store.close_if_new(fresh, "twice")
         not_new = await store.close_if_new(watched, "must not close a watched signal")
         reopened = await store.insert(uuid.uuid4(), trader_id, "BTCUSDT", Decimal(2))
-    finally:
-        await store.aclose()
 
     rows = {r["id"]: r for r in signal_rows(db, trader_id)}
     assert (closed, again, not_new, reopened) == (True, False, False, InsertOutcome.CREATED)
@@ -101,14 +89,12 @@ async def test_recent_and_stranded_queries_see_only_this_users_signals(
             " (%s, %s, 'BTCUSDT', 1, now() - interval '2 hours')",
             (trader_id, machine.user.id, strangers_trader, stranger.id),
         )
-        store = store_for(stack, machine)
-        try:
+        async with machine_tables(machine.token, machine.user.id) as tables:
+            store = tables.signals
             await store.insert(uuid.uuid4(), trader_id, "ETHUSDT", Decimal(1))
             now = datetime.now(UTC)
             recent = await store.recent(trader_id, now - timedelta(minutes=5))
             stranded = await store.new_before(now - timedelta(hours=1))
-        finally:
-            await store.aclose()
     finally:
         delete_user(db, stranger)
 
@@ -125,12 +111,10 @@ async def test_a_signal_for_another_users_trader_is_refused(
     stranger = create_user(db)
     try:
         strangers_trader = create_trader(db, stranger)
-        store = store_for(stack, machine)
-        try:
+        async with machine_tables(machine.token, machine.user.id) as tables:
+            store = tables.signals
             with pytest.raises(WorkerError, match="23503"):
                 await store.insert(uuid.uuid4(), strangers_trader, "BTCUSDT", Decimal(1))
-        finally:
-            await store.aclose()
         assert signal_rows(db, strangers_trader) == []
     finally:
         delete_user(db, stranger)

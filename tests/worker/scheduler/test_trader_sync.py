@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import os
 import random
 import signal
@@ -22,10 +21,13 @@ import pytest
 
 from devstack.stack import DevStack
 from tests.factories import AppUser, create_trader, create_user, delete_user
+from tests.worker.db.helpers import machine_tables
+from worker.clock import LiveClock
+from worker.db.client import MachineAuth
 from worker.domain.trader import Trader
 from worker.errors import ConfigError
 from worker.retry import Backoff
-from worker.trader_sync import TraderSync, TraderSyncSettings
+from worker.scheduler.trader_sync import TraderSync, TraderSyncSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -105,15 +107,25 @@ def user(db: psycopg.Connection[Any]) -> Iterator[AppUser]:
     delete_user(db, app_user)
 
 
-def _settings(stack: DevStack, user: AppUser, realtime_url: str | None = None) -> TraderSyncSettings:
-    return TraderSyncSettings(
+@contextlib.asynccontextmanager
+async def _sync(
+    stack: DevStack,
+    user: AppUser,
+    scheduler: RecordingScheduler,
+    *,
+    realtime_url: str | None = None,
+    token: str | None = None,
+) -> AsyncIterator[TraderSync]:
+    """The sync as the app builds it: the traders table and Realtime as the machine."""
+    token = token or user.machine_jwt("machine-under-test")
+    settings = TraderSyncSettings(
         realtime_url=realtime_url or f"{stack.config.api_url}/realtime/v1",
-        rest_url=f"{stack.config.api_url}/rest/v1",
-        anon_key=stack.config.anon_key,
-        machine_jwt=user.machine_jwt("machine-under-test"),
         user_id=user.id,
         reconnect_backoff=Backoff(base_secs=0.1, max_secs=1.0),
     )
+    async with machine_tables(token, user.id) as tables:
+        auth = MachineAuth(stack.config.anon_key, token)
+        yield TraderSync(settings, tables.traders, auth, scheduler, clock=LiveClock())
 
 
 def _db_traders(db: psycopg.Connection[Any], user: AppUser) -> dict[uuid.UUID, tuple[str, str, int]]:
@@ -133,9 +145,8 @@ async def test_sync_turns_each_change_into_one_scheduler_call(
 ) -> None:
     existing = create_trader(db, user, "already there")
     scheduler = RecordingScheduler()
-    sync = TraderSync(_settings(stack, user), scheduler)
 
-    async with _running(sync):
+    async with _sync(stack, user, scheduler) as sync, _running(sync):
         await _wait_until(lambda: sync.live and existing in sync.traders, "the first reconcile")
         added = create_trader(db, user, "added live")
         await _wait_until(lambda: ("add", added) in scheduler.calls, "the INSERT")
@@ -170,9 +181,8 @@ async def test_reload_traders_reconciles_and_reports(
 ) -> None:
     first, second = create_trader(db, user, "one"), create_trader(db, user, "two")
     scheduler = RecordingScheduler()
-    sync = TraderSync(_settings(stack, user), scheduler)
 
-    async with _running(sync):
+    async with _sync(stack, user, scheduler) as sync, _running(sync):
         await _wait_until(lambda: sync.live and len(sync.traders) == 2, "the first reconcile")
         report = await asyncio.wait_for(sync.reload_traders(), 10)
 
@@ -184,11 +194,11 @@ async def test_reload_traders_reconciles_and_reports(
 async def test_a_wrong_machine_token_stops_the_sync_with_a_config_error(
     stack: DevStack, db: psycopg.Connection[Any], user: AppUser
 ) -> None:
-    forged = dataclasses.replace(_settings(stack, user), machine_jwt=user.machine_jwt("m")[:-4] + "AAAA")
-    sync = TraderSync(forged, RecordingScheduler())
+    forged = user.machine_jwt("m")[:-4] + "AAAA"
 
     with pytest.raises(ExceptionGroup) as raised:
-        await asyncio.wait_for(sync.run(), 20)
+        async with _sync(stack, user, RecordingScheduler(), token=forged) as sync:
+            await asyncio.wait_for(sync.run(), 20)
 
     assert raised.group_contains(ConfigError)
 
@@ -264,11 +274,13 @@ async def test_killing_the_server_mid_churn_converges_with_nothing_missed_or_dup
     port = _free_port()
     server = _start_server(port, tmp_path / "realtime.log")
     scheduler = RecordingScheduler()
-    sync = TraderSync(_settings(stack, user, f"http://127.0.0.1:{port}/socket"), scheduler)
     rng = random.Random(3)
     try:
         await _wait_healthy(port)
-        async with _running(sync):
+        async with (
+            _sync(stack, user, scheduler, realtime_url=f"http://127.0.0.1:{port}/socket") as sync,
+            _running(sync),
+        ):
             await _wait_until(lambda: sync.live, "the first subscription")
             await _churn(stack.config.db_url, user, 40, rng)
             server.send_signal(signal.SIGKILL)  # no goodbye: the socket just dies

@@ -1,55 +1,13 @@
-"""Trader timer intervals (`5m`, `5m_close`) as clock periods, and the APScheduler trigger for them."""
+"""The APScheduler trigger for trader timers: fire on the UTC grid of a period, never drifting."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.triggers.base import BaseTrigger
 
-from worker.errors import ConfigError
-from worker.market.klines import INTERVAL_MS
-
-# The fixed-clock intervals a trader may use (the database's private.is_timer_interval, without _close).
-FIXED_INTERVAL_SECS: dict[str, int] = {
-    "1s": 1, "5s": 5, "10s": 10, "15s": 15, "30s": 30, "1m": 60, "3m": 180, "5m": 300, "15m": 900,
-    "30m": 1800, "1h": 3600, "2h": 7200, "4h": 14_400, "6h": 21_600, "12h": 43_200, "1d": 86_400,
-}  # fmt: skip
-CLOSE_SUFFIX = "_close"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
-
-
-@dataclass(frozen=True, slots=True)
-class TimerInterval:
-    """When a trader's job runs: every `period_secs` on the UTC clock, or right after a candle closes.
-
-    `timeframe` is set for `<tf>_close` intervals: the job runs when the feed delivers the closing kline of
-    that timeframe, and a wall-clock fallback runs `period_secs` apart, a few seconds after each close.
-    """
-
-    text: str
-    period_secs: int
-    timeframe: str | None = None
-
-    @property
-    def on_close(self) -> bool:
-        return self.timeframe is not None
-
-
-def parse_interval(text: str) -> TimerInterval:
-    """Parse `1s`..`1d` or `<timeframe>_close`.
-
-    Raises:
-        ConfigError: the interval is not one the worker supports (the database refuses these too).
-    """
-    if text.endswith(CLOSE_SUFFIX):
-        timeframe = text.removesuffix(CLOSE_SUFFIX)
-        if timeframe in INTERVAL_MS:
-            return TimerInterval(text, INTERVAL_MS[timeframe] // 1000, timeframe)
-    elif text in FIXED_INTERVAL_SECS:
-        return TimerInterval(text, FIXED_INTERVAL_SECS[text])
-    raise ConfigError(f"unknown timer interval {text!r}")
 
 
 class GridTrigger(BaseTrigger):  # type: ignore[misc]  # APScheduler ships no type hints

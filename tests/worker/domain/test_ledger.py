@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from worker.domain.enums import PositionSide
-from worker.trading.ledger import (
+from worker.domain.ledger import (
     ENTRY_PRICE_QUANTUM,
     add,
     net_pnl,
@@ -17,7 +17,7 @@ from worker.trading.ledger import (
     pnl_percent,
     reduce,
 )
-from worker.trading.money import SymbolRules, exact
+from worker.domain.money import SymbolRules, exact
 
 prices = st.decimals(min_value=Decimal("0.0001"), max_value=Decimal("200000"), places=4)
 quantities = st.decimals(min_value=Decimal("0.00001"), max_value=Decimal("50"), places=5)

@@ -1,5 +1,5 @@
-"""The trading parts as the app builds them: venue choice, recovery at start, and the feed's ticker store
-driving the position monitor to a close (no poll in between)."""
+"""The worker as the app builds it (`worker.app.build_worker`): venue choice, recovery at start, and the
+feed's ticker store driving the position monitor to a close (no poll in between)."""
 
 from __future__ import annotations
 
@@ -11,30 +11,28 @@ from typing import Any
 import psycopg
 
 from devstack.keys import ANON_KEY
-from tests.factories import create_trader, create_user
+from tests.factories import create_trader, create_user, ticker
+from tests.worker.db.helpers import machine_tables
 from tests.worker.trading.helpers import decision, set_risk
+from worker.app import build_worker, choose_venue
 from worker.domain.enums import AnalysisDecision, TradingMode
-from worker.execution import SignalContext
-from worker.market.feed import FeedSettings, MarketFeed
-from worker.market.messages import Ticker
-from worker.market.rest import BinanceKlineSource
-from worker.market.store import KlineStore
-from worker.market.tickers import TickerStore
+from worker.domain.signal import SignalContext
 from worker.settings import load_settings
 from worker.trading.binance_venue import BinanceVenue
 from worker.trading.config import TradingConfig
 from worker.trading.venue import PaperVenue
-from worker.trading.wiring import build_trading, choose_venue
+
+MACHINE_ID = "wiring-test"
 
 
 def settings_for(user: Any, **extra: str) -> Any:
     return load_settings(
         {
             "USER_ID": str(user.id),
-            "MACHINE_ID": "wiring-test",
+            "MACHINE_ID": MACHINE_ID,
             "SUPABASE_URL": "http://127.0.0.1:54321",
             "SUPABASE_ANON_KEY": ANON_KEY,
-            "MACHINE_TOKEN": user.machine_jwt("wiring-test"),
+            "MACHINE_TOKEN": user.machine_jwt(MACHINE_ID),
             "MACHINE_API_SECRET": "x" * 32,
             "TRADING_PAPER_SLIPPAGE_RATE": "0",
             **extra,
@@ -42,13 +40,9 @@ def settings_for(user: Any, **extra: str) -> Any:
     )
 
 
-def ticker(symbol: str, price: str, at_ms: int) -> Ticker:
-    value = Decimal(price)
-    zero = Decimal(0)
-    return Ticker(symbol, value, value, value, value, zero, zero, value, value, zero, zero, at_ms)
-
-
-def test_real_trading_needs_the_flag_the_keys_and_the_users_consent(db: psycopg.Connection[Any]) -> None:
+async def test_real_trading_needs_the_flag_the_keys_and_the_users_consent(
+    db: psycopg.Connection[Any],
+) -> None:
     user = create_user(db)
     config = TradingConfig()
     keys = {"BINANCE_API_KEY": "k" * 16, "BINANCE_API_SECRET": "s" * 16}
@@ -65,12 +59,13 @@ def test_real_trading_needs_the_flag_the_keys_and_the_users_consent(db: psycopg.
             "the user has not enabled real trading",
         ),
     ]
-    for env, row, reason in cases:
-        venue, why = choose_venue(settings_for(user, **env), row, config)
-        assert isinstance(venue, PaperVenue) and why == reason
-    venue, why = choose_venue(
-        settings_for(user, PAPER_TRADING_ONLY="false", **keys), {"real_trading_enabled": True}, config
-    )
+    async with machine_tables(user.machine_jwt(MACHINE_ID), user.id) as tables:
+        for env, row, reason in cases:
+            venue, why = choose_venue(settings_for(user, **env), row["real_trading_enabled"], config, tables)
+            assert isinstance(venue, PaperVenue) and why == reason
+        venue, why = choose_venue(
+            settings_for(user, PAPER_TRADING_ONLY="false", **keys), True, config, tables
+        )
     assert isinstance(venue, BinanceVenue) and venue.mode is TradingMode.REAL
 
 
@@ -83,30 +78,29 @@ async def test_built_system_recovers_and_closes_on_a_ticker_update(db: psycopg.C
         " values (%s, %s, 'BTCUSDT', 40000) returning id",
         (trader_id, user.id),
     ).fetchone()[0]  # type: ignore[index]
+    db.execute(
+        "insert into public.fly_machines (user_id, machine_id, status) values (%s, %s, 'starting')",
+        (user.id, MACHINE_ID),
+    )
     async with contextlib.AsyncExitStack() as stack:
-        system = await build_trading(settings_for(user), stack)
-        assert system.venue.mode is TradingMode.PAPER and system.mode_reason == "PAPER_TRADING_ONLY is set"
-        source = BinanceKlineSource("http://127.0.0.1:9")
-        stack.push_async_callback(source.close)
-        feed = MarketFeed(
-            FeedSettings(ws_base_url="ws://127.0.0.1:9"), KlineStore(capacity=100), TickerStore(), source
-        )
-        system.attach(feed)
-        feed.tickers.update(ticker("BTCUSDT", "40000", 1))
-        report = await system.recover()
+        worker = await build_worker(settings_for(user), stack)
+        system = worker.trading
+        assert system.venue.mode is TradingMode.PAPER and worker.venue_reason == "PAPER_TRADING_ONLY is set"
+        worker.market.tickers.update(ticker("BTCUSDT", "40000", 1))
+        report = await system.recovery.run()
         assert report.open_positions == 0
         context = SignalContext(signal_id, trader, "BTCUSDT", Decimal(40000), Decimal(40000), signal_id)
         await system.executor.execute(
             context, decision(AnalysisDecision.OPEN_LONG, stop_loss="39000", take_profit="42000")
         )
         assert system.monitor.watched() == 1
-        monitor = asyncio.create_task(system.monitor.run())
+        monitor = asyncio.create_task(system.guard.run())
         try:
-            feed.tickers.update(
+            worker.market.tickers.update(
                 ticker("BTCUSDT", "38999.5", 2)
             )  # through the stop: the listener queues the exit
             for _ in range(200):
-                if not system.executor.positions:
+                if not len(system.positions):
                     break
                 await asyncio.sleep(0.01)
         finally:

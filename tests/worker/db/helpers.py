@@ -1,0 +1,25 @@
+"""The database gateway as a worker holds it, for tests: every table family, as one machine token's user."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+
+from devstack.keys import ANON_KEY
+from worker.clock import LiveClock
+from worker.db import Tables
+from worker.db.client import Database, MachineAuth
+
+REST_URL = "http://127.0.0.1:54321/rest/v1"
+
+
+@contextlib.asynccontextmanager
+async def machine_tables(token: str, user_id: uuid.UUID) -> AsyncIterator[Tables]:
+    """The local stack's tables through PostgREST with `token` (closed when the block ends)."""
+    clock = LiveClock()
+    database = Database(REST_URL, MachineAuth(ANON_KEY, token), clock=clock)
+    try:
+        yield Tables.on(database, user_id, clock=clock)
+    finally:
+        await database.aclose()
