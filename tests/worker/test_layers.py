@@ -2,6 +2,8 @@
 
     base < domain < adapters (db, market, indicators, sandbox) < scheduler < signals < trading < app
 
+(`app` holds the composition roots: the worker's, and the signal validator service's.)
+
 Every module of `worker/` must belong to a layer below, so a new module is placed on purpose. Within a
 layer a module may import its neighbours; an import from a higher layer is the arrow this test refuses.
 """
@@ -23,7 +25,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("scheduler", ("worker.scheduler",)),
     ("signals", ("worker.signals",)),
     ("trading", ("worker.trading",)),
-    ("app", ("worker.app", "worker.__main__", "worker.settings", "worker.heartbeat", "worker.http_api")),
+    ("app", ("worker.app", "worker.__main__", "worker.settings", "worker.heartbeat", "worker.http_api",
+             "worker.validator")),
 ]  # fmt: skip
 
 
@@ -93,7 +96,11 @@ def test_only_the_database_gateway_talks_to_postgrest() -> None:
     assert clients == {"worker.signals.analysis"}
 
 
-def test_only_the_composition_root_reads_the_settings() -> None:
+def test_only_the_composition_roots_read_the_settings() -> None:
     known = modules()
     readers = {module for module, path in known.items() if "worker.settings" in worker_imports(path, known)}
-    assert readers <= {"worker.app", "worker.__main__"}
+    # The worker's, and the signal validator's (a service of its own that shares the sandbox).
+    assert {module for module in readers if not module.startswith("worker.validator")} <= {
+        "worker.app",
+        "worker.__main__",
+    }

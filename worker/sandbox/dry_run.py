@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from worker.market.klines import INTERVAL_MS, KLINE_FIELDS, Klines
+from worker.domain.intervals import INTERVAL_MS
+from worker.market.klines import KLINE_FIELDS, Klines
 from worker.market.store import DEFAULT_CAPACITY
 from worker.sandbox.compiler import SignalProgram
 from worker.sandbox.runner import SignalRunner

@@ -13,8 +13,8 @@ from typing import Any, TypeGuard
 
 from aiohttp import web
 
+from worker.domain.intervals import INTERVAL_MS
 from worker.errors import TransientError
-from worker.market.klines import INTERVAL_MS
 from worker.sandbox import SandboxPool, SignalCodeError, SignalRunner, SignalRuntimeError, compile_signal
 from worker.sandbox.compiler import MAX_SOURCE_CHARS
 from worker.sandbox.dialect import POLICY_VERSION

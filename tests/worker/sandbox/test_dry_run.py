@@ -10,7 +10,7 @@ import pytest_asyncio
 
 from tests.worker.sandbox import recorded
 from tests.worker.sandbox.hostile import body
-from worker.market.klines import INTERVAL_MS
+from worker.domain.intervals import INTERVAL_MS
 from worker.market.store import DEFAULT_CAPACITY
 from worker.sandbox import SandboxConfig, SandboxPool, SignalRunner, SignalRuntimeError, compile_signal
 from worker.sandbox.dry_run import DATA_PATH, build, dry_run, ticker, windows

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from worker.market.klines import INTERVAL_MS
+from worker.domain.intervals import INTERVAL_MS
 
 FOLDER = Path(__file__).parent
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
