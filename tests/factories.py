@@ -80,3 +80,11 @@ def ticker(symbol: str, price: Decimal | str, at_ms: int) -> Ticker:
     """A 24 h ticker whose every price is `price` (the market as a test sets it)."""
     value, zero = Decimal(price), Decimal(0)
     return Ticker(symbol, value, value, value, value, zero, zero, value, value, zero, zero, at_ms)
+
+
+def trader_state(db: psycopg.Connection[Any], trader_id: uuid.UUID | str) -> tuple[str, str | None]:
+    """A trader's status and error message as the database holds them."""
+    row = db.execute("select status::text, error_message from public.traders where id = %s", (trader_id,))
+    found = row.fetchone()
+    assert found is not None
+    return found[0], found[1]

@@ -1,4 +1,5 @@
-"""Exponential backoff with full jitter, and a retry helper that retries only TransientError."""
+"""Exponential backoff with full jitter, a retry helper that retries only TransientError, and how long an
+HTTP answer asks us to wait (Retry-After)."""
 
 from __future__ import annotations
 
@@ -56,3 +57,12 @@ async def retry(
             )
             await clock.sleep(delay)
     raise AssertionError("unreachable: the loop returns or raises")
+
+
+def retry_after_secs(value: str | None) -> float | None:
+    """The seconds an HTTP `Retry-After` header asks for (None when absent or not a number of seconds)."""
+    text = (value or "").strip()
+    try:
+        return max(0.0, float(text)) if text else None
+    except ValueError:
+        return None

@@ -16,26 +16,14 @@ import numpy.typing as npt
 
 from devstack.config import REPO_ROOT
 
+# The kline intervals the worker follows (Binance lists a few more the worker never uses).
+from worker.domain.intervals import INTERVAL_MS
+
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 
 DATA_DIR_ENV = "TRADEMIND_KLINES_DIR"
 VOLUME_SCALE = 10**8
-
-INTERVAL_MS: dict[str, int] = {
-    "1m": 60_000,
-    "3m": 180_000,
-    "5m": 300_000,
-    "15m": 900_000,
-    "30m": 1_800_000,
-    "1h": 3_600_000,
-    "2h": 7_200_000,
-    "4h": 14_400_000,
-    "6h": 21_600_000,
-    "8h": 28_800_000,
-    "12h": 43_200_000,
-    "1d": 86_400_000,
-}
 
 _FILE_NAME = re.compile(r"^(?P<symbol>[A-Z0-9]+)-(?P<interval>\w+)\.csv$")
 

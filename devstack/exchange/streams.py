@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import WSMsgType, web
 
-from devstack.exchange.data import INTERVAL_MS
+from worker.domain.intervals import INTERVAL_MS
 
 if TYPE_CHECKING:
     from devstack.exchange.server import ExchangeSimulator

@@ -25,7 +25,7 @@ import httpx
 
 from worker.clock import Clock
 from worker.errors import ConfigError, InvariantViolation, RateLimited, TransientError, WorkerError
-from worker.retry import Backoff, retry
+from worker.retry import Backoff, retry, retry_after_secs
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def refusal(what: str, response: httpx.Response) -> WorkerError:
     code = str(problem["code"]) if problem.get("code") is not None else None
     detail = str(problem.get("message", ""))
     message = f"{what}: HTTP {status} {code}: {detail}"
-    retry_after = _retry_after_secs(response)
+    retry_after = retry_after_secs(response.headers.get("retry-after"))
     if status == 429 or (status >= 500 and retry_after is not None):
         return RateLimited(message, retry_after)
     if status in (401, 403) or code in TOKEN_REFUSED_CODES:
@@ -207,11 +207,3 @@ def _problem(response: httpx.Response) -> dict[str, Any]:
     except ValueError:
         return {"message": response.text[:200]}
     return body if isinstance(body, dict) else {"message": str(body)[:200]}
-
-
-def _retry_after_secs(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after", "").strip()
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None

@@ -26,7 +26,7 @@ from worker.clock import Clock, LiveClock
 from worker.db.client import MachineAuth
 from worker.domain.decision import Decision, InvalidDecision, parse_decision
 from worker.errors import WorkerError
-from worker.retry import Backoff
+from worker.retry import Backoff, retry_after_secs
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ class AnalysisClient:
                 code, problem = _problem(response)
                 if response.status_code == 429 or response.status_code >= 500:
                     last_problem = f"HTTP {response.status_code} {problem}"
-                    retry_after = _retry_after_secs(response)
+                    retry_after = retry_after_secs(response.headers.get("retry-after"))
                     # The function's only 429 is the user's daily budget: it resets at midnight UTC.
                     if code == BUDGET_CODE or (
                         retry_after is not None and retry_after > settings.deadline_secs
@@ -218,11 +218,3 @@ def _problem(response: httpx.Response) -> tuple[str | None, str]:
         return (str(code) if code is not None else None), f"{code}: {str(error.get('message', ''))[:300]}"
     except (ValueError, AttributeError):
         return None, response.text[:200]
-
-
-def _retry_after_secs(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after", "").strip()
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None

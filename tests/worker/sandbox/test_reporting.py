@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import psycopg
 import pytest
-import pytest_asyncio
 
-from devstack.stack import DevStack
-from tests.factories import AppUser, create_trader, create_user, delete_user
-from tests.worker.db.helpers import machine_tables
+from tests.factories import AppUser, create_trader, trader_state
 from tests.worker.sandbox.conftest import btc_windows
 from tests.worker.sandbox.hostile import body
 from worker.db.traders import TraderRows
@@ -24,28 +19,6 @@ from worker.sandbox import (
     SignalRunner,
     SignalRuntimeError,
 )
-
-MACHINE_ID = "m-sandbox-tests"
-
-
-@pytest.fixture
-def user(db: psycopg.Connection[Any]) -> Iterator[AppUser]:
-    created = create_user(db)
-    yield created
-    delete_user(db, created)
-
-
-@pytest_asyncio.fixture(loop_scope="function")
-async def reporter(stack: DevStack, user: AppUser) -> AsyncIterator[TraderRows]:
-    async with machine_tables(user.machine_jwt(MACHINE_ID), user.id) as tables:
-        yield tables.traders
-
-
-def trader_state(db: psycopg.Connection[Any], trader_id: uuid.UUID | str) -> tuple[str, str | None]:
-    row = db.execute("select status::text, error_message from public.traders where id = %s", (trader_id,))
-    found = row.fetchone()
-    assert found is not None
-    return found[0], found[1]
 
 
 async def test_rejected_and_runaway_code_marks_only_those_traders(
