@@ -13,12 +13,12 @@ from functools import cache
 import numpy as np
 
 from devstack.exchange.data import (
-    INTERVAL_MS,
     Candles,
     SymbolData,
     format_price,
     format_units,
 )
+from worker.domain.intervals import INTERVAL_MS
 
 DAY_MS = 86_400_000
 # Synthesised fields the recordings lack: one trade per 0.1 base unit, half the volume taker-bought.
