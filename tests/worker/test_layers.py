@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("signals", ("worker.signals",)),
     ("trading", ("worker.trading",)),
     ("app", ("worker.app", "worker.__main__", "worker.settings", "worker.heartbeat", "worker.http_api",
-             "worker.validator")),
+             "worker.log_shipping", "worker.validator")),
 ]  # fmt: skip
 
 
