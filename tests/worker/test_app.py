@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from decimal import Decimal
 from typing import Any
 
@@ -22,7 +23,7 @@ from worker.trading.binance_venue import BinanceVenue
 from worker.trading.config import TradingConfig
 from worker.trading.venue import PaperVenue
 
-MACHINE_ID = "wiring-test"
+MACHINE_ID = f"m-app-{uuid.uuid4().hex[:8]}"  # machine ids are unique across users and runs
 
 
 def settings_for(user: Any, **extra: str) -> Any:
