@@ -55,6 +55,27 @@ def _peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def worker_environment(
+    stack: DevStack, user_id: uuid.UUID, machine_id: str, http_port: int, binance_url: str
+) -> dict[str, str]:
+    """What a local machine's `python -m worker` is given: the stack, a fresh machine token, a local
+    exchange simulator (nothing may reach a real Binance host) and quiet logs."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "USER_ID": str(user_id),
+        "MACHINE_ID": machine_id,
+        "SUPABASE_URL": stack.config.api_url,
+        "SUPABASE_ANON_KEY": keys.ANON_KEY,
+        "MACHINE_TOKEN": keys.mint_jwt("trader_machine", user_id, extra_claims={"machine_id": machine_id}),
+        "MACHINE_API_SECRET": "bench-machine-api-secret-0123456789",
+        "VERSION": "bench",
+        "HTTP_HOST": "127.0.0.1",
+        "HTTP_PORT": str(http_port),
+        "LOG_LEVEL": "warning",
+        "BINANCE_BASE_URL": binance_url,
+    }
+
+
 def _cold_start(stack: DevStack, conn: psycopg.Connection[Any]) -> tuple[list[float], list[float]]:
     """Seconds from exec to the first 200 on /health, and peak RSS then, over START_ROUNDS fresh processes."""
     user_id = _create_user(conn)
@@ -71,26 +92,11 @@ def _cold_start(stack: DevStack, conn: psycopg.Connection[Any]) -> tuple[list[fl
         "insert into public.fly_machines (user_id, machine_id, status) values (%s, %s, 'starting')",
         (user_id, machine_id),
     )
-    token = keys.mint_jwt("trader_machine", user_id, extra_claims={"machine_id": machine_id})
     seconds, peaks = [], []
     try:
         for _ in range(START_ROUNDS):
             port = free_port()
-            env = {
-                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                "USER_ID": str(user_id),
-                "MACHINE_ID": machine_id,
-                "SUPABASE_URL": stack.config.api_url,
-                "SUPABASE_ANON_KEY": keys.ANON_KEY,
-                "MACHINE_TOKEN": token,
-                "MACHINE_API_SECRET": "bench-machine-api-secret-0123456789",
-                "VERSION": "bench",
-                "HTTP_HOST": "127.0.0.1",
-                "HTTP_PORT": str(port),
-                "LOG_LEVEL": "warning",
-                # The local exchange simulator: nothing may reach a real Binance host.
-                "BINANCE_BASE_URL": f"http://127.0.0.1:{EXCHANGE_PORT}",
-            }
+            env = worker_environment(stack, user_id, machine_id, port, f"http://127.0.0.1:{EXCHANGE_PORT}")
             started = time.perf_counter()
             process = subprocess.Popen(
                 [sys.executable, "-m", "worker"],

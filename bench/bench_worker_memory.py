@@ -25,9 +25,9 @@ from typing import Any
 import httpx
 import psycopg
 
+from bench.bench_lifecycle import worker_environment
 from bench.bench_sandbox import HELPER_TEMPLATES
 from bench.measurement import Measurement
-from devstack import keys
 from devstack.fly.machines import free_port
 from devstack.stack import DevStack
 
@@ -175,20 +175,8 @@ def _measure(stack: DevStack, conn: psycopg.Connection[Any]) -> list[Measurement
         (user_id, machine_id),
     )
     exchange_port, http_port = free_port(), free_port()
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "USER_ID": str(user_id),
-        "MACHINE_ID": machine_id,
-        "SUPABASE_URL": stack.config.api_url,
-        "SUPABASE_ANON_KEY": keys.ANON_KEY,
-        "MACHINE_TOKEN": keys.mint_jwt("trader_machine", user_id, extra_claims={"machine_id": machine_id}),
-        "MACHINE_API_SECRET": "bench-machine-api-secret-0123456789",
-        "HTTP_HOST": "127.0.0.1",
-        "HTTP_PORT": str(http_port),
-        "LOG_LEVEL": "warning",
-        "BINANCE_BASE_URL": f"http://127.0.0.1:{exchange_port}",
-        "DEFAULT_SYMBOLS": ",".join(SYMBOLS[:1]),
-    }
+    env = worker_environment(stack, user_id, machine_id, http_port, f"http://127.0.0.1:{exchange_port}")
+    env["DEFAULT_SYMBOLS"] = SYMBOLS[0]
     simulator_args = [sys.executable, "-c", _SIMULATOR, str(exchange_port), MARKET_START, ",".join(SYMBOLS)]
     try:
         with _process(simulator_args) as simulator:
