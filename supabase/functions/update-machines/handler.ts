@@ -236,8 +236,8 @@ async function updateOne(
   result.startedAt = new Date(started).toISOString();
   const machineId = row.machine_id;
   let nonce: string | null = null;
-  // Set once the worker has been asked to shut down: from then on a failure leaves it paused or on the new
-  // image, so it is rolled back to `previous`.
+  // Set just before the worker is asked to shut down: from then on a failure may leave it paused or on the
+  // new image, so it is rolled back to `previous`.
   let previous: MachineConfig | null = null;
   let running = false;
   try {
