@@ -88,3 +88,16 @@ def trader_state(db: psycopg.Connection[Any], trader_id: uuid.UUID | str) -> tup
     found = row.fetchone()
     assert found is not None
     return found[0], found[1]
+
+
+def trade_for_real(db: psycopg.Connection[Any], user: AppUser, trader_id: uuid.UUID) -> None:
+    """Put a trader in real mode as its user would: stored keys (placeholder ciphertext: the worker under test
+    gets its keys from its settings), an active subscription, then traders.trading_mode = 'real'."""
+    db.execute(
+        "insert into private.binance_credentials"
+        " (user_id, api_key_encrypted, secret_key_encrypted, api_key_hint)"
+        " values (%s, '\\x00', '\\x00', 'test…keys') on conflict (user_id) do nothing",
+        (user.id,),
+    )
+    db.execute("update public.users set subscription_status = 'active' where id = %s", (user.id,))
+    db.execute("update public.traders set trading_mode = 'real' where id = %s", (trader_id,))

@@ -32,6 +32,7 @@ from worker.domain.positions import TrailingMode
 from worker.errors import ConfigError
 from worker.heartbeat import Heartbeat
 from worker.http_api import ShutdownReport, build_app
+from worker.log_shipping import LogQueue, LogShipper, LogShippingHandler, LogShippingSettings
 from worker.market.component import MarketFeedComponent
 from worker.market.feed import FeedSettings, MarketFeed
 from worker.market.rest import BinanceKlineSource
@@ -92,6 +93,7 @@ class WorkerConfig:
     scheduler: SchedulerSettings
     sync: TraderSyncSettings
     trading: TradingConfig
+    logs: LogShippingSettings
 
 
 def worker_config(settings: WorkerSettings) -> WorkerConfig:
@@ -134,6 +136,11 @@ def worker_config(settings: WorkerSettings) -> WorkerConfig:
             close_fallback_secs=settings.candle_close_fallback_secs,
         ),
         sync=TraderSyncSettings(realtime_url=settings.realtime_url, user_id=settings.user_id),
+        logs=LogShippingSettings(
+            interval_secs=settings.log_ship_interval_secs,
+            batch_lines=settings.log_ship_batch_lines,
+            queue_lines=settings.log_ship_queue_lines,
+        ),
         trading=TradingConfig(
             paper_fee_rate=settings.trading_paper_fee_rate,
             paper_slippage_rate=settings.trading_paper_slippage_rate,
@@ -338,6 +345,23 @@ async def check_database(machine: MachineRows, version: str, *, clock: Clock) ->
     await retry(first_heartbeat, what="first heartbeat", clock=clock)
 
 
+def start_log_shipping(
+    settings: WorkerSettings,
+    config: LogShippingSettings,
+    tables: Tables,
+    resources: contextlib.AsyncExitStack,
+    *,
+    clock: Clock,
+) -> LogShipper:
+    """From here on every log record (masked like the stream's) waits to be shipped to machine_logs."""
+    queue = LogQueue(config.queue_lines)
+    handler = LogShippingHandler(queue, settings.secrets(), settings.log_ship_level)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    resources.callback(root.removeHandler, handler)
+    return LogShipper(queue, tables.logs, config, clock=clock)
+
+
 async def build_worker(
     settings: WorkerSettings,
     resources: contextlib.AsyncExitStack,
@@ -356,6 +380,7 @@ async def build_worker(
     database = Database(config.rest_url, auth, clock=clock)
     resources.push_async_callback(database.aclose)
     tables = Tables.on(database, settings.user_id, clock=clock)
+    shipper = start_log_shipping(settings, config.logs, tables, resources, clock=clock)
     await check_database(tables.machine, config.app.version, clock=clock)
     metrics = WorkerMetrics()
     market = build_market(config, resources, clock=clock)
@@ -397,6 +422,7 @@ async def build_worker(
         MarketFeedComponent(market.feed, market.source, metrics, clock=clock),
         scheduler,  # stops starting runs before the engine drains its queued matches
         signals.engine,
+        shipper,  # last: its final flush carries the other components' shutdown lines
     ]
     logger.info(
         "worker ready sandbox_processes=%d default_symbols=%d stream_url=%s",

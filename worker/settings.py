@@ -50,6 +50,11 @@ class WorkerSettings(BaseSettings):
     # (the local exchange simulator serves both on one port).
     binance_stream_url: str | None = Field(default=None, pattern=r"^wss?://[^\s/]+(/[^\s]*)?$")
     log_level: LogLevel = "INFO"
+    # Shipping log lines to machine_logs (the console's logs pane): level, cadence, batch and queue bounds.
+    log_ship_level: LogLevel = "INFO"
+    log_ship_interval_secs: float = Field(default=2.0, gt=0, le=60)
+    log_ship_batch_lines: int = Field(default=200, ge=1, le=500)
+    log_ship_queue_lines: int = Field(default=5000, ge=10, le=100_000)
     http_host: str = "::"
     http_port: int = Field(default=8080, ge=1, le=65535)
     heartbeat_interval_secs: float = Field(default=30.0, gt=0, le=60)
@@ -89,7 +94,7 @@ class WorkerSettings(BaseSettings):
     trading_exchange_stop_update_secs: float = Field(default=10.0, gt=0)
     trading_order_timeout_secs: float = Field(default=10.0, gt=0, le=60)
 
-    @field_validator("log_level", mode="before")
+    @field_validator("log_level", "log_ship_level", mode="before")
     @classmethod
     def _upper_log_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value

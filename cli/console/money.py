@@ -129,6 +129,7 @@ def mode(
             )
             if restart:
                 question += " Your machine restarts to load your keys."
+            question += " While your machine trades real money, your paper traders open no new positions."
         else:
             question = (
                 f"{row['name']} goes back to paper: new positions are simulated; positions it holds on "
@@ -136,6 +137,11 @@ def mode(
             )
             if restart:
                 question += " It is your last real trader: your machine restarts without your keys."
+            else:
+                question += (
+                    " Your other real traders keep the machine on real money, so this one opens no new"
+                    " positions until they are back on paper too."
+                )
         confirm(f"{question} Switch it to {new_mode}?", assume_yes=yes)
         if (
             switch_account and new_mode is TradingMode.REAL

@@ -179,6 +179,7 @@ def test_worker_heartbeats_and_reports_health(worker: RunningWorker, db: psycopg
     )
     assert set(health["components"]) == {
         "heartbeat", "trader-sync", "market-feed", "scheduler", "signal-engine", "position-monitor",
+        "log-shipper",
     }  # fmt: skip
     assert set(health["components"].values()) <= {"starting", "running"}
     assert machine_row(db, worker.machine_id) == ("running", "v-test-1", True)

@@ -6,7 +6,7 @@
 Modules: `client` (the HTTP client, and PostgREST's answers as WorkerError), `machine` (schema version,
 heartbeat, the user's account), `traders` (the user's traders, report_trader_error), `signals` (the
 signal lifecycle), `trading` (positions, orders and the paper account through the transition RPCs, and
-the mapping between their rows and the trading values).
+the mapping between their rows and the trading values), `logs` (the machine's log lines).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from worker.clock import Clock
 from worker.db.client import Database
+from worker.db.logs import LogRows
 from worker.db.machine import MachineRows
 from worker.db.signals import SignalRows
 from worker.db.traders import TraderRows
@@ -30,9 +31,14 @@ class Tables:
     traders: TraderRows
     signals: SignalRows
     trading: TradingRows
+    logs: LogRows
 
     @classmethod
     def on(cls, db: Database, user_id: uuid.UUID, *, clock: Clock) -> Tables:
         return cls(
-            MachineRows(db), TraderRows(db, user_id), SignalRows(db, user_id, clock=clock), TradingRows(db)
+            MachineRows(db),
+            TraderRows(db, user_id),
+            SignalRows(db, user_id, clock=clock),
+            TradingRows(db),
+            LogRows(db),
         )

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from worker.domain.enums import TraderStatus
+from worker.domain.enums import TraderStatus, TradingMode
 
 
 class TraderRowError(ValueError):
@@ -41,6 +41,7 @@ class Trader:
     status: TraderStatus
     error_message: str | None
     updated_at: datetime
+    trading_mode: TradingMode = TradingMode.PAPER  # which venue may trade for it (traders.trading_mode)
 
     @property
     def is_active(self) -> bool:
@@ -58,6 +59,7 @@ class Trader:
             self.symbols,
             self.risk,
             self.status,
+            self.trading_mode,
         ) == (
             other.signal_code,
             other.signal_code_version,
@@ -68,6 +70,7 @@ class Trader:
             other.symbols,
             other.risk,
             other.status,
+            other.trading_mode,
         )
 
     @classmethod
@@ -100,6 +103,7 @@ class Trader:
             status=parsed.status,
             error_message=parsed.error_message,
             updated_at=parsed.updated_at,
+            trading_mode=parsed.trading_mode,
         )
 
 
@@ -136,6 +140,7 @@ class _TraderRow(BaseModel):
     status: TraderStatus
     error_message: str | None
     updated_at: datetime
+    trading_mode: TradingMode = TradingMode.PAPER
 
     @field_validator("updated_at")
     @classmethod

@@ -35,7 +35,7 @@ from worker.domain.positions import (
 from worker.domain.signal import SignalContext
 from worker.errors import OrderRejected
 from worker.trading.config import TradingConfig
-from worker.trading.guardrails import Guardrails, Refusal
+from worker.trading.guardrails import Guardrails, Refusal, check_mode
 from worker.trading.orders import OrderFlow
 from worker.trading.positions import OpenPositions
 from worker.trading.prices import PriceSource
@@ -165,7 +165,7 @@ class TradeExecutor:
     ) -> OpenPosition | None:
         trader = context.trader
         position_id = derived_id(context.analysis_id, "position" if leg == "entry" else f"{leg}-position")
-        refusal = self._guardrails.check_entry(
+        refusal = check_mode(trader, self._flow.mode) or self._guardrails.check_entry(
             trader, context.symbol, self._positions.of_trader(trader.id), self._clock.now(), flip=flip
         )
         refusal = refusal or _check_levels(side, price, decision.stop_loss, decision.take_profit)
@@ -222,7 +222,7 @@ class TradeExecutor:
         self, position: OpenPosition, fraction: Decimal, price: Decimal, context: SignalContext
     ) -> None:
         trader = context.trader
-        refusal = self._guardrails.check_add(trader, self._clock.now())
+        refusal = check_mode(trader, self._flow.mode) or self._guardrails.check_add(trader, self._clock.now())
         rules = await self._flow.rules(position.symbol)
         with exact():
             current_notional = position.book.size * price

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
+from worker.domain.enums import TradingMode
 from worker.domain.money import ONE, ZERO, exact, plain
 from worker.domain.positions import OpenPosition
 from worker.domain.trader import Trader
@@ -27,6 +28,20 @@ class Refusal:
 
     def __str__(self) -> str:
         return f"refused ({self.rule}): {self.message}"
+
+
+def check_mode(trader: Trader, venue_mode: TradingMode) -> Refusal | None:
+    """A trader opens positions only on its own mode's venue; a machine holds one venue (real while the user
+    has a real trader and the keys, else paper), so the other mode's traders add no exposure meanwhile."""
+    if trader.trading_mode is venue_mode:
+        return None
+    if trader.trading_mode is TradingMode.REAL:
+        return Refusal(
+            "trading_mode", "the trader is set to real but this machine trades on paper: restart the machine"
+        )
+    return Refusal(
+        "trading_mode", "the trader trades on paper but this machine trades real money: no paper entries here"
+    )
 
 
 class Guardrails:

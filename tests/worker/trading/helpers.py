@@ -14,14 +14,14 @@ from typing import Any
 import psycopg
 
 from devstack.keys import ANON_KEY
-from tests.factories import AppUser, create_trader, create_user, ticker
+from tests.factories import AppUser, create_trader, create_user, ticker, trade_for_real
 from tests.worker.db.helpers import machine_tables
 from worker.app import Trading, build_trading
 from worker.clock import LiveClock
 from worker.db import Tables
 from worker.db.client import MachineAuth
 from worker.domain.decision import Decision
-from worker.domain.enums import AnalysisDecision
+from worker.domain.enums import AnalysisDecision, TradingMode
 from worker.domain.signal import SignalContext
 from worker.domain.trader import Trader
 from worker.market.store import KlineStore
@@ -129,6 +129,8 @@ async def trading_env(
 ) -> AsyncIterator[TradingEnv]:
     user = user or create_user(db)
     trader_id = create_trader(db, user)
+    if venue is not None and venue.mode is TradingMode.REAL:
+        trade_for_real(db, user, trader_id)  # a trader trades only on its own mode's venue
     trader = set_risk(db, trader_id, *risk)
     config = config or TradingConfig(paper_slippage_rate=Decimal(0))
     token = user.machine_jwt(f"m-{user.id.hex[:8]}")

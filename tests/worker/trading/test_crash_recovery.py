@@ -23,7 +23,7 @@ import psycopg
 import pytest
 import pytest_asyncio
 
-from tests.factories import create_trader, create_user
+from tests.factories import create_trader, create_user, trade_for_real
 from tests.worker.trading.exchange import START_MS
 from tests.worker.trading.helpers import set_risk
 from worker.trading.binance_venue import BinanceVenue
@@ -119,6 +119,7 @@ async def test_sigkill_then_restart_leaves_everything_consistent(
 ) -> None:
     user = create_user(db)
     trader_id = create_trader(db, user)
+    trade_for_real(db, user, trader_id)
     set_risk(db, trader_id, 1000, 3, 500)
     signal_id = uuid.uuid4()
     async with httpx.AsyncClient() as client:

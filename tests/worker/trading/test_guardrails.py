@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
 import psycopg
 
-from tests.worker.trading.helpers import decision, trading_env
+from tests.factories import create_trader, create_user, delete_user, trade_for_real
+from tests.worker.trading.helpers import decision, trader_of, trading_env
 from worker.domain.enums import AnalysisDecision as D
+from worker.domain.enums import TradingMode
 from worker.trading.config import TradingConfig
+from worker.trading.guardrails import check_mode
 
 LONG = {"stop_loss": "39000", "take_profit": "42000"}
 
@@ -91,3 +95,34 @@ async def test_safe_mode_after_three_ai_failures_blocks_entries_but_not_exits(
         assert not env.guardrails.in_safe_mode(env.trader.id)
         # Protective exits never depend on the AI: the position is still there and closable.
         assert env.positions.for_signal(held) is not None
+
+
+async def test_a_real_trader_opens_nothing_on_a_paper_machine(db: psycopg.Connection[Any]) -> None:
+    async with trading_env(db) as env:
+        trade_for_real(db, env.user, env.trader.id)
+        real_trader = trader_of(db, env.trader.id)
+        signal_id = env.new_signal()
+        context = env.context(signal_id)
+        await env.executor.execute(replace(context, trader=real_trader), decision(D.OPEN_LONG, **LONG))
+        refused = env.row("select status, last_refusal from signals where id = %s", signal_id)
+    assert real_trader.trading_mode is TradingMode.REAL
+    assert refused["status"] == "closed"
+    assert refused["last_refusal"] == (
+        "refused (trading_mode): the trader is set to real but this machine trades on paper: "
+        "restart the machine"
+    )
+    assert env.rows("select id from positions where signal_id = %s", signal_id) == []
+
+
+def test_a_paper_trader_adds_no_exposure_on_a_real_machine(db: psycopg.Connection[Any]) -> None:
+    user = create_user(db)
+    try:
+        paper_trader = trader_of(db, create_trader(db, user))
+    finally:
+        delete_user(db, user)
+
+    refusal = check_mode(paper_trader, TradingMode.REAL)
+
+    assert refusal is not None and refusal.rule == "trading_mode"
+    assert "trades on paper but this machine trades real money" in refusal.message
+    assert check_mode(paper_trader, TradingMode.PAPER) is None

@@ -167,6 +167,12 @@ async def test_pause_from_the_dashboard_reaches_the_worker(
         # The worker's trader sync (Realtime) takes the paused trader off its schedule and says so.
         paused_line = f"trader paused trader_id={trader_id}"
         reached_worker_secs = await until(lambda: paused_line in worker_log.read_text(), 10)
+        # The worker ships that line to machine_logs; the logs pane shows it (Realtime).
+        await pilot.press("3")
+        log = app.query_one("#log", RichLog)
+        await until(lambda: any(paused_line in row["message"] for row in app.state.rows.get("logs", [])), 10)
+        shown = "".join(str(line.text) for line in log.lines)  # wrapped at 80 columns
+        assert "".join(paused_line.split()) in "".join(shown.split())
 
     assert reached_worker_secs < 10
 
