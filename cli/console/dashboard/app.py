@@ -102,7 +102,9 @@ class Dashboard(App[None]):
 
     TITLE = "TradeMind"
     CSS = """
+    Screen { overflow: hidden; }
     #status { height: 1; background: $boost; padding: 0 1; }
+    TabbedContent, ContentSwitcher, TabPane { height: 1fr; }
     DataTable { height: 1fr; }
     .half { height: 1fr; }
     #reasoning { height: auto; max-height: 6; padding: 0 1; color: $text-muted; }

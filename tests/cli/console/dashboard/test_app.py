@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import DataTable, RichLog, Static
+from textual.widgets import DataTable, RichLog, Static, TabbedContent
 
 from cli.console.api import Api
 from cli.console.dashboard.app import Dashboard
@@ -96,6 +96,10 @@ async def test_panes_fill_and_follow_realtime_within_a_second(
     async with running(app) as pilot:
         await until(lambda: len(cells(app, "positions")) == 1 and len(cells(app, "traders")) == 1, 5)
         assert cells(app, "traders")[0][:3] == ["Dip buyer", "active", "paper"]
+        # Everything fits 80x24 without scrolling: the status line on top, the footer at the bottom.
+        status = app.query_one("#status", Static)
+        assert status.region.y == 0 and "realtime subscribed" in str(status.render())
+        assert app.query_one(TabbedContent).region.bottom == 23 and app.screen.max_scroll_y == 0
         assert cells(app, "positions")[0][:4] == ["BTCUSDT", "long", "42000", "0.01"]
         await until(lambda: cells(app, "markets") and cells(app, "markets")[0][1] != "-", 10)
         await until(lambda: cells(app, "positions")[0][5] != "-", 5)  # unrealised PnL from the live price
