@@ -160,9 +160,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> WorkerSettings:
             return WorkerSettings()  # type: ignore[call-arg]  # pydantic-settings fills fields from env
         return WorkerSettings.model_validate({key.lower(): value for key, value in environ.items()})
     except ValidationError as error:
-        problems = []
-        for issue in error.errors():
-            name = str(issue["loc"][0]).upper() if issue["loc"] else "?"
-            reason = "is missing" if issue["type"] == "missing" else f"is invalid ({issue['msg']})"
-            problems.append(f"{name} {reason}")
-        raise ConfigError("worker settings: " + "; ".join(problems)) from None
+        raise settings_error("worker settings", error) from None
+
+
+def settings_error(what: str, error: ValidationError) -> ConfigError:
+    """One line naming every missing or invalid environment variable of a settings model."""
+    problems = []
+    for issue in error.errors():
+        name = str(issue["loc"][0]).upper() if issue["loc"] else "?"
+        reason = "is missing" if issue["type"] == "missing" else f"is invalid ({issue['msg']})"
+        problems.append(f"{name} {reason}")
+    return ConfigError(f"{what}: " + "; ".join(problems))

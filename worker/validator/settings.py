@@ -7,8 +7,7 @@ from collections.abc import Mapping
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from worker.errors import ConfigError
-from worker.settings import LogLevel
+from worker.settings import LogLevel, settings_error
 
 
 class ValidatorSettings(BaseSettings):
@@ -44,9 +43,4 @@ def load_validator_settings(environ: Mapping[str, str] | None = None) -> Validat
             return ValidatorSettings()  # type: ignore[call-arg]  # pydantic-settings fills fields from env
         return ValidatorSettings.model_validate({key.lower(): value for key, value in environ.items()})
     except ValidationError as error:
-        problems = []
-        for issue in error.errors():
-            name = str(issue["loc"][0]).upper() if issue["loc"] else "?"
-            reason = "is missing" if issue["type"] == "missing" else f"is invalid ({issue['msg']})"
-            problems.append(f"{name} {reason}")
-        raise ConfigError("validator settings: " + "; ".join(problems)) from None
+        raise settings_error("validator settings", error) from None
