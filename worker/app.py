@@ -382,7 +382,7 @@ async def build_worker(
     tables = Tables.on(database, settings.user_id, clock=clock)
     shipper = start_log_shipping(settings, config.logs, tables, resources, clock=clock)
     await check_database(tables.machine, config.app.version, clock=clock)
-    metrics = WorkerMetrics()
+    metrics = WorkerMetrics(memory_limit_mb=settings.fly_vm_memory_mb)
     market = build_market(config, resources, clock=clock)
     analysis = AnalysisClient(config.analysis, auth, clock=clock)
     resources.push_async_callback(analysis.aclose)

@@ -57,6 +57,19 @@ def _error(status: int, code: str, message: str) -> web.Response:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def _load_json(metrics: WorkerMetrics) -> dict[str, object]:
+    """What scale-machines sizes the machine by (CPU is averaged since the previous /metrics call)."""
+    reading = metrics.process.read()
+    return {
+        "sweepLoadRatio": round(metrics.sweeps.peak_ratio(), 4),
+        "sweepsMissed": metrics.sweeps.missed,
+        "cpuPercent": round(reading.cpu_percent, 1),
+        "cpuCount": reading.cpu_count,
+        "memoryMb": round(reading.memory_mb, 1),
+        "memoryLimitMb": metrics.memory_limit_mb,
+    }
+
+
 def build_app(control: WorkerControl, api_secret: str) -> web.Application:
     """The aiohttp application; POST routes require `Authorization: Bearer <api_secret>`."""
 
@@ -92,6 +105,7 @@ def build_app(control: WorkerControl, api_secret: str) -> web.Application:
         metrics = control.metrics
         return web.json_response(
             {
+                "load": _load_json(metrics),
                 "activeTraders": metrics.active_traders,
                 "signalsChecked1h": metrics.signals_checked.last_hour(),
                 "signalsTriggered1h": metrics.signals_triggered.last_hour(),

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from worker.load import ProcessLoad, SweepLoad
+
 HOUR_SECS = 3600.0
 
 
@@ -95,6 +97,11 @@ class WorkerMetrics:
     signals_triggered: HourlyCounter = field(default_factory=HourlyCounter)
     # Per trader id (str), kept while the trader is scheduled.
     traders: dict[str, TraderMetrics] = field(default_factory=dict)
+    # Load, for scale-machines: signal runs against their interval, and the process tree's CPU and memory.
+    sweeps: SweepLoad = field(default_factory=SweepLoad)
+    process: ProcessLoad = field(default_factory=ProcessLoad)
+    # The machine's memory (Fly's FLY_VM_MEMORY_MB); None when not on a machine.
+    memory_limit_mb: int | None = None
 
     def trader(self, trader_id: str) -> TraderMetrics:
         """The trader's metrics, created on first use."""

@@ -59,6 +59,8 @@ class WorkerSettings(BaseSettings):
     http_port: int = Field(default=8080, ge=1, le=65535)
     heartbeat_interval_secs: float = Field(default=30.0, gt=0, le=60)
     shutdown_timeout_secs: float = Field(default=30.0, gt=0)
+    # Set by Fly on every machine: its memory, which /metrics reports next to what the worker uses.
+    fly_vm_memory_mb: int | None = Field(default=None, ge=1)
     # Signal engine: universe, freshness, cooldown, candle-close timing.
     default_symbols: Annotated[tuple[str, ...], NoDecode] = DEFAULT_SYMBOLS
     kline_history: int = Field(default=1000, ge=50, le=5000)

@@ -87,6 +87,7 @@ def worker_env(
         "VERSION": "v-test-1",
         "HTTP_HOST": "127.0.0.1",
         "HTTP_PORT": str(port),
+        "FLY_VM_MEMORY_MB": "512",
         "HEARTBEAT_INTERVAL_SECS": "0.5",
         "LOG_LEVEL": "info",
         "BINANCE_BASE_URL": exchange_url,
@@ -191,10 +192,17 @@ def test_metrics_have_the_seed_fields(worker: RunningWorker) -> None:
 
     assert set(metrics) == {
         "activeTraders", "signalsChecked1h", "signalsTriggered1h", "openPositions", "watchingSignals",
-        "memoryUsageMB", "websocketStatus", "lastKlineUpdate",
+        "memoryUsageMB", "websocketStatus", "lastKlineUpdate", "load",
     }  # fmt: skip
     assert metrics["activeTraders"] == 1
     assert 10 < metrics["memoryUsageMB"] < 500
+    load = metrics["load"]
+    assert set(load) == {
+        "sweepLoadRatio", "sweepsMissed", "cpuPercent", "cpuCount", "memoryMb", "memoryLimitMb",
+    }  # fmt: skip
+    assert load["memoryLimitMb"] == 512
+    assert 10 < load["memoryMb"] < 500, "the worker and its sandbox processes, PSS"
+    assert load["cpuCount"] >= 1 and load["cpuPercent"] >= 0 and load["sweepsMissed"] == 0
     assert f'trademind_active_traders{{machine_id="{worker.machine_id}",version="v-test-1"}} 1' in prometheus
 
 

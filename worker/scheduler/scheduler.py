@@ -330,6 +330,7 @@ class SignalScheduler:
                 fresh_after = self._clock.monotonic() - _TIMER_SHARE_SECS
             report = await self._engine.run_trader(scheduled.trader, trigger, fresh_after=fresh_after)
             self.recent_runs.append(report)
+            self._engine.metrics.sweeps.record(report.duration_ms / 1000, scheduled.interval.period_secs)
         except Exception:  # a job must never die silently inside APScheduler
             logger.exception("signal run failed trader_id=%s", trader_id)
         finally:
@@ -352,6 +353,9 @@ class SignalScheduler:
 
     def _run_now(self, scheduled: _Scheduled) -> None:
         if scheduled.running:
+            if not scheduled.rerun:
+                # A run asked for while the last one still runs starts late: the machine is behind.
+                self._engine.metrics.sweeps.missed += 1
             scheduled.rerun = True
             return
         with contextlib.suppress(JobLookupError):
