@@ -31,6 +31,7 @@ from typing import Any
 
 from devstack.config import EXCHANGE_PORT
 from devstack.fly.faults import FaultBook, FaultKind
+from devstack.fly.guest import enforce_memory, guest_size, pin_to_cpus
 from devstack.processes import process_start_ticks
 
 logger = logging.getLogger(__name__)
@@ -152,6 +153,8 @@ class Run:
     http_port: int
     start_ticks: int | None
     exited: asyncio.Event = field(default_factory=asyncio.Event)
+    # PSS (kB) at which the guest's memory limit killed it; None while it stayed within the limit.
+    oom_killed_at_kb: int | None = None
 
 
 @dataclass(slots=True)
@@ -439,7 +442,17 @@ class Fleet:
         run = Run(process, port, process_start_ticks(process.pid))
         machine.run = run
         self._save()
+        cpus, memory_mb = guest_size(machine.config)
+        pin_to_cpus(process.pid, cpus)
         self._spawn_task(self._supervise(machine, run), name=f"supervise-{machine.id}-{process.pid}")
+
+        def record_oom(used_kb: int) -> None:
+            run.oom_killed_at_kb = used_kb
+
+        self._spawn_task(
+            enforce_memory(process.pid, memory_mb, run.exited, self.log_path(machine.id), record_oom),
+            name=f"memory-{machine.id}-{process.pid}",
+        )
         logger.info("machine process started machine_id=%s pid=%d port=%d", machine.id, process.pid, port)
 
     def _process_env(self, machine: Machine, port: int) -> dict[str, str]:
@@ -459,6 +472,7 @@ class Fleet:
             "FLY_IMAGE_REF": image,
             "FLY_MACHINE_VERSION": machine.instance_id,
             "FLY_PRIVATE_IP": machine.private_ip,
+            "FLY_VM_MEMORY_MB": str(guest_size(machine.config)[1]),
             "HTTP_HOST": "127.0.0.1",
             "HTTP_PORT": str(port),
         }
@@ -474,7 +488,12 @@ class Fleet:
         if machine.run is not run:
             return
         machine.run = None
-        self._event(machine, "exit", "stopped", "flyd", {"exit_event": {"exit_code": exit_code}})
+        exit_event: dict[str, object] = {"exit_code": exit_code}
+        if run.oom_killed_at_kb is not None:
+            # As Fly reports a process the guest's OOM killer ended: SIGKILL, exit code 137.
+            exit_code = 137
+            exit_event = {"exit_code": 137, "guest_signal": 9, "oom_killed": True}
+        self._event(machine, "exit", "stopped", "flyd", {"exit_event": exit_event})
         if not machine.wants_running:
             return  # a stop, update or destroy is handling it
         restart = machine.config.get("restart") or {}
