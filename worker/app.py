@@ -412,6 +412,7 @@ async def build_worker(
         config.scheduler,
         reanalyzer=trading.reanalyzer,
         extra_tickers=trading.monitor.symbols,  # open positions stay subscribed
+        sweeps=metrics.sweeps,
         clock=clock,
     )
     scheduler.start()

@@ -32,6 +32,7 @@ from worker.domain.intervals import INTERVAL_MS, TimerInterval, parse_interval
 from worker.domain.trader import Trader
 from worker.domain.universe import subscriptions, trader_symbols
 from worker.errors import ConfigError
+from worker.load import SweepLoad
 from worker.market.feed import MarketFeed
 from worker.scheduler.grid import GridTrigger
 
@@ -66,6 +67,9 @@ class RunRecord(Protocol):
 
     @property
     def started_at(self) -> datetime: ...
+
+    @property
+    def duration_ms(self) -> float: ...
 
 
 class TraderRunner(Protocol):
@@ -137,9 +141,12 @@ class SignalScheduler:
         *,
         reanalyzer: Reanalyzer,
         extra_tickers: Callable[[], set[str]],
+        sweeps: SweepLoad | None = None,
         clock: Clock | None = None,
     ) -> None:
         self._engine = engine
+        # Each run's duration against its interval, and runs that started late (for scale-machines).
+        self._sweeps = sweeps or SweepLoad()
         # Symbols followed beyond the traders' own (open positions the monitor must keep guarding).
         self._extra_tickers = extra_tickers
         self._followed_extra: set[str] = set()
@@ -330,7 +337,7 @@ class SignalScheduler:
                 fresh_after = self._clock.monotonic() - _TIMER_SHARE_SECS
             report = await self._engine.run_trader(scheduled.trader, trigger, fresh_after=fresh_after)
             self.recent_runs.append(report)
-            self._engine.metrics.sweeps.record(report.duration_ms / 1000, scheduled.interval.period_secs)
+            self._sweeps.record(report.duration_ms / 1000, scheduled.interval.period_secs)
         except Exception:  # a job must never die silently inside APScheduler
             logger.exception("signal run failed trader_id=%s", trader_id)
         finally:
@@ -355,7 +362,7 @@ class SignalScheduler:
         if scheduled.running:
             if not scheduled.rerun:
                 # A run asked for while the last one still runs starts late: the machine is behind.
-                self._engine.metrics.sweeps.missed += 1
+                self._sweeps.missed += 1
             scheduled.rerun = True
             return
         with contextlib.suppress(JobLookupError):
