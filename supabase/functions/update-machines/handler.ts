@@ -16,16 +16,23 @@ import { positiveIntEnv } from "../_shared/env.ts";
 import { FlyApiError, FlyClient, type FlyMachine, imageTag, type MachineConfig } from "../_shared/fly.ts";
 import { invalidBody, jsonResponse, postHandler, readJsonObject } from "../_shared/http.ts";
 import {
-  callMachine,
+  applyAndGate,
+  type Gate,
+  LEASE_TTL_SECS,
+  prepareShutdown,
+  rollBack,
+  type RollbackResult,
+  stage,
+  StageError,
+} from "../_shared/machine_change.ts";
+import {
   lifecycleEnv,
   type LifecycleEnv,
   MACHINE_COLUMNS,
   type MachineRow,
-  MachineUnreachable,
   mintFreshToken,
   PENDING_PREFIX,
   rejectUnknownFields,
-  sleep,
   withRuntimeSettings,
 } from "../_shared/machines.ts";
 import { serviceClient } from "../_shared/supabase.ts";
@@ -35,8 +42,6 @@ const STRATEGIES = ["rolling", "canary", "immediate"] as const;
 type Strategy = typeof STRATEGIES[number];
 // An image reference: registry/repository[:tag][@digest], no whitespace.
 const IMAGE = /^[a-z0-9][a-z0-9._\-\/:@]{0,254}$/i;
-const LEASE_TTL_SECS = 300;
-const HEALTH_POLL_MS = 250;
 
 interface UpdateRequest {
   image: string;
@@ -51,15 +56,6 @@ interface UpdateRequest {
 }
 
 type Outcome = "updated" | "failed" | "skipped" | "pending";
-
-/** How a failed machine was put back: `rolled_back` = on its previous config and healthy again. */
-interface RollbackResult {
-  status: "rolled_back" | "failed";
-  version: string;
-  stage?: string;
-  error?: string;
-  durationMs?: number;
-}
 
 interface MachineResult {
   machineId: string;
@@ -134,94 +130,12 @@ export function planBatches<T>(items: readonly T[], strategy: Strategy, maxUnava
   return batches;
 }
 
-class StageError extends Error {
-  constructor(readonly stage: string, message: string) {
-    super(message);
-  }
-}
-
-async function stage<T>(name: string, fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (error) {
-    if (error instanceof StageError) throw error;
-    throw new StageError(name, (error as Error).message);
-  }
-}
-
-async function waitHealthy(
-  env: LifecycleEnv,
-  machineId: string,
-  version: string,
-  deadlineMs: number,
-  stageName = "health",
-): Promise<void> {
-  let last = "no answer yet";
-  while (Date.now() < deadlineMs) {
-    try {
-      const answer = await callMachine(env, machineId, "/health", { timeoutMs: 3000 });
-      if (answer.status === 200 && answer.body?.version === version) return;
-      last = `HTTP ${answer.status}, status ${answer.body?.status ?? "?"}, version ${answer.body?.version ?? "?"}`;
-    } catch (error) {
-      if (!(error instanceof MachineUnreachable)) throw error;
-      last = error.message;
-    }
-    await sleep(HEALTH_POLL_MS);
-  }
-  throw new StageError(stageName, `/health did not pass with version ${version} in time (last: ${last})`);
-}
-
-/**
- * Apply `config` (the new image, or the previous config on a rollback) and, for a running machine, wait
- * for that version to be started and healthy at `version`. Stage names get `prefix` ("rollback-").
- */
-async function applyAndGate(
-  env: LifecycleEnv,
-  fly: FlyClient,
-  request: UpdateRequest,
-  machineId: string,
-  config: MachineConfig,
-  { version, running, nonce, prefix = "" }: { version: string; running: boolean; nonce: string; prefix?: string },
-): Promise<void> {
-  const current = await stage(`${prefix}lookup`, () => fly.get(machineId));
-  const updated = await stage(`${prefix}update`, () =>
-    fly.update(machineId, { config, current_version: current.instance_id, skip_launch: !running }, nonce)
-  );
-  if (!running || request.strategy === "immediate") return;
-  const waitSecs = request.waitTimeoutSecs;
-  const reached = await stage(`${prefix}wait`, () => fly.waitFor(machineId, "started", Date.now() + waitSecs * 1000, updated.instance_id));
-  if (!reached) throw new StageError(`${prefix}wait`, `version ${version} did not reach started within ${waitSecs}s`);
-  await waitHealthy(env, machineId, version, Date.now() + request.healthTimeoutSecs * 1000, `${prefix}health`);
-}
-
-/** Put a machine that failed its update back on `previous` (fresh token), gated like the update itself. */
-async function rollBack(
-  env: LifecycleEnv,
-  fly: FlyClient,
-  request: UpdateRequest,
-  row: MachineRow,
-  previous: MachineConfig,
-  { running, nonce }: { running: boolean; nonce: string },
-): Promise<RollbackResult> {
-  const started = Date.now();
-  const version = imageTag(previous.image);
-  const rollback: RollbackResult = { status: "failed", version };
-  try {
-    // The update may have used most of the lease; the rollback needs as long again.
-    await stage("rollback-lease", () => fly.refreshLease(row.machine_id, nonce, LEASE_TTL_SECS));
-    const config = {
-      ...previous,
-      env: { ...(previous.env ?? {}), MACHINE_TOKEN: await mintFreshToken(env, row.user_id, row.machine_id), VERSION: version },
-    };
-    await applyAndGate(env, fly, request, row.machine_id, config, { version, running, nonce, prefix: "rollback-" });
-    rollback.status = "rolled_back";
-  } catch (error) {
-    rollback.stage = error instanceof StageError ? error.stage : "rollback-update";
-    rollback.error = (error as Error).message;
-    console.error(`update-machines: machine_id=${row.machine_id} rollback to ${version} failed at ${rollback.stage}: ${rollback.error}`);
-  }
-  rollback.durationMs = Date.now() - started;
-  return rollback;
+function gateOf(request: UpdateRequest): Gate {
+  return {
+    waitTimeoutSecs: request.waitTimeoutSecs,
+    healthTimeoutSecs: request.healthTimeoutSecs,
+    skip: request.strategy === "immediate",
+  };
 }
 
 async function updateOne(
@@ -248,16 +162,8 @@ async function updateOne(
     result.fromVersion = imageTag(machine.config.image);
     running = machine.state === "started";
     previous = machine.config;
-    if (running && request.strategy !== "immediate") {
-      try {
-        const answer = await callMachine(env, machineId, "/prepare-shutdown", { method: "POST", userId: row.user_id, timeoutMs: 35_000 });
-        if (answer.status !== 200) console.warn(`update-machines: prepare-shutdown answered ${answer.status} machine_id=${machineId}`);
-      } catch (error) {
-        // The new version is what should fix a machine that cannot answer; go on.
-        if (!(error instanceof MachineUnreachable)) throw error;
-        console.warn(`update-machines: ${error.message}; updating anyway`);
-      }
-    }
+    // The new version is what should fix a machine that cannot answer, so a silent one is updated anyway.
+    if (running && request.strategy !== "immediate") await prepareShutdown(env, row, "update-machines");
     // Fresh from Fly, so nothing another caller set is lost; the runtime settings are today's.
     const config = withRuntimeSettings({
       ...machine.config,
@@ -268,7 +174,7 @@ async function updateOne(
         VERSION: result.toVersion,
       },
     });
-    await applyAndGate(env, fly, request, machineId, config, { version: result.toVersion, running, nonce });
+    await applyAndGate(env, fly, gateOf(request), machineId, config, { version: result.toVersion, running, nonce });
     result.status = "updated";
   } catch (error) {
     result.status = "failed";
@@ -278,7 +184,9 @@ async function updateOne(
       result.error = `leased by someone else: ${error.message}`;
     }
     console.error(`update-machines: machine_id=${machineId} failed at ${result.stage}: ${result.error}`);
-    if (previous && nonce) result.rollback = await rollBack(env, fly, request, row, previous, { running, nonce });
+    if (previous && nonce) {
+      result.rollback = await rollBack(env, fly, gateOf(request), row, previous, { running, nonce, caller: "update-machines" });
+    }
   } finally {
     if (nonce) await fly.releaseLease(machineId, nonce);
     result.finishedAt = new Date().toISOString();

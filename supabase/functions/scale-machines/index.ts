@@ -1,0 +1,5 @@
+// scale-machines: the entry point Supabase's Edge Runtime runs. The handler lives in handler.ts, which the
+// tests and the local functions router import without starting a server.
+import { handler } from "./handler.ts";
+
+Deno.serve(handler);
