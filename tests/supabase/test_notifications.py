@@ -9,6 +9,7 @@ import json
 import secrets
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -20,7 +21,7 @@ from realtime import AsyncRealtimeClient, RealtimePostgresChangesListenEvent, Re
 
 from devstack.config import TELEGRAM_PORT
 from devstack.stack import DevStack
-from tests.factories import AppUser, create_user, delete_user
+from tests.factories import AppUser, create_trader, create_user, delete_user
 from worker.domain.enums import NotificationKind
 
 LATENCY_LIMIT_SECS = 1.0
@@ -92,20 +93,39 @@ async def _subscribed(stack: DevStack, user: AppUser, on_insert: Any) -> AsyncRe
 def _raise_each_kind(stack: DevStack, db: psycopg.Connection[Any], user: AppUser) -> dict[str, float]:
     """Cause one event of every kind the way production does; returns when each was committed."""
     raised: dict[str, float] = {}
-    worker_kinds = [
-        NotificationKind.SIGNAL_NEW,
-        NotificationKind.POSITION_OPENED,
-        NotificationKind.POSITION_CLOSED,
-        NotificationKind.TRADE_FAILED,
-        NotificationKind.TRADER_ERROR,
-    ]
+    # The worker's events, made as the worker makes them (its token through PostgREST, or the rows the
+    # trading_* functions write); each notifies in the same transaction.
+    trader_id = create_trader(db, user, "notified trader")
+    signal_id = uuid.uuid4()
     with _rest(stack, user.machine_jwt("machine-notify")) as machine:
-        for kind in worker_kinds:
-            response = machine.post(
-                "/notifications", json={"user_id": str(user.id), "kind": kind, "title": f"event {kind}"}
-            )
-            raised[kind] = time.time()
-            assert response.status_code == 201, response.text
+        signal = {"id": str(signal_id), "trader_id": str(trader_id), "user_id": str(user.id),
+                  "symbol": "BTCUSDT", "trigger_price": "42000"}  # fmt: skip
+        assert machine.post("/signals", json=signal).status_code == 201
+        raised[NotificationKind.SIGNAL_NEW] = time.time()
+    position = db.execute(
+        "insert into public.positions (signal_id, user_id, symbol, side, entry_price, size)"
+        " values (%s, %s, 'BTCUSDT', 'long', 42000, 0.01) returning id",
+        (signal_id, user.id),
+    ).fetchone()
+    assert position is not None
+    raised[NotificationKind.POSITION_OPENED] = time.time()
+    db.execute(
+        "update public.positions set status = 'closed', size = 0, exit_price = 43000, pnl = 10,"
+        " closed_at = now(), close_reason = 'take_profit' where id = %s",
+        (position[0],),
+    )
+    raised[NotificationKind.POSITION_CLOSED] = time.time()
+    db.execute(
+        "insert into public.trades (user_id, signal_id, type, side, symbol, quantity, status,"
+        " client_order_id, error_message)"
+        " values (%s, %s, 'paper', 'BUY', 'BTCUSDT', 0.01, 'failed', %s, 'rejected')",
+        (user.id, signal_id, f"tm-{uuid.uuid4().hex[:20]}"),
+    )
+    raised[NotificationKind.TRADE_FAILED] = time.time()
+    with _rest(stack, user.machine_jwt("machine-notify")) as machine:
+        body = {"trader_id": str(trader_id), "error_message": "signal code stopped"}
+        assert machine.post("/rpc/report_trader_error", json=body).status_code in (200, 204)
+        raised[NotificationKind.TRADER_ERROR] = time.time()
     with _rest(stack, stack.config.service_role_key) as service:
         response = service.post(
             "/notifications",
@@ -201,16 +221,20 @@ def test_deliveries_arrive_exactly_once_across_retries_and_a_restart(
 
         # The inserts made the database call notify (pg_net); one more run, then the restart.
         _notify(stack)
-        # Restart what delivery depends on: the functions runtime and the Telegram stand-in.
+        # Restart what delivery depends on, between runs (no send in flight: a run killed after a receiver
+        # accepted but before it was recorded would send again once its claim lapses; see README).
+        for _ in range(100):
+            row = db.execute(
+                "select count(*) from public.notification_deliveries"
+                " where user_id = %s and status = 'delivering'",
+                (user.id,),
+            ).fetchone()
+            if row == (0,):
+                break
+            time.sleep(0.1)
         for part in ("functions", "telegram"):
             assert stack.registry.stop(part)
         stack.up()
-        # A run the restart killed leaves its claims; they lapse after the lease (60 s): let that time pass.
-        db.execute(
-            "update public.notification_deliveries set claimed_until = now()"
-            " where user_id = %s and status = 'delivering'",
-            (user.id,),
-        )
         rounds = 0
         while rounds < 10:
             pending = db.execute(
