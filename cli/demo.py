@@ -131,7 +131,7 @@ def _run(options: DemoOptions) -> None:  # noqa: PLR0915 - the steps read best i
             raise DemoFailure(f"exchange simulator: {error}") from error
         end_ms = min(start_ms + int(options.market_hours * 3_600_000), int(state["end_ms"]))
 
-        step("signing up a demo user (auth.users; tier pro, subscription active, paper trading)")
+        step("signing up a demo user (Supabase Auth; tier pro, subscription active, paper trading)")
         try:
             user = sign_up(stack)
         except FrontendError as error:

@@ -1,8 +1,8 @@
 """What a frontend does for the demo user: sign up, act with the user's JWT through the gateway, read back.
 
-Sign-up writes the `auth.users` row with SQL, as Supabase Auth (GoTrue) itself does; GoTrue is not part of
-the local stack, and the `on_auth_user_created` trigger makes the `public.users` row exactly as in
-production. Billing then sets the tier and subscription with the service_role key through PostgREST, as a
+Sign-up goes through Supabase Auth (the stack's stand-in, behind the gateway) with supabase-py's auth client,
+and the `on_auth_user_created` trigger makes the `public.users` row exactly as in production. Billing then
+sets the tier and subscription with the service_role key through PostgREST, as a
 payment webhook (an Edge Function holding the service key) would: users may not raise their own tier.
 Everything after that uses only the user's JWT and the anon key, through the gateway.
 """
@@ -10,6 +10,7 @@ Everything after that uses only the user's JWT and the anon key, through the gat
 from __future__ import annotations
 
 import json
+import secrets
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
@@ -17,7 +18,6 @@ from typing import Any
 
 import httpx
 
-from devstack import keys
 from devstack.stack import DevStack
 
 FUNCTION_TIMEOUT_SECS = 160.0  # the gateway allows 150 s per function call
@@ -36,15 +36,25 @@ class DemoUser:
 
 
 def sign_up(stack: DevStack, *, tier: str = "pro") -> DemoUser:
-    """Create a paper-trading user with an active subscription, and a user JWT for it."""
-    user_id = uuid.uuid4()
-    email = f"demo-{user_id.hex[:8]}@trademind.local"
-    with stack.postgres.connect(autocommit=True) as conn:
-        conn.execute(
-            "insert into auth.users (id, aud, role, email, email_confirmed_at, created_at, updated_at) "
-            "values (%s, 'authenticated', 'authenticated', %s, now(), now(), now())",
-            (user_id, email),
-        )
+    """Sign a paper-trading user up through Supabase Auth (as an app does); then an active subscription."""
+    from supabase import create_client
+    from supabase_auth.errors import AuthError
+
+    email = f"demo-{uuid.uuid4().hex[:8]}@trademind.local"
+    auth_client = create_client(stack.config.api_url, stack.config.anon_key)
+    try:
+        session = auth_client.auth.sign_up(
+            {"email": email, "password": secrets.token_urlsafe(18) + "7"}
+        ).session
+    except AuthError as error:
+        reason = f"{error.code or 'auth error'} {error.message}"
+        raise FrontendError(f"signing the demo user up: {reason}") from None
+    finally:
+        auth_client.auth.close()
+        auth_client.postgrest.aclose()  # sync despite the name: closes its httpx session
+    if session is None or session.user is None:
+        raise FrontendError("signing the demo user up: Auth answered without a session")
+    user_id = uuid.UUID(session.user.id)
     billing = {"tier": tier, "subscription_status": "active", "paper_trading_enabled": True}
     with httpx.Client(base_url=stack.config.api_url, timeout=30.0) as http:
         response = http.patch(
@@ -61,8 +71,7 @@ def sign_up(stack: DevStack, *, tier: str = "pro") -> DemoUser:
         raise FrontendError(
             f"setting the demo user's subscription: {response.status_code} {response.text[:200]}"
         )
-    token = keys.mint_jwt("authenticated", user_id, valid_for_secs=24 * 3600, extra_claims={"email": email})
-    return DemoUser(user_id, email, token)
+    return DemoUser(user_id, email, session.access_token)
 
 
 class Frontend:

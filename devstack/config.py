@@ -187,10 +187,13 @@ class StackConfig:
             "NO_COLOR": "1",
         }
 
+    def project_signing_keys(self) -> list[signing_keys.SigningKey]:
+        return signing_keys.load_or_create(self.signing_keys_path)
+
     def jwks_with_legacy_secret(self) -> dict[str, Any]:
         """What PostgREST and Realtime trust: the signing keys' public halves and the legacy JWT secret."""
-        keys_ = signing_keys.load_or_create(self.signing_keys_path)
-        return {"keys": [*signing_keys.jwks(keys_)["keys"], signing_keys.legacy_oct_jwk(keys.JWT_SECRET)]}
+        public = signing_keys.jwks(self.project_signing_keys())["keys"]
+        return {"keys": [*public, signing_keys.legacy_oct_jwk(keys.JWT_SECRET)]}
 
     def functions_env(self) -> dict[str, str]:
         """Environment for Edge Functions, as `supabase functions serve` provides it."""
@@ -199,7 +202,8 @@ class StackConfig:
             "SUPABASE_ANON_KEY": self.anon_key,
             "SUPABASE_SERVICE_ROLE_KEY": self.service_role_key,
             "SUPABASE_DB_URL": self.db_url,
-            "SUPABASE_JWT_SECRET": keys.JWT_SECRET,
+            # The project's public signing keys, as hosted projects inject them (no legacy secret here).
+            "SUPABASE_JWKS": json.dumps(signing_keys.jwks(self.project_signing_keys())),
             "FUNCTIONS_VERIFY_JWT": json.dumps(self.functions_verify_jwt),
             **self.gemini_env(),
             **self.fly_env(),
@@ -223,7 +227,8 @@ class StackConfig:
             "FLY_APP_NAME": FLY_APP_NAME,
             "FLY_WORKER_IMAGE": FLY_DEV_IMAGE,
             "MACHINE_BASE_URL": f"http://127.0.0.1:{FLY_EDGE_PORT}",
-            "MACHINE_JWT_SECRET": keys.JWT_SECRET,
+            # The key the project trusts for machine tokens: production imports the operator's own (README).
+            "MACHINE_SIGNING_KEY": json.dumps(self.project_signing_keys()[0].private_jwk),
             "MACHINE_SECRET_KEY": MACHINE_SECRET_DEV_KEY,
             # Local machines trade against the exchange simulator, on the two recorded pairs.
             "WORKER_BINANCE_BASE_URL": f"http://127.0.0.1:{EXCHANGE_PORT}",

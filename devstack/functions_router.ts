@@ -3,11 +3,17 @@
 // The gateway strips /functions/v1, so a request arrives as /<slug>/...; it is handed unchanged to the
 // `handler` exported by supabase/functions/<slug>/handler.ts. In production the Edge Runtime runs the
 // function's index.ts, which only calls Deno.serve(handler); here one Deno process serves every function
-// through the same handler. JWTs are verified here with the project secret for every function whose
-// config.toml entry does not set verify_jwt = false.
-
+// through the same handler. For every function whose config.toml entry does not set verify_jwt = false, the
+// platform's check runs first, as the CLI's edge runtime does it (supabase/cli internal/functions/serve/
+// templates/main.ts, verifyHybridJWT): HS256 with the legacy secret, ES256/RS256 with the project's JWKS.
+// Refusals are 401 in the project's error shape, naming the reason (the CLI answers {"msg": "Invalid JWT"}).
 const functionsDir = requireEnv("FUNCTIONS_DIR");
-const jwtSecret = requireEnv("SUPABASE_JWT_SECRET");
+// The platform's own secret: the functions never see it (the CLI filters SUPABASE_INTERNAL_* out too).
+const jwtSecret = requireEnv("SUPABASE_INTERNAL_JWT_SECRET");
+Deno.env.delete("SUPABASE_INTERNAL_JWT_SECRET");
+const jwksUrl = new URL(`${requireEnv("SUPABASE_URL")}/auth/v1/.well-known/jwks.json`);
+// Loaded on the first verify_jwt check, so a stack whose functions all verify themselves needs no jose.
+let verifier: Promise<(token: string) => Promise<string | null>> | null = null;
 const verifyJwtBySlug: Record<string, boolean> = JSON.parse(Deno.env.get("FUNCTIONS_VERIFY_JWT") ?? "{}");
 const port = Number(requireEnv("FUNCTIONS_PORT"));
 
@@ -82,39 +88,32 @@ function loadHandler(slug: string): Promise<Handler> {
   return loading;
 }
 
-function base64UrlDecode(segment: string): Uint8Array {
-  const base64 = segment.replace(/-/g, "+").replace(/_/g, "/").padEnd(Math.ceil(segment.length / 4) * 4, "=");
-  return Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
-}
-
-const hmacKey = crypto.subtle.importKey(
-  "raw",
-  new TextEncoder().encode(jwtSecret),
-  { name: "HMAC", hash: "SHA-256" },
-  false,
-  ["verify"],
-);
-
-/** Return null if the HS256 token is valid and unexpired, else the reason it is not. */
-async function jwtProblem(token: string): Promise<string | null> {
-  const parts = token.split(".");
-  if (parts.length !== 3) return "malformed JWT";
-  try {
-    const header = JSON.parse(new TextDecoder().decode(base64UrlDecode(parts[0])));
-    if (header.alg !== "HS256") return `unsupported JWT algorithm ${header.alg}`;
-    const valid = await crypto.subtle.verify(
-      "HMAC",
-      await hmacKey,
-      base64UrlDecode(parts[2]),
-      new TextEncoder().encode(`${parts[0]}.${parts[1]}`),
-    );
-    if (!valid) return "invalid JWT signature";
-    const claims = JSON.parse(new TextDecoder().decode(base64UrlDecode(parts[1])));
-    if (typeof claims.exp === "number" && claims.exp * 1000 < Date.now()) return "JWT expired";
-    return null;
-  } catch {
-    return "malformed JWT";
-  }
+/** Null when the bearer token verifies (HS256 with the legacy secret, ES256/RS256 with the JWKS); else why not. */
+function jwtProblem(token: string): Promise<string | null> {
+  verifier ??= import("npm:jose@6.2.19").then((jose) => {
+    const jwks = jose.createRemoteJWKSet(jwksUrl);
+    const secret = new TextEncoder().encode(jwtSecret);
+    return async (jwt: string) => {
+      let alg: unknown;
+      try {
+        alg = jose.decodeProtectedHeader(jwt).alg;
+      } catch {
+        return "malformed JWT";
+      }
+      try {
+        if (alg === "HS256") await jose.jwtVerify(jwt, secret, { algorithms: ["HS256"] });
+        else if (alg === "ES256" || alg === "RS256") await jose.jwtVerify(jwt, jwks, { algorithms: ["ES256", "RS256"] });
+        else return `unsupported JWT algorithm ${String(alg)}`;
+        return null;
+      } catch (error) {
+        if (error instanceof jose.errors.JWTExpired) return "JWT expired";
+        if (error instanceof jose.errors.JWSSignatureVerificationFailed) return "invalid JWT signature";
+        if (error instanceof jose.errors.JWKSNoMatchingKey) return "JWT signed with an unknown key (kid)";
+        return "malformed JWT";
+      }
+    };
+  });
+  return verifier.then((verify) => verify(token));
 }
 
 async function route(req: Request): Promise<Response> {
@@ -127,10 +126,10 @@ async function route(req: Request): Promise<Response> {
   }
   if (req.method !== "OPTIONS" && verifyJwtBySlug[slug] !== false) {
     const authorization = req.headers.get("authorization") ?? "";
-    if (!authorization.toLowerCase().startsWith("bearer ")) {
+    if (!/^bearer\s+\S/i.test(authorization)) {
       return errorResponse(401, "missing_authorization", "missing 'Authorization: Bearer <jwt>' header");
     }
-    const problem = await jwtProblem(authorization.slice(7).trim());
+    const problem = await jwtProblem(authorization.replace(/^bearer\s+/i, "").trim());
     if (problem) return errorResponse(401, "invalid_jwt", problem);
   }
 

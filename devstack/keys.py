@@ -1,4 +1,4 @@
-"""The local stack's JWT secret, its well-known API keys, and minting of test and machine tokens."""
+"""The local stack's legacy JWT secret, its well-known API keys, and minting of test and machine tokens."""
 
 from __future__ import annotations
 
@@ -30,9 +30,11 @@ def mint_jwt(
     *,
     valid_for_secs: int = 3600,
     extra_claims: dict[str, Any] | None = None,
+    algorithm: str = "ES256",
     secret: str = JWT_SECRET,
 ) -> str:
-    """Return an HS256 token shaped like Supabase Auth's (iss, aud, iat, exp, role, sub)."""
+    """Return a token shaped like Supabase Auth's (iss, aud, iat, exp, role, sub): ES256 with the stack's
+    signing key (as current projects sign), or HS256 with `secret` (the legacy JWT secret)."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
     now_secs = int(time.time())
@@ -45,5 +47,25 @@ def mint_jwt(
     }
     if sub is not None:
         claims["sub"] = str(uuid.UUID(str(sub)))
+    if role == "trader_machine":
+        claims["machine_gen"] = 1  # a machine row's first identity (fly_machines.token_generation's default)
     claims.update(extra_claims or {})
-    return jwt.encode(claims, secret, algorithm="HS256")
+    if algorithm == "HS256":
+        return jwt.encode(claims, secret, algorithm="HS256")
+    if algorithm != "ES256":
+        raise ValueError(f"unsupported algorithm {algorithm!r}; expected ES256 or HS256")
+    from devstack.config import StackConfig  # noqa: PLC0415 - config imports this module
+
+    config = StackConfig.load()
+    return config.project_signing_keys()[0].sign({**claims, "iss": f"{config.api_url}/auth/v1"})
+
+
+def decode(token: str) -> dict[str, Any]:
+    """Verify a token the local stack issued (ES256 with its signing key, or HS256 with the legacy secret)."""
+    if jwt.get_unverified_header(token).get("alg") == "HS256":
+        return dict(jwt.decode(token, JWT_SECRET, algorithms=["HS256"], options={"verify_aud": False}))
+    from devstack.config import StackConfig  # noqa: PLC0415 - config imports this module
+
+    jwks = jwt.PyJWKSet.from_dict(StackConfig.load().jwks_with_legacy_secret())
+    key = jwks[jwt.get_unverified_header(token)["kid"]]
+    return dict(jwt.decode(token, key.key, algorithms=["ES256"], options={"verify_aud": False}))

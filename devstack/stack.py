@@ -264,6 +264,9 @@ class DevStack:
             **self.config.deno_env(),
             "FUNCTIONS_DIR": str(self.config.functions_dir),
             "FUNCTIONS_PORT": str(FUNCTIONS_PORT),
+            # The router's verify_jwt check (the platform's, like the CLI's edge runtime) still trusts legacy
+            # HS256 tokens; it removes this from the environment before any function loads.
+            "SUPABASE_INTERNAL_JWT_SECRET": keys.JWT_SECRET,
             **self.config.functions_env(),
             **self._functions_dotenv(),
         }

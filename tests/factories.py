@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
@@ -9,6 +12,7 @@ from typing import Any
 
 import psycopg
 
+from devstack.config import MACHINE_SECRET_DEV_KEY
 from devstack.keys import mint_jwt
 from worker.market.messages import Ticker
 
@@ -24,8 +28,14 @@ class AppUser:
     def jwt(self) -> str:
         return mint_jwt("authenticated", self.id, extra_claims={"email": self.email})
 
-    def machine_jwt(self, machine_id: str) -> str:
-        return mint_jwt("trader_machine", self.id, extra_claims={"machine_id": machine_id})
+    def machine_jwt(self, machine_id: str, generation: int = 1) -> str:
+        """A trader_machine token as provisioning mints it; honoured only while `machine_id`'s row is live
+        at `generation` (create_machine makes one)."""
+        return mint_jwt(
+            "trader_machine",
+            self.id,
+            extra_claims={"machine_id": machine_id, "machine_gen": generation},
+        )
 
 
 def create_user(db: psycopg.Connection[Any], tier: str = "pro") -> AppUser:
@@ -41,6 +51,40 @@ def create_user(db: psycopg.Connection[Any], tier: str = "pro") -> AppUser:
 
 def delete_user(db: psycopg.Connection[Any], user: AppUser) -> None:
     db.execute("delete from auth.users where id = %s", (user.id,))
+
+
+def create_machine(
+    db: psycopg.Connection[Any],
+    user: AppUser,
+    machine_id: str | None = None,
+    *,
+    status: str = "running",
+) -> str:
+    """A live machine row of `user` at token generation 1, as provision-machine leaves it; its id.
+
+    The database honours `user.machine_jwt(id)` only while this row is live (not destroyed, same generation).
+    """
+    machine_id = machine_id or f"m-{uuid.uuid4().hex[:12]}"
+    db.execute(
+        "insert into public.fly_machines (user_id, machine_id, status) values (%s, %s, %s::machine_status)",
+        (user.id, machine_id, status),
+    )
+    return machine_id
+
+
+def machine_credential(machine_id: str, generation: int = 1) -> str:
+    """The MACHINE_CREDENTIAL of a machine version, derived as _shared/machine_tokens.ts does."""
+    message = f"machine-credential:{machine_id}:{generation}".encode()
+    digest = hmac.new(MACHINE_SECRET_DEV_KEY.encode(), message, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def live_machine(db: psycopg.Connection[Any], user: AppUser) -> str:
+    """The id of `user`'s live machine, created (create_machine) when there is none."""
+    row = db.execute(
+        "select machine_id from public.fly_machines where user_id = %s and status <> 'destroyed'", (user.id,)
+    ).fetchone()
+    return str(row[0]) if row else create_machine(db, user)
 
 
 def create_trader(db: psycopg.Connection[Any], user: AppUser, name: str = "test trader") -> uuid.UUID:

@@ -221,6 +221,56 @@ class Catalog:
         result: RoleAccess = await self._cached(("access", role, table.oid), load)
         return result
 
+    async def request_refusal(self, claims: Claims) -> str | None:
+        """What PostgREST's pre-request hook (pgrst.db_pre_request on authenticator) says to these claims.
+
+        None when it lets them through (or there is no hook); else its message, as PostgREST answers a
+        PT4xx it raises. The hook runs as PostgREST runs it: in a transaction, as the claims' role.
+        """
+        hook = await self._pre_request_hook()
+        if hook is None:
+            return None
+        async with self._lock:
+            for attempt in (1, 2):
+                if self._conn is None or self._conn.closed:
+                    self._conn = await psycopg.AsyncConnection.connect(
+                        **self._address.connect_kwargs(), autocommit=True
+                    )
+                try:
+                    async with self._conn.transaction(force_rollback=True):
+                        await self._conn.execute(
+                            "select set_config('role', %s, true), set_config('request.jwt.claims', %s, true)",
+                            (claims.role, claims.claims_json),
+                        )
+                        await self._conn.execute(sql.SQL("select {}()").format(hook))
+                    return None
+                except psycopg.OperationalError:
+                    await self._conn.close()
+                    self._conn = None
+                    if attempt == 2:
+                        raise
+                except psycopg.Error as error:
+                    # A PTxyz error is PostgREST's HTTP xyz; anything else fails closed as well.
+                    return error.diag.message_primary or "the request was refused"
+            raise AssertionError("unreachable")
+
+    async def _pre_request_hook(self) -> sql.Identifier | None:
+        async def load() -> sql.Identifier | None:
+            rows = await self._query(
+                """
+                select substr(setting, length('pgrst.db_pre_request=') + 1)
+                  from pg_db_role_setting s
+                  join pg_roles r on r.oid = s.setrole
+                 cross join unnest(s.setconfig) as setting
+                 where r.rolname = 'authenticator' and setting like %s
+                """,
+                ("pgrst.db_pre_request=%",),
+            )
+            return sql.Identifier(*str(rows[0][0]).split(".")) if rows and rows[0][0] else None
+
+        result: sql.Identifier | None = await self._cached(("pre_request",), load)
+        return result
+
     async def row_filter(self, table: TableInfo, spec: FilterSpec) -> RowFilter:
         """Bind a filter to its column: cast each value to the column type as Postgres would."""
         column = table.column(spec.column)

@@ -36,6 +36,7 @@ IDLE_TIMEOUT_SECS = 60.0  # Phoenix closes a socket that sent nothing for 60 s
 MAX_BATCH_CHANGES = 500
 SUBSCRIBED_MESSAGE = "Subscribed to PostgreSQL"
 SLOT_PREFIX = "devstack_realtime_"  # + port: the slot each server owns by default
+SWEEP_INTERVAL_SECS = 0.5  # a revoked machine token's channels close within this (plus one check)
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,9 +257,9 @@ class RealtimeServer:
                     self._push_system(channel, "postgres_changes", "ok", SUBSCRIBED_MESSAGE)
 
     async def _sweep_loop(self) -> None:
-        """Close channels whose token expired and sockets that went silent."""
+        """Close channels whose token expired or was revoked, and sockets that went silent."""
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(SWEEP_INTERVAL_SECS)
             now_secs, now_monotonic = time.time(), time.monotonic()
             for connection in list(self._connections):
                 if now_monotonic - connection.last_seen_monotonic > IDLE_TIMEOUT_SECS:
@@ -268,9 +269,29 @@ class RealtimeServer:
                     if channel.claims.exp <= now_secs:
                         expired_secs = int(now_secs - channel.claims.exp)
                         self._shutdown_channel(channel, f"Token has expired {expired_secs} seconds ago")
+            try:
+                await self._close_revoked_channels()
+            except psycopg.Error as error:
+                logger.error("token re-check failed: %s", error)
+
+    async def _close_revoked_channels(self) -> None:
+        """Ask the pre-request hook again about each machine token in use (a machine destroyed or replaced
+        since its join loses its channels here; its rows stopped passing RLS at once)."""
+        by_claims: dict[str, list[Channel]] = {}
+        for connection in list(self._connections):
+            for channel in connection.channels.values():
+                if channel.claims.role == "trader_machine":
+                    by_claims.setdefault(channel.claims.claims_json, []).append(channel)
+        for channels in by_claims.values():
+            refusal = await self._catalog.request_refusal(channels[0].claims)
+            if refusal is None:
+                continue
+            for channel in channels:
+                if channel.open:
+                    self._shutdown_channel(channel, refusal)
 
     # HTTP and sockets -----------------------------------------------------------------------------
-    def _process_request(  # noqa: PLR0911 - one answer per way a request can be refused
+    async def _process_request(  # noqa: PLR0911 - one answer per way a request can be refused
         self, websocket: ServerConnection, request: Request
     ) -> Response | None:
         url = urlsplit(request.path)
@@ -291,10 +312,22 @@ class RealtimeServer:
         if not token:
             return _json_response(HTTPStatus.UNAUTHORIZED, {"error": "No API key found in request"})
         try:
-            self._tokens.verify(token, time.time())
+            await self._verify(token)
         except TokenRejected as rejection:
             return _json_response(HTTPStatus.FORBIDDEN, {"error": rejection.reason})
+        except psycopg.Error as error:
+            logger.error("token check failed: %s", error)
+            return _json_response(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "database unavailable"})
         return None
+
+    async def _verify(self, token: object) -> Claims:
+        """Check a token as PostgREST does: signature, expiry, an issued role, then its pre-request hook
+        (which refuses a destroyed or replaced machine's token). Raises TokenRejected."""
+        claims = self._tokens.verify(token, time.time())
+        refusal = await self._catalog.request_refusal(claims)
+        if refusal is not None:
+            raise TokenRejected("Unauthorized", refusal)
+        return claims
 
     async def _handle_connection(self, websocket: ServerConnection) -> None:
         request = websocket.request
@@ -337,14 +370,14 @@ class RealtimeServer:
                     logger.info("closing a socket that sent a malformed frame: %s", error)
                     connection.close_later(protocol.CLOSE_INVALID_FRAME, f"malformed frame: {error}")
                     return
-                self._handle_frame(connection, frame, tasks)
+                await self._handle_frame(connection, frame, tasks)
                 if connection.closing:
                     return
         except ConnectionClosed:
             return
 
     # Channel protocol -------------------------------------------------------------------------------
-    def _handle_frame(self, connection: Connection, frame: Frame, tasks: asyncio.TaskGroup) -> None:
+    async def _handle_frame(self, connection: Connection, frame: Frame, tasks: asyncio.TaskGroup) -> None:
         if frame.topic == protocol.PHOENIX_TOPIC:
             if frame.event == "heartbeat":
                 connection.send(protocol.reply(frame, "ok", {}))
@@ -352,7 +385,7 @@ class RealtimeServer:
                 connection.send(protocol.reply(frame, "error", {"reason": "unmatched topic"}))
             return
         if frame.event == "phx_join":
-            self._join(connection, frame, tasks)
+            await self._join(connection, frame, tasks)
             return
         channel = connection.channels.get(frame.topic)
         if channel is None:
@@ -362,12 +395,12 @@ class RealtimeServer:
             connection.send(protocol.reply(frame, "ok", {}, join_ref=channel.join_ref))
             self._close_channel(channel)
         elif frame.event == "access_token":
-            self._refresh_token(channel, frame.payload.get("access_token"), tasks)
+            await self._refresh_token(channel, frame.payload.get("access_token"), tasks)
         else:
             # The real server ignores what it does not handle (broadcast and presence are not offered here).
             logger.info("ignoring event=%s on topic=%s", frame.event, frame.topic)
 
-    def _join(self, connection: Connection, frame: Frame, tasks: asyncio.TaskGroup) -> None:
+    async def _join(self, connection: Connection, frame: Frame, tasks: asyncio.TaskGroup) -> None:
         if not frame.topic.startswith("realtime:"):
             connection.send(protocol.reply(frame, "error", {"reason": "unmatched topic"}))
             return
@@ -382,9 +415,14 @@ class RealtimeServer:
             connection.token if not isinstance(raw_token, str) or raw_token.startswith("sb_") else raw_token
         )
         try:
-            claims = self._tokens.verify(token, time.time())
+            claims = await self._verify(token)
         except TokenRejected as rejection:
             connection.send(protocol.reply(frame, "error", {"reason": rejection.reason}))
+            return
+        except psycopg.Error as database_error:
+            logger.error("token check failed topic=%s: %s", frame.topic, database_error)
+            reason = "UnableToConnectToProject: Realtime was unable to connect to the project database"
+            connection.send(protocol.reply(frame, "error", {"reason": reason}))
             return
         previous = connection.channels.get(frame.topic)
         if previous is None and len(connection.channels) >= MAX_CHANNELS_PER_CONNECTION:
@@ -422,14 +460,17 @@ class RealtimeServer:
         elif bindings:
             tasks.create_task(self._subscribe(channel), name=f"realtime-subscribe {frame.topic}")
 
-    def _refresh_token(self, channel: Channel, token: object, tasks: asyncio.TaskGroup) -> None:
+    async def _refresh_token(self, channel: Channel, token: object, tasks: asyncio.TaskGroup) -> None:
         # The real server never replies; the same token, null or an sb_ key are ignored.
         if not isinstance(token, str) or token.startswith("sb_") or token == channel.token:
             return
         try:
-            claims = self._tokens.verify(token, time.time())
+            claims = await self._verify(token)
         except TokenRejected as rejection:
             self._shutdown_channel(channel, rejection.message)
+            return
+        except psycopg.Error as error:
+            logger.error("token check failed topic=%s: %s", channel.topic, error)
             return
         channel.token, channel.claims = token, claims
         if channel.bindings:

@@ -1,4 +1,9 @@
-"""Verify the JWTs Realtime sees (socket apikey, join access_token), refusing with the real reasons."""
+"""Verify the JWTs Realtime sees (socket apikey, join access_token), refusing with the real reasons.
+
+Only the roles the project issues are accepted (its API keys, user sessions, machine tokens): a token of any
+other role signed with the project's key (e.g. `postgres`) is refused here, as PostgREST refuses it (its
+authenticator may switch to these roles only).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt
+
+ISSUED_ROLES = frozenset({"anon", "authenticated", "service_role", "trader_machine"})
 
 
 class TokenRejected(Exception):
@@ -93,4 +100,6 @@ class TokenVerifier:
             raise TokenRejected("InvalidJWTToken", "Fields `role` and `exp` are required in JWT")
         if exp <= now_secs:
             raise TokenRejected("InvalidJWTToken", f"Token has expired {int(now_secs - exp)} seconds ago")
+        if role not in ISSUED_ROLES:
+            raise TokenRejected("InvalidJWTToken", f"the role '{role}' is not one this project issues")
         return Claims.from_payload(payload)

@@ -97,12 +97,13 @@ as $$
          set_config('role', 'authenticated', true)
 $$;
 
-create or replace function tests.authenticate_as_machine(user_id uuid, machine_id text)
+create or replace function tests.authenticate_as_machine(user_id uuid, machine_id text, generation integer default 1)
 returns void
 language sql
 as $$
   select set_config('request.jwt.claims',
-                    json_build_object('sub', user_id, 'role', 'trader_machine', 'machine_id', machine_id)::text,
+                    json_build_object('sub', user_id, 'role', 'trader_machine', 'machine_id', machine_id,
+                                      'machine_gen', generation)::text,
                     true),
          set_config('role', 'trader_machine', true)
 $$;
@@ -137,7 +138,7 @@ revoke execute on function tests.create_user(uuid, text, public.user_tier), test
 
 select plan(3);
 select has_function('tests', 'authenticate_as', array['uuid'], 'tests.authenticate_as exists');
-select has_function('tests', 'authenticate_as_machine', array['uuid', 'text'], 'tests.authenticate_as_machine exists');
+select has_function('tests', 'authenticate_as_machine', array['uuid', 'text', 'integer'], 'tests.authenticate_as_machine exists');
 select has_function('tests', 'clear_authentication', 'tests.clear_authentication exists');
 select * from finish();
 

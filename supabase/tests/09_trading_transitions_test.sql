@@ -4,6 +4,7 @@ select plan(16);
 
 select tests.create_user('c0000000-0000-4000-8000-000000000001', 'c@example.com');
 select tests.create_user('d0000000-0000-4000-8000-000000000001', 'd@example.com');
+select tests.create_machine('c0000000-0000-4000-8000-000000000001', 'machine-c');
 select tests.create_trader('c0000000-0000-4000-8000-000000000001', 'c trader', 'c1000000-0000-4000-8000-000000000001');
 select tests.create_trader('d0000000-0000-4000-8000-000000000001', 'd trader', 'd1000000-0000-4000-8000-000000000001');
 insert into public.signals (id, trader_id, user_id, symbol, trigger_price) values

@@ -5,6 +5,7 @@ select plan(46);
 
 select tests.create_user('a1800000-0000-4000-8000-000000000001', 'n-a@example.com');
 select tests.create_user('b1800000-0000-4000-8000-000000000001', 'n-b@example.com');
+select tests.create_machine('a1800000-0000-4000-8000-000000000001', 'machine-na');
 
 -- Machines write their user's worker events ----------------------------------------------------------------
 select tests.authenticate_as_machine('a1800000-0000-4000-8000-000000000001', 'machine-na');

@@ -113,7 +113,8 @@ def router_url(tmp_path: Path, registry: FlakyRegistry) -> Iterator[str]:
         "NPM_CONFIG_REGISTRY": registry.url,
         "FUNCTIONS_DIR": str(tmp_path / "functions"),
         "FUNCTIONS_PORT": str(port),
-        "SUPABASE_JWT_SECRET": "router-test-secret-with-at-least-32-characters",
+        "SUPABASE_URL": config.api_url,
+        "SUPABASE_INTERNAL_JWT_SECRET": "router-test-secret-with-at-least-32-characters",
         "FUNCTIONS_VERIFY_JWT": json.dumps({"probe": False}),
     }
     argv = [str(config.deno_bin), "run", "--allow-net", "--allow-env", "--allow-read", "--allow-sys"]

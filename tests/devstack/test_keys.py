@@ -22,8 +22,10 @@ def test_minted_machine_token_carries_role_sub_and_machine_id() -> None:
 
     token = keys.mint_jwt("trader_machine", user_id, valid_for_secs=60, extra_claims={"machine_id": "m-1"})
 
-    claims = jwt.decode(token, keys.JWT_SECRET, algorithms=["HS256"], audience="authenticated")
+    assert jwt.get_unverified_header(token)["alg"] == "ES256"
+    claims = keys.decode(token)
     assert (claims["role"], claims["sub"], claims["machine_id"]) == ("trader_machine", str(user_id), "m-1")
+    assert (claims["aud"], claims["machine_gen"]) == ("authenticated", 1)
     assert claims["exp"] - claims["iat"] == 60
 
 

@@ -23,7 +23,7 @@ from devstack.postgres import PG_BIN_DIR
 from devstack.realtime.server import RealtimeServer, ServerConfig
 from devstack.realtime.wal import DatabaseAddress
 from devstack.stack import DevStack
-from tests.factories import AppUser, create_trader, create_user, delete_user
+from tests.factories import AppUser, create_trader, create_user, delete_user, live_machine
 
 JS_CLIENT = Path(__file__).with_name("realtime_supabase_js_client.ts")
 LATENCY_LIMIT_SECS = 1.0
@@ -65,7 +65,7 @@ async def test_realtime_py_gets_insert_update_and_delete_within_a_second(
 
     client = AsyncRealtimeClient(f"{stack.config.api_url}/realtime/v1", token=stack.config.anon_key)
     try:
-        await client.set_auth(user.machine_jwt("m"))
+        await client.set_auth(user.machine_jwt(live_machine(db, user)))
         channel = client.channel(f"traders-{user.id}")
         channel.on_postgres_changes(
             RealtimePostgresChangesListenEvent.All,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -17,7 +18,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from devstack import keys
 from devstack.config import REALTIME_PORT
 from devstack.stack import DevStack
-from tests.factories import AppUser, create_trader, create_user, delete_user
+from tests.factories import AppUser, create_trader, create_user, delete_user, live_machine
 
 TIMEOUT_SECS = 5.0
 # The socket fixtures live on the session loop, so the tests must run there too.
@@ -112,14 +113,14 @@ async def test_heartbeat_is_answered_with_the_echoed_ref(client: Phoenix) -> Non
 
 
 async def test_join_echoes_each_binding_in_order_with_an_id_then_says_subscribed(
-    client: Phoenix, user: AppUser
+    client: Phoenix, db: psycopg.Connection[Any], user: AppUser
 ) -> None:
     bindings = [
         {"event": "*", "schema": "public", "table": "traders", "filter": f"user_id=eq.{user.id}"},
         {"event": "INSERT", "schema": "public", "table": "traders"},
     ]
 
-    _, reply = await client.join("realtime:room-1", bindings, user.machine_jwt("m"))
+    _, reply = await client.join("realtime:room-1", bindings, user.machine_jwt(live_machine(db, user)))
     system = await client.receive_event("system")
 
     echoed = reply["payload"]["response"]["postgres_changes"]
@@ -214,12 +215,14 @@ async def test_a_table_outside_the_publication_and_a_bad_filter_get_system_error
 
 
 async def test_a_new_access_token_resubscribes_and_a_bad_one_closes_the_channel(
-    client: Phoenix, user: AppUser
+    client: Phoenix, db: psycopg.Connection[Any], user: AppUser
 ) -> None:
     join_ref, _ = await client.join("realtime:t", [{"event": "*", "table": "traders"}], user.jwt)
     await client.receive_event("system")
 
-    await client.push("realtime:t", "access_token", {"access_token": user.machine_jwt("m2")}, join_ref)
+    await client.push(
+        "realtime:t", "access_token", {"access_token": user.machine_jwt(live_machine(db, user))}, join_ref
+    )
     again = await client.receive_event("system")
     await client.push("realtime:t", "access_token", {"access_token": "garbage.token.here"}, join_ref)
     refused, closed = await client.receive(), await client.receive()
@@ -326,3 +329,81 @@ async def test_change_payloads_carry_the_real_field_names_and_encodings(
     assert len(inserted["commit_timestamp"]) == len("2026-01-05T10:11:12.345Z")
     assert inserted["commit_timestamp"].endswith("Z")
     uuid.UUID(record["user_id"])
+
+
+@pytest.mark.parametrize("role", ["postgres", "supabase_auth_admin", "supabase_admin", "authenticator"])
+async def test_tokens_of_roles_the_project_never_issues_are_refused(
+    stack: DevStack, client: Phoenix, role: str
+) -> None:
+    # Signed with the project's own key, as a leaked signing key or an operator's mistake would sign them.
+    claims = {"role": role, "exp": int(time.time()) + 600, "sub": str(uuid.uuid4())}
+    signed = stack.config.project_signing_keys()[0].sign(claims)
+    legacy = jwt.encode(claims, keys.JWT_SECRET, algorithm="HS256")
+    direct = f"ws://127.0.0.1:{REALTIME_PORT}/socket/websocket"
+
+    replies = [
+        (await client.join(f"realtime:{role}-{i}", [], token))[1] for i, token in enumerate((signed, legacy))
+    ]
+    with pytest.raises(websockets.InvalidStatus) as as_apikey:
+        await connect(f"{direct}?apikey={signed}&vsn=1.0.0")
+
+    expected = f"InvalidJWTToken: the role '{role}' is not one this project issues"
+    assert [reply["payload"]["response"]["reason"] for reply in replies] == [expected, expected]
+    assert as_apikey.value.response.status_code == 403
+
+
+async def _closed_within(client: Phoenix, topic: str, timeout_secs: float) -> tuple[dict[str, Any], float]:
+    """The system error that shuts `topic` down, and how long after the call it came (phx_close follows)."""
+    started = time.monotonic()
+    while True:
+        frame = await asyncio.wait_for(client.receive(), timeout_secs)
+        if frame["topic"] == topic and frame["event"] == "system" and frame["payload"]["status"] == "error":
+            elapsed = time.monotonic() - started
+            closed = await client.receive()
+            assert (closed["topic"], closed["event"]) == (topic, "phx_close")
+            return frame, elapsed
+
+
+async def test_a_destroyed_machines_token_loses_its_channel_within_a_second_and_cannot_join(
+    client: Phoenix, db: psycopg.Connection[Any], user: AppUser
+) -> None:
+    machine_id = live_machine(db, user)
+    token = user.machine_jwt(machine_id)
+    trader = create_trader(db, user, "machine view")
+    binding = {"event": "*", "schema": "public", "table": "traders", "filter": f"user_id=eq.{user.id}"}
+    _, joined = await client.join("realtime:machine", [binding], token)
+    await client.receive_event("system")
+
+    db.execute(
+        "update public.fly_machines set status = 'destroyed', destroyed_at = now() where machine_id = %s",
+        (machine_id,),
+    )
+    refusal, elapsed_secs = await _closed_within(client, "realtime:machine", 2.0)
+    db.execute("update public.traders set name = 'after destroy' where id = %s", (trader,))
+    _, rejoin = await client.join("realtime:machine-again", [binding], token)
+
+    assert joined["payload"]["status"] == "ok"
+    assert refusal["payload"]["message"] == "machine token revoked"
+    assert elapsed_secs < 1.0
+    assert rejoin["payload"] == {
+        "status": "error",
+        "response": {"reason": "Unauthorized: machine token revoked"},
+    }
+
+
+async def test_a_replaced_machines_old_token_is_refused_and_its_new_one_joins(
+    client: Phoenix, db: psycopg.Connection[Any], user: AppUser
+) -> None:
+    machine_id = live_machine(db, user)
+    binding = {"event": "*", "schema": "public", "table": "traders", "filter": f"user_id=eq.{user.id}"}
+    await client.join("realtime:v1", [binding], user.machine_jwt(machine_id, generation=1))
+    await client.receive_event("system")
+
+    db.execute("select public.next_machine_token_generation(%s)", (machine_id,))  # what update-machines does
+    refusal, elapsed_secs = await _closed_within(client, "realtime:v1", 2.0)
+    _, old = await client.join("realtime:v1-again", [binding], user.machine_jwt(machine_id, generation=1))
+    _, new = await client.join("realtime:v2", [binding], user.machine_jwt(machine_id, generation=2))
+
+    assert (refusal["payload"]["message"], elapsed_secs < 1.0) == ("machine token revoked", True)
+    assert old["payload"]["status"] == "error"
+    assert new["payload"]["status"] == "ok"

@@ -141,7 +141,9 @@ def test_analyze_signal_refuses_a_user_jwt(
 
 
 def test_a_forged_token_is_refused_at_the_gateway(functions: httpx.Client) -> None:
-    forged = mint_jwt("authenticated", uuid.uuid4(), secret="another-secret-that-is-at-least-32-chars")
+    forged = mint_jwt(
+        "authenticated", uuid.uuid4(), algorithm="HS256", secret="another-secret-that-is-at-least-32-chars"
+    )
 
     response = functions.post(
         "/generate-strategy",

@@ -13,7 +13,7 @@ from postgrest.exceptions import APIError
 from supabase import Client, ClientOptions, create_client
 
 from devstack.stack import DevStack
-from tests.factories import SIGNAL_CODE, AppUser
+from tests.factories import SIGNAL_CODE, AppUser, create_machine
 
 ClientFactory = Callable[..., Client]
 
@@ -113,7 +113,7 @@ def test_anon_key_cannot_read_users(client_for: ClientFactory, stack: DevStack, 
 def test_machine_writes_signals_for_its_user_only(
     client_for: ClientFactory, stack: DevStack, db: psycopg.Connection[Any], alice: AppUser, bob: AppUser
 ) -> None:
-    machine = client_for(alice.machine_jwt("machine-alice"))
+    machine = client_for(alice.machine_jwt(create_machine(db, alice)))
     alice_trader = machine.table("traders").select("id").execute().data
     bob_trader = db.execute("select id from public.traders where user_id = %s", (bob.id,)).fetchone()
     assert bob_trader is not None
@@ -149,7 +149,7 @@ def test_machine_writes_signals_for_its_user_only(
 def test_retried_signal_insert_is_a_no_op(
     client_for: ClientFactory, stack: DevStack, db: psycopg.Connection[Any], alice: AppUser
 ) -> None:
-    machine = client_for(alice.machine_jwt("machine-alice"))
+    machine = client_for(alice.machine_jwt(create_machine(db, alice)))
     trader_id = machine.table("traders").select("id").execute().data[0]["id"]
     row = {
         "id": str(uuid.uuid4()),
@@ -193,9 +193,9 @@ def test_curl_style_request_returns_only_that_users_rows(
 
 
 def test_schema_version_is_callable_by_machines(
-    client_for: ClientFactory, stack: DevStack, alice: AppUser
+    client_for: ClientFactory, stack: DevStack, db: psycopg.Connection[Any], alice: AppUser
 ) -> None:
-    version = client_for(alice.machine_jwt("machine-alice")).rpc("schema_version").execute().data
+    version = client_for(alice.machine_jwt(create_machine(db, alice))).rpc("schema_version").execute().data
 
     assert version == 1
 

@@ -24,7 +24,7 @@ from devstack import keys
 from devstack.config import EXCHANGE_PORT, FLY_DEV_IMAGE, MACHINE_SECRET_DEV_KEY
 from devstack.fly.client import FlyStandInClient
 from devstack.stack import DevStack
-from tests.factories import AppUser, create_trader, create_user, delete_user
+from tests.factories import AppUser, create_machine, create_trader, create_user, delete_user
 
 IMAGE_REPOSITORY = "registry.fly.io/trademind-workers"
 
@@ -234,12 +234,15 @@ def test_machine_size_follows_the_tier(stack: DevStack, fleet: Fleet, fly: FlySt
     assert sizes == {"elite": 512, "power": 1024}
 
 
-def test_provision_refuses_the_wrong_callers_and_bodies(stack: DevStack, fleet: Fleet) -> None:
-    free, alice, bob = fleet.user("free"), fleet.user(), fleet.user()
+def test_provision_refuses_the_wrong_callers_and_bodies(
+    stack: DevStack, fleet: Fleet, db: psycopg.Connection[Any]
+) -> None:
+    free, alice, bob, carol = fleet.user("free"), fleet.user(), fleet.user(), fleet.user()
 
     free_tier = call(stack, "provision-machine", {"userId": str(free.id)})
     for_someone_else = call(stack, "provision-machine", {"userId": str(bob.id)}, alice.jwt)
-    as_machine = call(stack, "provision-machine", {}, alice.machine_jwt("m-1"))
+    # A live machine's own token (carol's, so the count below stays about the refused calls).
+    as_machine = call(stack, "provision-machine", {}, carol.machine_jwt(create_machine(db, carol)))
     no_user = call(stack, "provision-machine", {})
     bad_region = call(stack, "provision-machine", {"userId": str(alice.id), "region": "Frankfurt"})
     unknown_field = call(stack, "provision-machine", {"userId": str(alice.id), "size": "huge"})
@@ -299,7 +302,7 @@ def test_a_real_trading_machine_gets_a_scoped_token_its_api_secret_and_keys_that
     response = call(stack, "provision-machine", {"userId": str(user.id)})
     machine_id = response.json()["machineId"]
     env = fly.get(machine_id)["config"]["env"]
-    claims = jwt.decode(env["MACHINE_TOKEN"], keys.JWT_SECRET, algorithms=["HS256"], audience="authenticated")
+    claims = keys.decode(env["MACHINE_TOKEN"])
     expected_secret = base64.urlsafe_b64encode(
         hmac.new(
             MACHINE_SECRET_DEV_KEY.encode(), f"machine-api-secret:{user.id}".encode(), hashlib.sha256
@@ -313,11 +316,18 @@ def test_a_real_trading_machine_gets_a_scoped_token_its_api_secret_and_keys_that
         str(user.id),
         machine_id,
     )
-    assert claims["exp"] - claims["iat"] == 90 * 86400
+    assert claims["exp"] - claims["iat"] == 3600 and claims["machine_gen"] == 1
+    assert jwt.get_unverified_header(env["MACHINE_TOKEN"])["alg"] == "ES256"
     assert env["MACHINE_API_SECRET"] == expected_secret.decode()
     assert (env["BINANCE_API_KEY"], env["BINANCE_API_SECRET"]) == (api_key, secret_key)
     assert env["PAPER_TRADING_ONLY"] == "false"
-    for secret in (api_key, secret_key, env["MACHINE_TOKEN"], env["MACHINE_API_SECRET"]):
+    for secret in (
+        api_key,
+        secret_key,
+        env["MACHINE_TOKEN"],
+        env["MACHINE_API_SECRET"],
+        env["MACHINE_CREDENTIAL"],
+    ):
         assert secret not in response.text
         assert secret not in functions_log
 

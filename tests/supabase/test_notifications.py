@@ -93,11 +93,19 @@ async def _subscribed(stack: DevStack, user: AppUser, on_insert: Any) -> AsyncRe
 def _raise_each_kind(stack: DevStack, db: psycopg.Connection[Any], user: AppUser) -> dict[str, float]:
     """Cause one event of every kind the way production does; returns when each was committed."""
     raised: dict[str, float] = {}
+    # The user's machine: live (so its token is honoured) but silent for ten minutes, so the stale-machine
+    # sweep below turns it to error.
+    machine_id = f"m-{secrets.token_hex(6)}"
+    db.execute(
+        "insert into public.fly_machines (user_id, machine_id, status, region, memory_mb, last_heartbeat)"
+        " values (%s, %s, 'running', 'iad', 256, now() - interval '10 minutes')",
+        (user.id, machine_id),
+    )
     # The worker's events, made as the worker makes them (its token through PostgREST, or the rows the
     # trading_* functions write); each notifies in the same transaction.
     trader_id = create_trader(db, user, "notified trader")
     signal_id = uuid.uuid4()
-    with _rest(stack, user.machine_jwt("machine-notify")) as machine:
+    with _rest(stack, user.machine_jwt(machine_id)) as machine:
         signal = {"id": str(signal_id), "trader_id": str(trader_id), "user_id": str(user.id),
                   "symbol": "BTCUSDT", "trigger_price": "42000"}  # fmt: skip
         assert machine.post("/signals", json=signal).status_code == 201
@@ -122,7 +130,7 @@ def _raise_each_kind(stack: DevStack, db: psycopg.Connection[Any], user: AppUser
         (user.id, signal_id, f"tm-{uuid.uuid4().hex[:20]}"),
     )
     raised[NotificationKind.TRADE_FAILED] = time.time()
-    with _rest(stack, user.machine_jwt("machine-notify")) as machine:
+    with _rest(stack, user.machine_jwt(machine_id)) as machine:
         body = {"trader_id": str(trader_id), "error_message": "signal code stopped"}
         assert machine.post("/rpc/report_trader_error", json=body).status_code in (200, 204)
         raised[NotificationKind.TRADER_ERROR] = time.time()
@@ -133,11 +141,6 @@ def _raise_each_kind(stack: DevStack, db: psycopg.Connection[Any], user: AppUser
         )
         raised[NotificationKind.MACHINE_RESIZED] = time.time()
         assert response.status_code == 201, response.text
-    db.execute(
-        "insert into public.fly_machines (user_id, machine_id, status, region, memory_mb, last_heartbeat)"
-        " values (%s, %s, 'running', 'iad', 256, now() - interval '10 minutes')",
-        (user.id, f"m-{secrets.token_hex(6)}"),
-    )
     db.execute("select private.mark_stale_machines()")  # what pg_cron runs every minute
     raised[NotificationKind.MACHINE_ERROR] = time.time()
     # An hour of machine time (the interval the error left open) is over this user's tiny budget.

@@ -33,13 +33,8 @@ export function positiveIntEnv(name: string, fallback: number): number {
 export interface SupabaseEnv {
   url: string;
   serviceRoleKey: string;
-  jwtSecret: string;
 }
 
 export function supabaseEnv(): SupabaseEnv {
-  return {
-    url: requireEnv("SUPABASE_URL"),
-    serviceRoleKey: requireEnv("SUPABASE_SERVICE_ROLE_KEY"),
-    jwtSecret: requireEnv("SUPABASE_JWT_SECRET"),
-  };
+  return { url: requireEnv("SUPABASE_URL"), serviceRoleKey: requireEnv("SUPABASE_SERVICE_ROLE_KEY") };
 }

@@ -4,7 +4,7 @@
 // at the expected version (the health gate), and when that fails put the previous config back under the
 // same lease, gated the same way (the rollback).
 import { type FlyClient, imageTag, type MachineConfig } from "./fly.ts";
-import { callMachine, type LifecycleEnv, type MachineRow, MachineUnreachable, mintFreshToken, sleep } from "./machines.ts";
+import { callMachine, type LifecycleEnv, type MachineRow, MachineUnreachable, replaceMachineIdentity, sleep } from "./machines.ts";
 
 export const LEASE_TTL_SECS = 300;
 const HEALTH_POLL_MS = 250;
@@ -100,10 +100,9 @@ export async function rollBack(
   try {
     // The change may have used most of the lease; the rollback needs as long again.
     await stage("rollback-lease", () => fly.refreshLease(row.machine_id, nonce, LEASE_TTL_SECS));
-    const config = {
-      ...previous,
-      env: { ...(previous.env ?? {}), MACHINE_TOKEN: await mintFreshToken(env, row.user_id, row.machine_id), VERSION: version },
-    };
+    // The rolled-back version gets an identity of its own too (the failed one's is refused from here).
+    const identity = await replaceMachineIdentity(env, row.user_id, row.machine_id);
+    const config = { ...previous, env: { ...(previous.env ?? {}), ...identity, VERSION: version } };
     await applyAndGate(env, fly, gate, row.machine_id, config, { version, running, nonce, prefix: "rollback-" });
     rollback.status = "rolled_back";
   } catch (error) {

@@ -12,8 +12,9 @@ import { isUuid } from "./auth.ts";
 import { optionalEnv, positiveIntEnv, requireEnv, type SupabaseEnv, supabaseEnv } from "./env.ts";
 import { type FlyEnv, flyEnv, imageTag, type MachineConfig } from "./fly.ts";
 import { HttpError, invalidBody } from "./http.ts";
-import { DEFAULT_MACHINE_TOKEN_TTL_DAYS, machineApiSecret, mintMachineToken } from "./machine_tokens.ts";
+import { machineApiSecret, machineCredential, MAX_MACHINE_TOKEN_TTL_SECS, mintMachineToken } from "./machine_tokens.ts";
 import runtimeJson from "./machine_runtime.json" with { type: "json" };
+import { serviceClient } from "./supabase.ts";
 
 // Machine size by subscription tier; free users get no machine.
 export const MEMORY_MB_BY_TIER: Readonly<Record<string, number>> = runtimeJson.memoryMbByTier;
@@ -26,7 +27,8 @@ export interface LifecycleEnv {
   fly: FlyEnv;
   workerImage: string;
   machineRoute: MachineRoute;
-  machineJwtSecret: string;
+  /** The operator's ES256 private JWK the project trusts (imported as a JWT signing key). */
+  machineSigningKey: string;
   machineSecretKey: string;
   jwtIssuer: string;
   tokenTtlSecs: number;
@@ -58,11 +60,10 @@ export function lifecycleEnv(): LifecycleEnv {
     fly: flyEnv(),
     workerImage: requireEnv("FLY_WORKER_IMAGE"),
     machineRoute: machineRouteFromEnv(),
-    // The project's JWT secret: PostgREST verifies machine tokens with it.
-    machineJwtSecret: optionalEnv("MACHINE_JWT_SECRET", supabase.jwtSecret),
+    machineSigningKey: requireEnv("MACHINE_SIGNING_KEY"),
     machineSecretKey: requireEnv("MACHINE_SECRET_KEY"),
-    jwtIssuer: optionalEnv("MACHINE_JWT_ISSUER", "supabase"),
-    tokenTtlSecs: positiveIntEnv("MACHINE_TOKEN_TTL_DAYS", DEFAULT_MACHINE_TOKEN_TTL_DAYS) * 86_400,
+    jwtIssuer: `${supabase.url.replace(/\/+$/, "")}/functions/v1/machine-token`,
+    tokenTtlSecs: Math.min(positiveIntEnv("MACHINE_TOKEN_TTL_SECS", MAX_MACHINE_TOKEN_TTL_SECS), MAX_MACHINE_TOKEN_TTL_SECS),
     workerSupabaseUrl: optionalEnv("WORKER_SUPABASE_URL", supabase.url),
     workerEnv,
   };
@@ -144,11 +145,12 @@ export interface UserForMachine {
   real_trading_enabled: boolean;
 }
 
-/** The worker's environment for one machine version: identity, keys, a freshly minted machine token. */
+/** The worker's environment for one machine version: identity, keys, and the credential of `generation`. */
 export async function machineEnv(
   env: LifecycleEnv,
   user: UserForMachine,
   machineId: string,
+  generation: number,
   binanceKeys: { apiKey: string; secretKey: string } | null,
 ): Promise<Record<string, string>> {
   const values: Record<string, string> = {
@@ -157,12 +159,7 @@ export async function machineEnv(
     MACHINE_ID: machineId,
     SUPABASE_URL: env.workerSupabaseUrl,
     SUPABASE_ANON_KEY: env.anonKey,
-    MACHINE_TOKEN: await mintMachineToken(env.machineJwtSecret, {
-      userId: user.id,
-      machineId,
-      issuer: env.jwtIssuer,
-      ttlSecs: env.tokenTtlSecs,
-    }),
+    ...await machineIdentityEnv(env, user.id, machineId, generation),
     MACHINE_API_SECRET: await machineApiSecret(env.machineSecretKey, user.id),
     PAPER_TRADING_ONLY: user.real_trading_enabled ? "false" : "true",
     // What /health reports; rollouts wait for it. Fly gives the image only as FLY_IMAGE_REF.
@@ -173,6 +170,33 @@ export async function machineEnv(
     values.BINANCE_API_SECRET = binanceKeys.secretKey;
   }
   return values;
+}
+
+/** What proves a machine version's identity: its renewal credential and a first token (both of `generation`). */
+export async function machineIdentityEnv(
+  env: LifecycleEnv,
+  userId: string,
+  machineId: string,
+  generation: number,
+): Promise<Record<string, string>> {
+  return {
+    MACHINE_CREDENTIAL: await machineCredential(env.machineSecretKey, machineId, generation),
+    MACHINE_TOKEN: await mintMachineToken(env.machineSigningKey, {
+      userId,
+      machineId,
+      generation,
+      issuer: env.jwtIssuer,
+      ttlSecs: env.tokenTtlSecs,
+    }),
+  };
+}
+
+/** Replace a machine's identity: the row's token generation moves on, which refuses every token and credential
+ * of the previous one at once (PostgREST, Realtime, functions); returns the new version's identity env. */
+export async function replaceMachineIdentity(env: LifecycleEnv, userId: string, machineId: string): Promise<Record<string, string>> {
+  const { data, error } = await serviceClient(env.supabase).rpc("next_machine_token_generation", { machine_id: machineId });
+  if (error) throw new Error(`moving the machine's token generation on failed: ${error.code} ${error.message}`);
+  return await machineIdentityEnv(env, userId, machineId, data as number);
 }
 
 /**
@@ -288,8 +312,3 @@ export async function mapLimited<T, R>(items: readonly T[], limit: number, fn: (
 }
 
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** A new trader_machine token for an existing machine (rolling updates re-mint them on the way). */
-export function mintFreshToken(env: LifecycleEnv, userId: string, machineId: string): Promise<string> {
-  return mintMachineToken(env.machineJwtSecret, { userId, machineId, issuer: env.jwtIssuer, ttlSecs: env.tokenTtlSecs });
-}

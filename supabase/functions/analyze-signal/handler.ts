@@ -17,7 +17,7 @@ const HISTORY_ENTRIES = 3;
 
 export const handler = postHandler("analyze-signal", async (req) => {
   const env = supabaseEnv();
-  const caller = await authenticate(req, env.jwtSecret);
+  const caller = await authenticate(req);
   requireRole(caller, ["trader_machine", "service_role"], "analyze signals");
   const body = await readJsonObject(req, MAX_BODY_BYTES);
   const fields = ["traderId", "signalId", "marketData", "requestId"];

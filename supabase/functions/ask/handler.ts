@@ -61,7 +61,7 @@ function parseRequest(body: Record<string, unknown>): AskRequest {
 
 export const handler = postHandler("ask", async (req) => {
   const env = supabaseEnv();
-  const caller = await authenticate(req, env.jwtSecret);
+  const caller = await authenticate(req);
   requireRole(caller, ["authenticated"], "ask the AI about traders");
   const userId = caller.userId as string;
   const request = parseRequest(await readJsonObject(req, MAX_BODY_BYTES));

@@ -99,7 +99,7 @@ async function check(env: LifecycleEnv, row: MachineRow, flyMachine: FlyMachine 
 
 export const handler = postHandler("check-machine-health", async (req) => {
   const env = lifecycleEnv();
-  const caller = await authenticate(req, env.supabase.jwtSecret);
+  const caller = await authenticate(req);
   const body = await readJsonObject(req, MAX_BODY_BYTES);
   rejectUnknownFields(body, ["userIds"]);
   const userIds = scope(caller, body.userIds);

@@ -103,7 +103,7 @@ async function destroy(env: LifecycleEnv, db: SupabaseClient, userId: string, re
 
 export const handler = postHandler("destroy-machine", async (req) => {
   const env = lifecycleEnv();
-  const caller = await authenticate(req, env.supabase.jwtSecret);
+  const caller = await authenticate(req);
   const body = await readJsonObject(req, MAX_BODY_BYTES);
   rejectUnknownFields(body, ["userId", "reason"]);
   const userId = targetUser(caller, body.userId, "destroy");

@@ -89,7 +89,7 @@ function parseRequest(body: Record<string, unknown>): StrategyRequest {
 
 export const handler = postHandler("generate-strategy", async (req) => {
   const env = supabaseEnv();
-  const caller = await authenticate(req, env.jwtSecret);
+  const caller = await authenticate(req);
   requireRole(caller, ["authenticated"], "generate strategies");
   const userId = caller.userId as string;
   const request = parseRequest(await readJsonObject(req, MAX_BODY_BYTES));

@@ -34,7 +34,7 @@ function targets(): Targets {
 
 export const handler = postHandler("notify", async (req) => {
   const env = supabaseEnv();
-  const caller = await authenticate(req, env.jwtSecret);
+  const caller = await authenticate(req);
   requireRole(caller, ["service_role"], "deliver notifications");
   const body = await readJsonObject(req, MAX_BODY_BYTES);
   rejectUnknownFields(body, ["maxDeliveries", "leaseSecs"]);

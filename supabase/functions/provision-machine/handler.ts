@@ -122,7 +122,8 @@ async function provision(env: LifecycleEnv, db: SupabaseClient, userId: string, 
     await setRow(db, row.id, { machine_id: machine.id });
     // Keys reach a machine only when the user trades for real; paper trading needs none.
     const keys = user.real_trading_enabled ? await decryptBinanceKeys(db, user.id) : null;
-    const config = machineConfig(env, user, await machineEnv(env, user, machine.id, keys));
+    // A new row is at token generation 1 (fly_machines.token_generation's default).
+    const config = machineConfig(env, user, await machineEnv(env, user, machine.id, 1, keys));
     const updated = await fly.update(machine.id, { config, current_version: machine.instance_id });
     const deadline = Date.now() + positiveIntEnv("PROVISION_WAIT_SECS", 90) * 1000;
     if (!await fly.waitFor(machine.id, "started", deadline, updated.instance_id)) {
@@ -150,7 +151,7 @@ async function provision(env: LifecycleEnv, db: SupabaseClient, userId: string, 
 
 export const handler = postHandler("provision-machine", async (req) => {
   const env = lifecycleEnv();
-  const caller = await authenticate(req, env.supabase.jwtSecret);
+  const caller = await authenticate(req);
   const body = await readJsonObject(req, MAX_BODY_BYTES);
   rejectUnknownFields(body, ["userId", "region"]);
   const userId = targetUser(caller, body.userId, "provision");

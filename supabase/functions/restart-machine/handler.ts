@@ -50,7 +50,7 @@ async function waitHealthy(env: LifecycleEnv, machineId: string, deadlineMs: num
 
 export const handler = postHandler("restart-machine", async (req) => {
   const env = lifecycleEnv();
-  const caller = await authenticate(req, env.supabase.jwtSecret);
+  const caller = await authenticate(req);
   const body = await readJsonObject(req, MAX_BODY_BYTES);
   rejectUnknownFields(body, ["userId"]);
   const userId = targetUser(caller, body.userId, "restart");

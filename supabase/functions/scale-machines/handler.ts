@@ -28,7 +28,7 @@ import {
   type MachineRow,
   MachineUnreachable,
   mapLimited,
-  mintFreshToken,
+  replaceMachineIdentity,
   rejectUnknownFields,
 } from "../_shared/machines.ts";
 import { serviceClient } from "../_shared/supabase.ts";
@@ -119,7 +119,8 @@ async function resize(env: LifecycleEnv, fly: FlyClient, request: ScaleRequest, 
     const config: MachineConfig = {
       ...machine.config,
       guest: { ...(machine.config.guest ?? {}), cpu_kind: "shared", cpus: target.cpus, memory_mb: target.memoryMb },
-      env: { ...(machine.config.env ?? {}), MACHINE_TOKEN: await mintFreshToken(env, row.user_id, row.machine_id) },
+      // A resized machine is a new version: a new identity (the old one's is refused from here).
+      env: { ...(machine.config.env ?? {}), ...await replaceMachineIdentity(env, row.user_id, row.machine_id) },
     };
     await applyAndGate(env, fly, request.gate, row.machine_id, config, { version, running, nonce });
     result.status = "resized";
@@ -189,7 +190,7 @@ async function scaleOne(env: LifecycleEnv, db: SupabaseClient, fly: FlyClient, r
 
 export const handler = postHandler("scale-machines", async (req) => {
   const env = lifecycleEnv();
-  const caller = await authenticate(req, env.supabase.jwtSecret);
+  const caller = await authenticate(req);
   requireRole(caller, ["service_role"], "scale machines");
   const request = parseRequest(await readJsonObject(req, MAX_BODY_BYTES));
   const db = serviceClient(env.supabase);

@@ -88,7 +88,7 @@ stackTest("analyze-signal: an open position is re-analysed with position decisio
     assert.ok(prompt.includes("Allowed decisions now: watch, close, partial_close"));
   }));
 
-stackTest("analyze-signal: a user JWT, another user's machine and a destroyed machine are 403", () =>
+stackTest("analyze-signal: a user JWT and another user's machine are 403; a destroyed machine's token is 401", () =>
   withSignal(async ({ user, traderId, signalId }) => {
     await useGeminiKey();
     const rival = await createUser();
@@ -105,8 +105,8 @@ stackTest("analyze-signal: a user JWT, another user's machine and a destroyed ma
       assert.match((await json(asUser)).error.message, /role 'authenticated' may not analyze signals/);
       assert.equal(asRival.status, 403);
       assert.match((await json(asRival)).error.message, /belongs to another user/);
-      assert.equal(asDestroyed.status, 403);
-      assert.match((await json(asDestroyed)).error.message, /is not a live machine of this user/);
+      assert.equal(asDestroyed.status, 401);
+      assert.equal((await json(asDestroyed)).error.code, "machine_token_revoked");
       const [{ count }] = await sql`select count(*)::int as count from public.analysis_history where signal_id = ${signalId}`;
       assert.equal(count, 0);
     } finally {

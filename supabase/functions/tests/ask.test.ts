@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { handler } from "../ask/handler.ts";
 import {
-  createSignal, createTrader, createUser, deleteUser, geminiRequests, json, openPosition, post, spendBudget, sql,
+  createMachine, createSignal, createTrader, createUser, deleteUser, geminiRequests, json, openPosition, post, spendBudget, sql,
   stackTest, type TestUser, usageOf, useGeminiKey,
 } from "./helpers.ts";
 
@@ -105,7 +105,7 @@ stackTest("ask: another user's trader or position is not found, and only signed-
     try {
       const theirTrader = await handler(post(URL, { question: "Hi?", traderId }, other.jwt));
       const theirPosition = await handler(post(URL, { question: "Hi?", positionId }, other.jwt));
-      const machine = await handler(post(URL, { question: "Hi?", traderId }, await user.machineJwt("m-1")));
+      const machine = await handler(post(URL, { question: "Hi?", traderId }, await user.machineJwt(await createMachine(user))));
       const unknown = await handler(post(URL, { question: "Hi?", traderId: crypto.randomUUID() }, user.jwt));
 
       assert.equal(theirTrader.status, 404);

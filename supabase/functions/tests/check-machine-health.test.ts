@@ -28,7 +28,7 @@ stackTest("check-machine-health: users see only their own; machines may not ask"
   try {
     const own = await json(await handler(post(URL, {}, alice.jwt)));
     const other = await handler(post(URL, { userIds: [bob.id] }, alice.jwt));
-    const machine = await handler(post(URL, {}, await alice.machineJwt("m1")));
+    const machine = await handler(post(URL, {}, await alice.machineJwt(await createMachine(alice))));
 
     assert.deepEqual(own.summary, { total: 0, healthy: 0, unhealthy: 0 });
     assert.equal(other.status, 403);

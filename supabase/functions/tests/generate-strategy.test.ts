@@ -121,7 +121,7 @@ stackTest("generate-strategy: tokens are checked: none 401, forged 401, machine 
   withUser(async (user) => {
     const none = await handler(post(URL, { description: DESCRIPTION }));
     const forged = await handler(post(URL, { description: DESCRIPTION }, user.jwt.slice(0, -4) + "AAAA"));
-    const machine = await handler(post(URL, { description: DESCRIPTION }, await user.machineJwt("m1")));
+    const machine = await handler(post(URL, { description: DESCRIPTION }, await user.machineJwt(await createMachine(user))));
 
     assert.equal(none.status, 401);
     assert.equal((await json(none)).error.code, "missing_authorization");

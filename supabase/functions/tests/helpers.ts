@@ -1,11 +1,15 @@
 // Shared test fixtures: the local stack's settings, JWT minting, rows written straight to Postgres (as the
 // platform would), and per-test Gemini stand-in API keys with their own fault queues.
+import { importJWK, SignJWT } from "npm:jose@6.2.19";
 import postgres from "npm:postgres@3.4.7";
+
+// The local project's signing key (devstack/auth/signing_keys.py writes it when the stack starts).
+const STATE_DIR = Deno.env.get("TRADEMIND_DEVSTACK_DIR") ?? new URL("../../../.devstack", import.meta.url).pathname;
+const SIGNING_KEY: Record<string, unknown> = JSON.parse(Deno.readTextFileSync(`${STATE_DIR}/auth/signing_keys.json`))[0];
 
 const DEFAULTS: Record<string, string> = {
   SUPABASE_URL: "http://127.0.0.1:54321",
   SUPABASE_DB_URL: "postgresql://postgres:postgres@127.0.0.1:54322/postgres",
-  SUPABASE_JWT_SECRET: "super-secret-jwt-token-with-at-least-32-characters-long",
   SUPABASE_SERVICE_ROLE_KEY: "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9." +
     "eyJpc3MiOiJzdXBhYmFzZS1kZW1vIiwicm9sZSI6InNlcnZpY2Vfcm9sZSIsImV4cCI6MTk4MzgxMjk5Nn0." +
     "EGIM96RAZx35lJzdJsyH-qQwv8Hdp7fsn3W0YpN81IU",
@@ -22,6 +26,7 @@ const DEFAULTS: Record<string, string> = {
   // The signal-code validator (worker/validator), as devstack/config.py's functions_env() gives it.
   SIGNAL_VALIDATOR_URL: "http://127.0.0.1:54345",
   SIGNAL_VALIDATOR_SECRET: "devstack-validator-secret-not-for-production",
+  MACHINE_SIGNING_KEY: JSON.stringify(SIGNING_KEY),
   GEMINI_BASE_URL: "http://127.0.0.1:54341",
   // The notify function's targets, as devstack/config.py gives them (operator alerts go to a stand-in bot).
   TELEGRAM_API_URL: "http://127.0.0.1:54343",
@@ -45,21 +50,51 @@ export function stackTest(name: string, fn: () => Promise<void>): void {
   Deno.test({ name, fn, sanitizeOps: false, sanitizeResources: false });
 }
 
+/** The local stack's legacy JWT secret (PostgREST still trusts it; functions only with LEGACY_JWT_SECRET). */
+export const LEGACY_JWT_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long";
+
 function base64Url(bytes: Uint8Array): string {
   return btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
 }
 
+/**
+ * A token as the project issues them: ES256 with the stack's signing key (or `key`, a private JWK), or HS256
+ * with `secret`. trader_machine tokens carry generation 1 unless `machine_gen` is given.
+ */
 export async function mintJwt(
   claims: Record<string, unknown>,
-  { secret = env("SUPABASE_JWT_SECRET"), alg = "HS256", validForSecs = 3600 } = {},
+  { alg = "ES256", secret = LEGACY_JWT_SECRET, key = SIGNING_KEY, validForSecs = 3600 }: {
+    alg?: string;
+    secret?: string;
+    key?: Record<string, unknown>;
+    validForSecs?: number;
+  } = {},
 ): Promise<string> {
-  const encoder = new TextEncoder();
   const now = Math.floor(Date.now() / 1000);
+  const body = {
+    iss: "supabase-demo",
+    iat: now,
+    exp: now + validForSecs,
+    ...(claims.role === "trader_machine" ? { machine_gen: 1 } : {}),
+    ...claims,
+  };
+  if (alg === "ES256") {
+    const { kty, crv, x, y, d } = key;
+    const signingKey = await importJWK({ kty, crv, x, y, d } as Record<string, string>, "ES256");
+    return await new SignJWT(body).setProtectedHeader({ alg: "ES256", kid: String(key.kid), typ: "JWT" }).sign(signingKey);
+  }
+  const encoder = new TextEncoder();
   const header = base64Url(encoder.encode(JSON.stringify({ alg, typ: "JWT" })));
-  const payload = base64Url(encoder.encode(JSON.stringify({ iss: "supabase-demo", iat: now, exp: now + validForSecs, ...claims })));
-  const key = await crypto.subtle.importKey("raw", encoder.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
-  const signature = new Uint8Array(await crypto.subtle.sign("HMAC", key, encoder.encode(`${header}.${payload}`)));
+  const payload = base64Url(encoder.encode(JSON.stringify(body)));
+  const hmacKey = await crypto.subtle.importKey("raw", encoder.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  const signature = new Uint8Array(await crypto.subtle.sign("HMAC", hmacKey, encoder.encode(`${header}.${payload}`)));
   return `${header}.${payload}.${base64Url(signature)}`;
+}
+
+/** A fresh P-256 key the project does not trust (for refusal tests). */
+export async function untrustedKey(kid = crypto.randomUUID()): Promise<Record<string, unknown>> {
+  const pair = await crypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, true, ["sign", "verify"]);
+  return { ...(await crypto.subtle.exportKey("jwk", pair.privateKey)), kid };
 }
 
 export interface TestUser {

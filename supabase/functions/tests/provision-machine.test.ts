@@ -5,7 +5,7 @@ import { machineApiSecret, mintMachineToken } from "../_shared/machine_tokens.ts
 import { imageTag } from "../_shared/fly.ts";
 import { machineTarget, targetUser } from "../_shared/machines.ts";
 import { handler } from "../provision-machine/handler.ts";
-import { createUser, deleteUser, env, json, post, sql, stackTest, type TestUser } from "./helpers.ts";
+import { createMachine, createUser, deleteUser, env, json, post, sql, stackTest, type TestUser } from "./helpers.ts";
 
 const URL = "http://local/provision-machine";
 const FLY = `${env("FLY_API_URL")}/apps/${env("FLY_APP_NAME")}/machines`;
@@ -23,18 +23,22 @@ async function withUser(tier: string, fn: (user: TestUser) => Promise<void>): Pr
   }
 }
 
-Deno.test("machine tokens: HS256 trader_machine claims, unique per mint", async () => {
-  const secret = env("SUPABASE_JWT_SECRET");
-  const first = await mintMachineToken(secret, { userId: "u1", machineId: "m1", nowSecs: 1000, ttlSecs: 60 });
-  const second = await mintMachineToken(secret, { userId: "u1", machineId: "m1", nowSecs: 1000, ttlSecs: 60 });
-  const claims = JSON.parse(atob(first.split(".")[1].replace(/-/g, "+").replace(/_/g, "/")));
+Deno.test("machine tokens: ES256 trader_machine claims with the key's kid, an hour at most, unique per mint", async () => {
+  const key = env("MACHINE_SIGNING_KEY");
+  const claims = { userId: "u1", machineId: "m1", generation: 2, issuer: "http://x/functions/v1/machine-token", nowSecs: 1000 };
+  const first = await mintMachineToken(key, { ...claims, ttlSecs: 60 });
+  const second = await mintMachineToken(key, { ...claims, ttlSecs: 60 });
+  const decode = (part: string) => JSON.parse(atob(part.replace(/-/g, "+").replace(/_/g, "/")));
 
   assert.notEqual(first, second);
-  assert.deepEqual({ ...claims, jti: undefined }, {
-    iss: "supabase", aud: "authenticated", role: "trader_machine", sub: "u1", machine_id: "m1", iat: 1000, exp: 1060,
-    jti: undefined,
+  assert.deepEqual(decode(first.split(".")[0]), { alg: "ES256", kid: JSON.parse(key).kid, typ: "JWT" });
+  assert.deepEqual({ ...decode(first.split(".")[1]), jti: undefined }, {
+    iss: claims.issuer, aud: "authenticated", role: "trader_machine", sub: "u1", machine_id: "m1", machine_gen: 2,
+    iat: 1000, exp: 1060, jti: undefined,
   });
-  await assert.rejects(mintMachineToken("short", { userId: "u1", machineId: "m1" }), /at least 32 characters/);
+  const long = decode((await mintMachineToken(key, { ...claims, ttlSecs: 90 * 86_400 })).split(".")[1]);
+  assert.equal(long.exp - long.iat, 3600);
+  await assert.rejects(mintMachineToken(JSON.stringify({ kty: "oct", k: "abc" }), claims), /ES256/);
 });
 
 Deno.test("machine API secrets: stable per user, different across users and keys", async () => {
@@ -112,12 +116,13 @@ stackTest("provision-machine: a second call returns the same machine", () =>
 
 stackTest("provision-machine: callers and bodies are checked before anything is created", () =>
   withUser("free", async (user) => {
+    const ownMachine = await createMachine(user); // for a machine token that is live
     const cases: [Request, number, string][] = [
       [post(URL, {}, user.jwt), 403, "tier_not_eligible"],
       [post(URL, {}), 401, "missing_authorization"],
       [post(URL, { userId: "nope" }, env("SUPABASE_SERVICE_ROLE_KEY")), 400, "invalid_body"],
       [post(URL, "[]", user.jwt), 400, "invalid_body"],
-      [post(URL, {}, await user.machineJwt("m1")), 403, "forbidden"],
+      [post(URL, {}, await user.machineJwt(ownMachine)), 403, "forbidden"],
     ];
     for (const [request, status, code] of cases) {
       const response = await handler(request);
@@ -127,6 +132,7 @@ stackTest("provision-machine: callers and bodies are checked before anything is 
     const get = await handler(new Request(URL, { method: "GET" }));
     assert.equal(get.status, 405);
     await get.body?.cancel();
-    const [{ count }] = await sql`select count(*)::int from public.fly_machines where user_id = ${user.id}`;
+    const [{ count }] = await sql`
+      select count(*)::int from public.fly_machines where user_id = ${user.id} and machine_id <> ${ownMachine}`;
     assert.equal(count, 0);
   }));

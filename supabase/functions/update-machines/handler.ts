@@ -30,9 +30,9 @@ import {
   type LifecycleEnv,
   MACHINE_COLUMNS,
   type MachineRow,
-  mintFreshToken,
   PENDING_PREFIX,
   rejectUnknownFields,
+  replaceMachineIdentity,
   withRuntimeSettings,
 } from "../_shared/machines.ts";
 import { serviceClient } from "../_shared/supabase.ts";
@@ -164,15 +164,13 @@ async function updateOne(
     previous = machine.config;
     // The new version is what should fix a machine that cannot answer, so a silent one is updated anyway.
     if (running && request.strategy !== "immediate") await prepareShutdown(env, row, "update-machines");
-    // Fresh from Fly, so nothing another caller set is lost; the runtime settings are today's.
+    // Fresh from Fly, so nothing another caller set is lost; the runtime settings are today's. The new
+    // version gets a new identity: from here the old version's tokens and credential are refused.
+    const identity = await replaceMachineIdentity(env, row.user_id, machineId);
     const config = withRuntimeSettings({
       ...machine.config,
       image: request.image,
-      env: {
-        ...(machine.config.env ?? {}),
-        MACHINE_TOKEN: await mintFreshToken(env, row.user_id, machineId),
-        VERSION: result.toVersion,
-      },
+      env: { ...(machine.config.env ?? {}), ...identity, VERSION: result.toVersion },
     });
     await applyAndGate(env, fly, gateOf(request), machineId, config, { version: result.toVersion, running, nonce });
     result.status = "updated";
@@ -263,7 +261,7 @@ async function rollout(env: LifecycleEnv, db: SupabaseClient, request: UpdateReq
 
 export const handler = postHandler("update-machines", async (req) => {
   const env = lifecycleEnv();
-  const caller = await authenticate(req, env.supabase.jwtSecret);
+  const caller = await authenticate(req);
   requireRole(caller, ["service_role"], "update machines");
   const request = parseRequest(await readJsonObject(req, MAX_BODY_BYTES));
   try {
