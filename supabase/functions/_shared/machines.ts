@@ -194,9 +194,15 @@ export async function machineIdentityEnv(
 /** Replace a machine's identity: the row's token generation moves on, which refuses every token and credential
  * of the previous one at once (PostgREST, Realtime, functions); returns the new version's identity env. */
 export async function replaceMachineIdentity(env: LifecycleEnv, userId: string, machineId: string): Promise<Record<string, string>> {
+  return await machineIdentityEnv(env, userId, machineId, await nextMachineGeneration(env, machineId));
+}
+
+/** Move the machine row's token generation on (refusing the current version's identity); the new one. */
+export async function nextMachineGeneration(env: LifecycleEnv, machineId: string): Promise<number> {
   const { data, error } = await serviceClient(env.supabase).rpc("next_machine_token_generation", { machine_id: machineId });
   if (error) throw new Error(`moving the machine's token generation on failed: ${error.code} ${error.message}`);
-  return await machineIdentityEnv(env, userId, machineId, data as number);
+  if (typeof data !== "number") throw new Error(`machine ${machineId} has no live row to give a new identity`);
+  return data;
 }
 
 /**

@@ -17,6 +17,7 @@ import {
   liveMachineRow,
   machineConfig,
   machineEnv,
+  nextMachineGeneration,
   MachineUnreachable,
   PENDING_PREFIX,
   rejectUnknownFields,
@@ -86,7 +87,9 @@ export const handler = postHandler("restart-machine", async (req) => {
       }
     }
     const keys = user.real_trading_enabled ? await decryptBinanceKeys(db, userId) : null;
-    const fresh = machineConfig(env, user as UserForMachine, await machineEnv(env, user as UserForMachine, machineId, keys));
+    // The restarted version gets a new identity (the running one's token and credential are refused from here).
+    const generation = await nextMachineGeneration(env, machineId);
+    const fresh = machineConfig(env, user as UserForMachine, await machineEnv(env, user as UserForMachine, machineId, generation, keys));
     // Its own image, a fresh env reporting that image's version, today's runtime settings (the HTTP
     // service the functions reach it through included).
     const image = machine.config?.image ?? fresh.image;

@@ -46,7 +46,7 @@ stackTest("update-machines: a dry run for users without machines plans nothing",
     const response = await handler(post(URL, { image: "r/x:1", dryRun: true, userIds: [user.id] }, env("SUPABASE_SERVICE_ROLE_KEY")));
     const body = await json(response);
     assert.equal(response.status, 200);
-    assert.deepEqual(body.summary, { total: 0, updated: 0, failed: 0, skipped: 0, pending: 0 });
+    assert.deepEqual(body.summary, { total: 0, updated: 0, failed: 0, skipped: 0, pending: 0, rolledBack: 0, rollbackFailed: 0 });
     assert.equal(body.dryRun, true);
   } finally {
     await deleteUser(user);
