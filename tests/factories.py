@@ -110,16 +110,6 @@ class MachineUser:
         return self.user.machine_jwt(self.machine_id)
 
 
-def create_machine(db: psycopg.Connection[Any], user: AppUser) -> str:
-    """Give the user a live machine row (analyze-signal serves only live machines); its id."""
-    machine_id = f"m-{uuid.uuid4().hex[:12]}"
-    db.execute(
-        "insert into public.fly_machines (user_id, machine_id, status) values (%s, %s, 'running')",
-        (user.id, machine_id),
-    )
-    return machine_id
-
-
 def ticker(symbol: str, price: Decimal | str, at_ms: int) -> Ticker:
     """A 24 h ticker whose every price is `price` (the market as a test sets it)."""
     value, zero = Decimal(price), Decimal(0)

@@ -27,6 +27,7 @@ from worker.components import Component, ComponentState
 from worker.db import Tables
 from worker.db.client import Database, MachineAuth
 from worker.db.machine import MachineRows, check_schema_version
+from worker.db.machine_token import TokenRenewer
 from worker.domain.enums import MachineStatus, SignalStatus
 from worker.domain.positions import TrailingMode
 from worker.errors import ConfigError
@@ -362,6 +363,20 @@ def start_log_shipping(
     return LogShipper(queue, tables.logs, config, clock=clock)
 
 
+def token_renewer(settings: WorkerSettings, auth: MachineAuth, *, clock: Clock) -> TokenRenewer | None:
+    """What renews `auth`'s machine token; None (with a warning) when the machine has no credential."""
+    if settings.machine_credential is None:
+        logger.warning("MACHINE_CREDENTIAL is not set: the machine token will not be renewed")
+        return None
+    return TokenRenewer(
+        auth,
+        functions_url=settings.functions_url,
+        machine_id=settings.machine_id,
+        credential=settings.machine_credential.get_secret_value(),
+        clock=clock,
+    )
+
+
 async def build_worker(
     settings: WorkerSettings,
     resources: contextlib.AsyncExitStack,
@@ -377,6 +392,10 @@ async def build_worker(
     auth = MachineAuth(
         settings.supabase_anon_key.get_secret_value(), settings.machine_token.get_secret_value()
     )
+    renewer = token_renewer(settings, auth, clock=clock)
+    if renewer is not None and renewer.renew_due_secs() == 0:
+        # A restarted machine's token from its env may have expired: renew before the database sees it.
+        await retry(renewer.renew, what="machine token renewal", clock=clock)
     database = Database(config.rest_url, auth, clock=clock)
     resources.push_async_callback(database.aclose)
     tables = Tables.on(database, settings.user_id, clock=clock)
@@ -418,6 +437,7 @@ async def build_worker(
     scheduler.start()
     sync = TraderSync(config.sync, tables.traders, auth, scheduler, clock=clock)
     components: list[Component] = [
+        *([renewer] if renewer is not None else []),
         trading.guard,
         sync,
         MarketFeedComponent(market.feed, market.source, metrics, clock=clock),

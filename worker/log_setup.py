@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from datetime import UTC, datetime
 
 MASK = "***"
+# Any JWT (header.payload.signature, base64url JSON): machine tokens renewed at run time are not in the list.
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 
 
 class RedactingFormatter(logging.Formatter):
@@ -30,9 +33,10 @@ class RedactingFormatter(logging.Formatter):
         return self.mask(line)
 
     def mask(self, text: str) -> str:
-        """`text` with every known secret replaced by the mask."""
+        """`text` with every known secret, and any JWT, replaced by the mask."""
         for secret in self._secrets:
             text = text.replace(secret, MASK)
+        text = _JWT.sub(MASK, text)
         return text
 
 

@@ -39,6 +39,8 @@ class WorkerSettings(BaseSettings):
     supabase_anon_key: SecretStr
     # The trader_machine JWT (role trader_machine, sub = user_id, machine_id): all database access uses it.
     machine_token: SecretStr
+    # Renews MACHINE_TOKEN (an hour at most) at machine-token while the machine is live; unset: never renewed.
+    machine_credential: SecretStr | None = None
     # Bearer secret that callers of the POST endpoints (lifecycle functions, operators) must present.
     machine_api_secret: SecretStr = Field(min_length=16)
     version: str = "dev"
@@ -147,6 +149,7 @@ class WorkerSettings(BaseSettings):
     def secrets(self) -> list[str]:
         """Every secret value, for the log redactor."""
         values = [self.supabase_anon_key, self.machine_token, self.machine_api_secret]
+        values += [self.machine_credential] if self.machine_credential is not None else []
         values += [secret for secret in (self.binance_api_key, self.binance_api_secret) if secret is not None]
         return [secret.get_secret_value() for secret in values if secret.get_secret_value()]
 

@@ -31,6 +31,6 @@ def user(db: psycopg.Connection[Any]) -> Iterator[AppUser]:
 
 
 @pytest_asyncio.fixture(loop_scope="function")
-async def reporter(stack: DevStack, user: AppUser) -> AsyncIterator[TraderRows]:
-    async with machine_tables(user.machine_jwt("m-reporter-tests"), user.id) as tables:
+async def reporter(stack: DevStack, db: psycopg.Connection[Any], user: AppUser) -> AsyncIterator[TraderRows]:
+    async with machine_tables(user.machine_jwt(create_machine(db, user)), user.id) as tables:
         yield tables.traders

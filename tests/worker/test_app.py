@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 
 from devstack.keys import ANON_KEY
-from tests.factories import create_trader, create_user, ticker
+from tests.factories import create_machine, create_trader, create_user, ticker
 from tests.worker.db.helpers import machine_tables
 from tests.worker.trading.helpers import decision, set_risk
 from worker.app import build_worker, choose_venue
@@ -26,14 +26,14 @@ from worker.trading.venue import PaperVenue
 MACHINE_ID = f"m-app-{uuid.uuid4().hex[:8]}"  # machine ids are unique across users and runs
 
 
-def settings_for(user: Any, **extra: str) -> Any:
+def settings_for(user: Any, machine_id: str = MACHINE_ID, **extra: str) -> Any:
     return load_settings(
         {
             "USER_ID": str(user.id),
-            "MACHINE_ID": MACHINE_ID,
+            "MACHINE_ID": machine_id,
             "SUPABASE_URL": "http://127.0.0.1:54321",
             "SUPABASE_ANON_KEY": ANON_KEY,
-            "MACHINE_TOKEN": user.machine_jwt(MACHINE_ID),
+            "MACHINE_TOKEN": user.machine_jwt(machine_id),
             "MACHINE_API_SECRET": "x" * 32,
             "TRADING_PAPER_SLIPPAGE_RATE": "0",
             **extra,
@@ -60,7 +60,7 @@ async def test_real_trading_needs_the_flag_the_keys_and_the_users_consent(
             "the user has not enabled real trading",
         ),
     ]
-    async with machine_tables(user.machine_jwt(MACHINE_ID), user.id) as tables:
+    async with machine_tables(user.machine_jwt(create_machine(db, user)), user.id) as tables:
         for env, row, reason in cases:
             venue, why = choose_venue(settings_for(user, **env), row["real_trading_enabled"], config, tables)
             assert isinstance(venue, PaperVenue) and why == reason

@@ -20,7 +20,14 @@ import pytest
 
 from devstack import keys
 from devstack.stack import DevStack
-from tests.factories import AppUser, create_trader, create_user, delete_user
+from tests.factories import (
+    AppUser,
+    create_machine,
+    create_trader,
+    create_user,
+    delete_user,
+    machine_credential,
+)
 
 API_SECRET = "machine-api-secret-for-tests-0123456789"
 
@@ -326,8 +333,41 @@ def test_a_token_for_another_user_is_refused_at_startup(
             [sys.executable, "-m", "worker"], env=env, capture_output=True, text=True, timeout=30, check=False
         )
 
+        # PostgREST's pre-request hook refuses a token whose machine row is not its user's live machine.
         assert result.returncode == 78
-        assert "no machine row" in result.stderr
+        assert "machine token revoked" in result.stderr
     finally:
         delete_user(db, owner)
         delete_user(db, intruder)
+
+
+def test_a_restarted_machine_renews_its_expired_token_before_it_starts(
+    stack: DevStack, db: psycopg.Connection[Any], exchange_url: str
+) -> None:
+    # Fly restarts a crashed machine with the env it was given, whose token may be hours old by then.
+    user = create_user(db)
+    try:
+        machine_id = create_machine(db, user, status="starting")
+        expired = keys.mint_jwt(
+            "trader_machine",
+            user.id,
+            valid_for_secs=-60,
+            extra_claims={"machine_id": machine_id, "machine_gen": 1},
+        )
+        port = free_port()
+        env = worker_env(stack, user, machine_id, port, exchange_url) | {
+            "MACHINE_TOKEN": expired,
+            "MACHINE_CREDENTIAL": machine_credential(machine_id),
+        }
+        process = start_worker(env)
+        try:
+            health = wait_healthy(f"http://127.0.0.1:{port}", process).json()
+        finally:
+            process.send_signal(signal.SIGTERM)
+            _, stderr = process.communicate(timeout=30)
+
+        assert health["components"]["machine-token"] == "running"
+        assert "machine token renewed" in stderr
+        assert expired not in stderr and env["MACHINE_CREDENTIAL"] not in stderr
+    finally:
+        delete_user(db, user)

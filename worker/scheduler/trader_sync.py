@@ -209,7 +209,8 @@ class TraderSync:
                 self._request_reconcile("change stream (re)started")
 
         await client.connect()
-        await client.set_auth(self._auth.token)
+        sent_token = self._auth.token
+        await client.set_auth(sent_token)
         channel = client.channel(f"trader-sync:{self._settings.user_id}")
         channel.on_postgres_changes(
             RealtimePostgresChangesListenEvent.All,
@@ -224,6 +225,10 @@ class TraderSync:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._settings.liveness_check_secs):
                     await ended.wait()
+            if self._auth.token != sent_token and not ended.is_set():
+                # Renewed by TokenRenewer: hand it to the channel (realtime-py sends access_token).
+                sent_token = self._auth.token
+                await client.set_auth(sent_token)
             # realtime-py runs its reader as a bare task: if a callback or a warning turned error kills it,
             # the socket looks connected but nothing arrives and nobody is told. Treat that as a drop.
             listener = getattr(client, "_listen_task", None)

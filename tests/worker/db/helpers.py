@@ -15,10 +15,11 @@ REST_URL = "http://127.0.0.1:54321/rest/v1"
 
 
 @contextlib.asynccontextmanager
-async def machine_tables(token: str, user_id: uuid.UUID) -> AsyncIterator[Tables]:
+async def machine_tables(token: str | MachineAuth, user_id: uuid.UUID) -> AsyncIterator[Tables]:
     """The local stack's tables through PostgREST with `token` (closed when the block ends)."""
     clock = LiveClock()
-    database = Database(REST_URL, MachineAuth(ANON_KEY, token), clock=clock)
+    auth = token if isinstance(token, MachineAuth) else MachineAuth(ANON_KEY, token)
+    database = Database(REST_URL, auth, clock=clock)
     try:
         yield Tables.on(database, user_id, clock=clock)
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import random
 import signal
@@ -19,8 +20,9 @@ import httpx
 import psycopg
 import pytest
 
+from devstack.keys import mint_jwt
 from devstack.stack import DevStack
-from tests.factories import AppUser, create_trader, create_user, delete_user
+from tests.factories import AppUser, create_machine, create_trader, create_user, delete_user
 from tests.worker.db.helpers import machine_tables
 from worker.clock import LiveClock
 from worker.db.client import MachineAuth
@@ -103,8 +105,13 @@ async def _running(sync: TraderSync) -> AsyncIterator[asyncio.Task[None]]:
 @pytest.fixture
 def user(db: psycopg.Connection[Any]) -> Iterator[AppUser]:
     app_user = create_user(db)
+    create_machine(db, app_user, _machine_id(app_user))
     yield app_user
     delete_user(db, app_user)
+
+
+def _machine_id(user: AppUser) -> str:
+    return f"m-{user.id.hex[:12]}"
 
 
 @contextlib.asynccontextmanager
@@ -115,16 +122,16 @@ async def _sync(
     *,
     realtime_url: str | None = None,
     token: str | None = None,
+    auth: MachineAuth | None = None,
 ) -> AsyncIterator[TraderSync]:
-    """The sync as the app builds it: the traders table and Realtime as the machine."""
-    token = token or user.machine_jwt("machine-under-test")
+    """The sync as the app builds it: the traders table and Realtime as the machine, one MachineAuth."""
+    auth = auth or MachineAuth(stack.config.anon_key, token or user.machine_jwt(_machine_id(user)))
     settings = TraderSyncSettings(
         realtime_url=realtime_url or f"{stack.config.api_url}/realtime/v1",
         user_id=user.id,
         reconnect_backoff=Backoff(base_secs=0.1, max_secs=1.0),
     )
-    async with machine_tables(token, user.id) as tables:
-        auth = MachineAuth(stack.config.anon_key, token)
+    async with machine_tables(auth, user.id) as tables:
         yield TraderSync(settings, tables.traders, auth, scheduler, clock=LiveClock())
 
 
@@ -310,3 +317,25 @@ async def test_killing_the_server_mid_churn_converges_with_nothing_missed_or_dup
         "select slot_name from pg_replication_slots where slot_name = %s", (f"devstack_realtime_{port}",)
     ).fetchall()
     assert slots == []
+
+
+async def test_a_renewed_token_keeps_the_channel_past_the_old_tokens_expiry(
+    stack: DevStack, db: psycopg.Connection[Any], user: AppUser, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The first token expires in 3 s; Realtime closes a channel whose token expired, unless it was given a
+    # new one (access_token), which the sync does when the app's MachineAuth is renewed.
+    claims = {"machine_id": _machine_id(user), "machine_gen": 1}
+    auth = MachineAuth(
+        stack.config.anon_key, mint_jwt("trader_machine", user.id, valid_for_secs=3, extra_claims=claims)
+    )
+
+    async with _sync(stack, user, RecordingScheduler(), auth=auth) as sync, _running(sync):
+        await _wait_until(lambda: sync.live, "the first subscribe")
+        caplog.set_level(logging.INFO, logger="worker.scheduler.trader_sync")
+        auth.token = user.machine_jwt(_machine_id(user))  # what TokenRenewer does
+        await asyncio.sleep(4)  # past the first token's expiry
+        added = create_trader(db, user, "after the first token expired")
+        await _wait_until(lambda: added in sync.traders, "the INSERT on the same channel")
+
+    # The session never dropped: no channel error, no reconnect (the old token's expiry closed nothing).
+    assert [r.getMessage() for r in caplog.records if "realtime" in r.getMessage()] == []

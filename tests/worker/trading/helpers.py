@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 
 from devstack.keys import ANON_KEY
-from tests.factories import AppUser, create_trader, create_user, ticker, trade_for_real
+from tests.factories import AppUser, create_trader, create_user, live_machine, ticker, trade_for_real
 from tests.worker.db.helpers import machine_tables
 from worker.app import Trading, build_trading
 from worker.clock import LiveClock
@@ -133,7 +133,7 @@ async def trading_env(
         trade_for_real(db, user, trader_id)  # a trader trades only on its own mode's venue
     trader = set_risk(db, trader_id, *risk)
     config = config or TradingConfig(paper_slippage_rate=Decimal(0))
-    token = user.machine_jwt(f"m-{user.id.hex[:8]}")
+    token = user.machine_jwt(live_machine(db, user))
     analysis = AnalysisClient(AnalysisSettings(functions_url=FUNCTIONS_URL), MachineAuth(ANON_KEY, token))
     async with machine_tables(token, user.id) as tables:
         paper = PaperVenue(config.paper_fee_rate, config.paper_slippage_rate, tables.trading.paper_balance)

@@ -23,7 +23,7 @@ import psycopg
 import pytest
 import pytest_asyncio
 
-from tests.factories import create_trader, create_user, trade_for_real
+from tests.factories import create_machine, create_trader, create_user, trade_for_real
 from tests.worker.trading.exchange import START_MS
 from tests.worker.trading.helpers import set_risk
 from worker.trading.binance_venue import BinanceVenue
@@ -131,7 +131,7 @@ async def test_sigkill_then_restart_leaves_everything_consistent(
         (signal_id, trader_id, user.id, price),
     )
     trader_row = rows(db, "select * from traders where id = %s", trader_id)[0]
-    env = {"token": user.machine_jwt("crash-test"), "signal": str(signal_id),
+    env = {"token": user.machine_jwt(create_machine(db, user)), "signal": str(signal_id),
            "trader": json.dumps(trader_row, default=str)}  # fmt: skip
 
     async def run(step: str, crash_at: str | None = None) -> int:
