@@ -11,7 +11,7 @@ select tests.create_machine('a0000000-0000-4000-8000-000000000001', 'machine-a')
 insert into public.fly_machines (user_id, machine_id, status, destroyed_at)
 values ('a0000000-0000-4000-8000-000000000001', 'machine-a-old', 'destroyed', now());
 insert into public.notifications (user_id, kind, title)
-values ('a0000000-0000-4000-8000-000000000001', 'signal_new', 'New signal');
+values ('a0000000-0000-4000-8000-000000000001', 'signal_new', 'Written by the test');
 
 select is(
   (select array_agg(c.relname::text order by c.relname)
@@ -36,7 +36,8 @@ drop table public.added_later;
 select tests.authenticate_as_machine('a0000000-0000-4000-8000-000000000001', 'machine-a', 1);
 select is((select count(*) from public.traders), 1::bigint, 'a live machine''s token reads its user''s traders');
 select is((select count(*) from public.positions), 1::bigint, 'and positions');
-select is((select count(*) from public.notifications), 1::bigint, 'and notifications');
+select is((select count(*) from public.notifications where title = 'Written by the test'), 1::bigint,
+  'and notifications');
 select lives_ok('select request_hooks.check_request()', 'the pre-request hook lets a live machine''s token through');
 
 -- A token of an earlier generation, of a destroyed machine, naming no generation ------------------------------
