@@ -113,7 +113,8 @@ export function authSettingsFromEnv(): AuthSettings {
   };
 }
 
-function constantTimeEqual(a: string, b: string): boolean {
+/** Compare secrets without leaking where they differ through timing. */
+export function constantTimeEqual(a: string, b: string): boolean {
   const left = new TextEncoder().encode(a);
   const right = new TextEncoder().encode(b);
   let difference = left.length ^ right.length;

@@ -2,7 +2,7 @@
 // (`Authorization: Bearer <MACHINE_CREDENTIAL>`, body `{machineId}`); the credential is derived from the
 // machine id and the row's current token generation, so only a live machine at its current version gets a
 // token, one hour at most. A destroyed or replaced machine (and anyone guessing) gets the same 401.
-import { isUuid } from "../_shared/auth.ts";
+import { constantTimeEqual, isUuid } from "../_shared/auth.ts";
 import { HttpError, invalidBody, jsonResponse, postHandler, readJsonObject } from "../_shared/http.ts";
 import { machineCredential, mintMachineToken } from "../_shared/machine_tokens.ts";
 import { lifecycleEnv, PENDING_PREFIX } from "../_shared/machines.ts";
@@ -15,14 +15,6 @@ function refused(): HttpError {
   return new HttpError(401, "machine_credential_refused", "the machine credential is not valid for a live machine", {
     "WWW-Authenticate": "Bearer",
   });
-}
-
-function constantTimeEqual(a: string, b: string): boolean {
-  const left = new TextEncoder().encode(a);
-  const right = new TextEncoder().encode(b);
-  let difference = left.length ^ right.length;
-  for (let i = 0; i < Math.max(left.length, right.length); i++) difference |= (left[i] ?? 0) ^ (right[i] ?? 0);
-  return difference === 0;
 }
 
 export const handler = postHandler("machine-token", async (req) => {
