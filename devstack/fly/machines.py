@@ -3,7 +3,10 @@
 States follow Fly's (machine-states doc): `created` (skip_launch), `starting`, `started`, `stopping`,
 `stopped`, `replacing` (an update in progress), `destroying`, `destroyed`, `failed`. An update gives the
 machine a new version (`instance_id`); the old one is `replaced`. The restart policy (`no`, `always`,
-`on-failure` with `max_retries`, default 10) decides what happens when a process exits on its own.
+`on-failure` with `max_retries`, default 10, counted within a 5-minute window) decides what happens when a
+process exits on its own. Fly documents no delay before a restart (restart-policy doc, Machines API
+`fly.MachineRestart`), so flyd's restart is immediate here too: no growing back-off (that is Docker's
+100 ms doubling).
 
 The registry lives in memory and in `<state>/machines.json` (pids included), so `trademind dev down` can
 stop every worker process even after the stand-in itself crashed.
@@ -39,7 +42,7 @@ logger = logging.getLogger(__name__)
 REGISTRY_FILE = "machines.json"
 DEFAULT_STOP_TIMEOUT_SECS = 5.0  # Fly's kill_timeout default
 DEFAULT_ON_FAILURE_RETRIES = 10
-MAX_RESTART_DELAY_SECS = 5.0
+ON_FAILURE_WINDOW_SECS = 300.0  # "up to max_retries times within a 5-minute window"
 EVENTS_KEPT = 100
 # A port nothing listens on: an `unhealthy` machine's worker is pointed there for Supabase.
 UNREACHABLE_URL = "http://127.0.0.1:9"
@@ -177,6 +180,8 @@ class Machine:
     # False once someone asked the machine to stop: an exit is then not a crash.
     wants_running: bool = False
     restarts: int = 0
+    # When flyd restarted the process (monotonic seconds), for on-failure's 5-minute window.
+    restarted_at: deque[float] = field(default_factory=deque)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -499,8 +504,11 @@ class Fleet:
         restart = machine.config.get("restart") or {}
         policy = restart.get("policy") or "on-failure"
         max_retries = restart.get("max_retries") or DEFAULT_ON_FAILURE_RETRIES
+        now = time.monotonic()
+        while machine.restarted_at and now - machine.restarted_at[0] > ON_FAILURE_WINDOW_SECS:
+            machine.restarted_at.popleft()
         should_restart = policy == "always" or (
-            policy == "on-failure" and exit_code != 0 and machine.restarts < max_retries
+            policy == "on-failure" and exit_code != 0 and len(machine.restarted_at) < max_retries
         )
         logger.info(
             "machine process exited machine_id=%s exit_code=%s policy=%s restart=%s",
@@ -515,10 +523,8 @@ class Fleet:
             self._save()
             return
         machine.restarts += 1
+        machine.restarted_at.append(now)
         self._set_state(machine, MachineState.STARTING)
-        delay_secs = min(MAX_RESTART_DELAY_SECS, 0.1 * 2 ** min(machine.restarts - 1, 6))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._closing.wait(), delay_secs)
         async with machine.lock:
             relaunch = machine.wants_running and machine.run is None and machine.state in RUNNING_STATES
             if relaunch and not self._closing.is_set():

@@ -3,6 +3,7 @@ waits, the restart policy, faults, and real `python -m worker` processes behind 
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import time
@@ -320,6 +321,45 @@ def test_restart_policy_no_leaves_a_crashed_machine_failed(machines: Machines, f
     assert failed.status_code == 200
     assert fly.events(machine_id)[0]["request"] == {"exit_event": {"exit_code": 78}}
     assert fly.process(machine_id)["restarts"] == 0
+
+
+def test_restarts_follow_at_once_however_many_kills(machines: Machines, fly: FlyStandInClient) -> None:
+    # Fly documents no delay before flyd restarts a machine, so the tenth kill is restarted as soon as the
+    # first (a back-off growing to seconds would be Docker's policy, not Fly's).
+    machine_id, user = machines.created()
+    fly.update(machine_id, {"config": machines.config(user, machine_id, restart={"policy": "always"})})
+    wait_healthy(fly, machine_id)
+
+    for _ in range(6):
+        pid = fly.process(machine_id)["pid"]
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while fly.process(machine_id)["pid"] in (None, pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    events = list(reversed(fly.events(machine_id)))
+    delays_ms = [
+        later["timestamp"] - event["timestamp"]
+        for event, later in itertools.pairwise(events)
+        if event["type"] == "exit" and later["type"] == "restart"
+    ]
+
+    assert fly.process(machine_id)["restarts"] == 6 and len(delays_ms) == 6
+    assert max(delays_ms) < 1000, delays_ms  # Docker's doubling would be 3.2 s by the sixth
+
+
+def test_on_failure_gives_up_after_max_retries_within_the_window(
+    machines: Machines, fly: FlyStandInClient
+) -> None:
+    machine_id, user = machines.created()
+    config = machines.config(user, machine_id, restart={"policy": "on-failure", "max_retries": 2})
+    config["env"]["MACHINE_API_SECRET"] = "short"  # the worker refuses its settings and exits 78
+
+    fly.update(machine_id, {"config": config})
+    failed = fly.wait(machine_id, "failed", 30)
+
+    assert failed.status_code == 200
+    assert fly.process(machine_id)["restarts"] == 2
+    assert [event["type"] for event in fly.events(machine_id)].count("exit") == 3
 
 
 # Faults ------------------------------------------------------------------------------------------------
