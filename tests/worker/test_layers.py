@@ -19,7 +19,7 @@ WORKER = Path(__file__).resolve().parents[2] / "worker"
 # Lowest first. A package name covers everything below it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("worker", "worker.errors", "worker.clock", "worker.retry", "worker.log_setup",
-              "worker.components", "worker.metrics")),
+              "worker.components", "worker.metrics", "worker.load")),
     ("domain", ("worker.domain",)),
     ("adapters", ("worker.db", "worker.market", "worker.indicators", "worker.sandbox")),
     ("scheduler", ("worker.scheduler",)),
