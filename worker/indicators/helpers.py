@@ -256,8 +256,10 @@ def get_latest_volume(k: Klines, period: int = 1) -> float:
 
 def get_latest_volume_change(k: Klines, period: int = 20) -> float:
     """Percent change of the latest volume from the average volume of the `period` candles before it."""
-    relative = _last(talib.RVOL(_tail(k.volume, period, extra=1), period))
-    return 100.0 * (relative - 1.0) if relative != math.inf else math.nan  # inf: no volume before it
+    window = _tail(k.volume, period, extra=1)
+    if not window[:-1].any():  # no volume before it: no percentage describes the change
+        return math.nan
+    return 100.0 * (_last(talib.RVOL(window, period)) - 1.0)
 
 
 def get_latest_obv(k: Klines) -> float:

@@ -305,8 +305,14 @@ def obv(close: npt.ArrayLike, volume: npt.ArrayLike) -> FloatArray:
 
 def volume_change(volume: npt.ArrayLike, period: int = 20) -> FloatArray:
     """Percent change of each volume from the average volume of the `period` candles before it."""
-    relative = talib.RVOL(_as_float(volume), check_period(period))
-    relative[np.isinf(relative)] = np.nan  # no volume before it: no percentage describes the change
+    v, period = _as_float(volume), check_period(period)
+    relative = talib.RVOL(v, period)
+    # No volume in the window before a candle: no percentage describes its change. Test the window itself:
+    # TA-Lib keeps a running sum, so after a busy stretch a window of zeros sums to a rounding residue
+    # (~1e-15), not 0, and the ratio over it is huge instead of infinite.
+    nothing_before = np.zeros(len(v), dtype=bool)
+    nothing_before[1:] = highest(np.abs(v), period)[:-1] == 0.0
+    relative[nothing_before | np.isinf(relative)] = np.nan
     return 100.0 * (relative - 1.0)
 
 

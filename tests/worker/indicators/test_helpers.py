@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -75,26 +76,45 @@ def test_short_series_give_nan_and_getters_are_the_arrays(k: Klines) -> None:
         helpers.get_latest_sma(k, 0)
 
 
-@st.composite
-def random_klines(draw: st.DrawFn) -> Klines:
-    """A random walk of 1..700 one-hour candles, sometimes with flat stretches (no move, no range)."""
-    count = draw(st.integers(1, 700))
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    moves = rng.normal(0, draw(st.sampled_from([0.001, 0.01, 0.05])), count)
-    spread = np.abs(rng.normal(0, 0.005, count))
-    if draw(st.booleans()):
-        still = rng.random(count) < draw(st.floats(0.2, 1.0))
-        moves[still] = 0.0
-        spread[still] = 0.0
-    close = draw(st.sampled_from([1e-5, 1.0, 60_000.0])) * np.exp(np.cumsum(moves))
-    times = 1_735_700_000_000 + np.arange(count) * 3_600_000
-    volume = rng.uniform(0, 50, count) * (rng.random(count) > 0.1)
-    return Klines.from_arrays(times, close, close * (1 + spread), close * (1 - spread), close, volume)
+@dataclass(frozen=True)
+class CandleWalk:
+    """A random walk of one-hour candles, sometimes with flat stretches (no move, no range), described by
+    the few numbers that make it: a failing example prints as these, not as 700 candles."""
+
+    count: int
+    seed: int
+    volatility: float
+    still_share: float | None  # share of candles that stay flat; None: none do
+    scale: float
+
+    def klines(self) -> Klines:
+        rng = np.random.default_rng(self.seed)
+        moves = rng.normal(0, self.volatility, self.count)
+        spread = np.abs(rng.normal(0, 0.005, self.count))
+        if self.still_share is not None:
+            still = rng.random(self.count) < self.still_share
+            moves[still] = 0.0
+            spread[still] = 0.0
+        close = self.scale * np.exp(np.cumsum(moves))
+        times = 1_735_700_000_000 + np.arange(self.count) * 3_600_000
+        volume = rng.uniform(0, 50, self.count) * (rng.random(self.count) > 0.1)
+        return Klines.from_arrays(times, close, close * (1 + spread), close * (1 - spread), close, volume)
 
 
-@given(random_klines(), st.integers(1, 40), st.integers(1, 12))
+candle_walks = st.builds(
+    CandleWalk,
+    count=st.integers(1, 700),
+    seed=st.integers(0, 2**32 - 1),
+    volatility=st.sampled_from([0.001, 0.01, 0.05]),
+    still_share=st.none() | st.floats(0.2, 1.0),
+    scale=st.sampled_from([1e-5, 1.0, 60_000.0]),
+)
+
+
+@given(candle_walks, st.integers(1, 40), st.integers(1, 12))
 @settings(max_examples=300, deadline=None)
-def test_helpers_match_their_series_on_random_candles(k: Klines, period: int, short: int) -> None:
+def test_helpers_match_their_series_on_random_candles(walk: CandleWalk, period: int, short: int) -> None:
+    k = walk.klines()
     h, lo, c, v = k.high, k.low, k.close, k.volume
     price = float(np.abs(c).max())
     macd = series.macd(c, short, short + period, 9)

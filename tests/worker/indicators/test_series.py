@@ -220,6 +220,9 @@ def test_one_candle_windows_match_the_reference(btc: dict[str, np.ndarray]) -> N
 def test_percent_changes_from_nothing_are_nan() -> None:
     assert_matches(series.change_percent([0.0, 1.0, 2.0]), [math.nan, math.nan, 100.0])
     assert_matches(series.volume_change([0.0, 0.0, 0.0, 5.0, 1.0], 3), [math.nan] * 4 + [-40.0])
+    # TA-Lib's running sum leaves ~5e-15 over the two zeros after a busy stretch: still nothing before 5.0.
+    after_busy = series.volume_change([17.3, 23.1, 0.1, 0.7, 0.0, 0.0, 5.0], 2)
+    assert_matches(after_busy[4:], [-100.0, -100.0, math.nan])
 
 
 def test_periods_beyond_ta_libs_limit_are_rejected() -> None:
