@@ -43,7 +43,7 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
 
 /** A Binance decimal (string, as Binance sends it, or number) as a finite number. */
 function decimal(value: unknown, field: string, sign: "positive" | "nonnegative" | "any" = "nonnegative"): number {
-  const parsed = typeof value === "string" && /^-?\d+(\.\d+)?([eE][-+]?\d+)?$/.test(value.trim())
+  const parsed = typeof value === "string" && /^-?\d+(\.\d+)?([eE][-+]?\d+)?$/.test(value)
     ? Number(value)
     : typeof value === "number"
     ? value
