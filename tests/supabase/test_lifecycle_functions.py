@@ -25,6 +25,7 @@ from devstack.config import EXCHANGE_PORT, FLY_DEV_IMAGE, MACHINE_SECRET_DEV_KEY
 from devstack.fly.client import FlyStandInClient
 from devstack.stack import DevStack
 from tests.factories import AppUser, create_machine, create_trader, create_user, delete_user
+from worker.settings import WorkerSettings
 
 IMAGE_REPOSITORY = "registry.fly.io/trademind-workers"
 
@@ -200,6 +201,9 @@ def test_provision_starts_a_worker_that_heartbeats_and_answers_health(
     assert machine["config"]["restart"] == {"policy": "on-failure", "max_retries": 10}
     assert machine["config"]["env"]["PAPER_TRADING_ONLY"] == "true"
     assert "BINANCE_API_KEY" not in machine["config"]["env"]
+    # Every variable the machine is given is a setting the worker reads (it ignores unknown names).
+    settings = {name.upper() for name in WorkerSettings.model_fields}
+    assert sorted(set(machine["config"]["env"]) - settings) == []
 
 
 def test_provisioning_twice_or_concurrently_gives_one_machine(
