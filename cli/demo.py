@@ -6,10 +6,9 @@ the user's machine through provision-machine and the Fly stand-in); the worker t
 live view follows it through Realtime and PostgREST; then a summary checked against the database, a chart,
 and (without --keep) the machine destroyed and the stack put back as it was.
 
-The worker's cooldowns, analysis budget and re-analysis timer are wall-clock durations, while the market
-runs `speed` times faster: the demo scales them by the speed (the machine's env through the Fly Machines
-API as an operator would, the trader's re-analysis interval through PostgREST as its user would), so the
-replay trades as the same strategy would trade live.
+The worker keeps the market's time (the exchange's clock, worker/clock.py): its cooldowns, analysis budget,
+timers and re-analysis run on it, so the replay at `speed` trades as the same strategy would trade live at
+1x, with the machine and the trader exactly as generate-strategy and provision-machine made them.
 """
 
 from __future__ import annotations
@@ -28,8 +27,6 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.syntax import Syntax
 
-from worker.domain.intervals import FIXED_INTERVAL_SECS, INTERVAL_MS
-
 console = Console()
 errors = Console(stderr=True)
 
@@ -42,10 +39,7 @@ DEFAULT_OUTPUT = Path(".devstack/demo")
 DEMO_PROFILE = "demo"  # the console profile that holds the demo user's session
 HEALTHY_TIMEOUT_SECS = 90.0
 SETTLE_SECS = 2.0  # after pausing the market, for fills already under way to land
-# Fixed re-analysis timers the demo may give a trader (the worker runs them on the wall clock).
-DEMO_TIMER_SECS = {name: secs for name, secs in FIXED_INTERVAL_SECS.items() if 5 <= secs <= 300}
-# Worker settings (wall-clock seconds in production) and their production values, scaled by the speed.
-SCALED_WORKER_SETTINGS = {"SIGNAL_COOLDOWN_SECS": 300.0, "TRADING_SYMBOL_COOLDOWN_SECS": 900.0}
+# Room for the demo's paper account to trade (the trader's own limits, set as its user).
 DEMO_RISK = {"max_position_size_usd": 1000, "max_open_positions": 3, "daily_loss_limit_usd": 500}
 
 
@@ -156,9 +150,8 @@ def _run(options: DemoOptions) -> None:  # noqa: PLR0915 - the steps read best i
             f"    provision-machine: machine [bold]{machine_id}[/] ({generated['machine']['status']})"
         )
 
-        step(f"tuning for {options.speed:g}x: the trader (as its user), the machine's env (Fly API)")
-        _tune_trader(frontend, trader, options.speed)
-        _tune_machine(fly, machine_id, options.speed)
+        step("the trader's risk limits for the demo's paper account (as its user)")
+        _set_risk(frontend, trader)
         _wait_healthy(frontend, market, machine_id)
 
         step(f"trading: {options.market_hours:g} market hours at {options.speed:g}x "
@@ -212,55 +205,14 @@ def _show_strategy(trader: dict[str, Any], usage: dict[str, Any]) -> None:
     )
 
 
-def reanalysis_interval_for(reanalysis: str, speed: float) -> str:
-    """The fixed timer closest to `reanalysis` of market time at `speed` (5 s at least: each costs a call)."""
-    timeframe_ms = INTERVAL_MS.get(reanalysis.removesuffix("_close"))
-    market_secs = timeframe_ms // 1000 if timeframe_ms is not None else DEMO_TIMER_SECS.get(reanalysis, 300)
-    wall_secs = market_secs / speed
-    for name, secs in DEMO_TIMER_SECS.items():
-        if secs >= wall_secs:
-            return name
-    return "5m"
-
-
-def _tune_trader(frontend: Any, trader: dict[str, Any], speed: float) -> None:
+def _set_risk(frontend: Any, trader: dict[str, Any]) -> None:
     from cli.demo_frontend import FrontendError
 
-    interval = reanalysis_interval_for(trader["reanalysisInterval"], speed)
     try:
-        frontend.update_trader(trader["id"], {"reanalysis_interval": interval, "risk": DEMO_RISK})
+        frontend.update_trader(trader["id"], {"risk": DEMO_RISK})
     except FrontendError as error:
         raise DemoFailure(str(error)) from error
-    console.print(
-        f"    trader: re-analysis every {interval} (about {trader['reanalysisInterval']} of market time); "
-        f"risk {DEMO_RISK}"
-    )
-
-
-def _tune_machine(fly: Any, machine_id: str, speed: float) -> None:
-    """Scale the worker's wall-clock cooldowns by the speed: update the machine's env (it restarts)."""
-    env = {name: f"{secs / speed:g}" for name, secs in SCALED_WORKER_SETTINGS.items()}
-    env["ANALYSIS_CALLS_PER_HOUR"] = str(int(60 * speed))  # 60 per market hour
-    try:
-        machine = fly.get(machine_id)
-        lease = fly.lease(machine_id, ttl_secs=60)
-        if lease.status_code not in (200, 201):
-            raise DemoFailure(f"Fly API: cannot lease machine {machine_id}: {lease.text[:200]}")
-        nonce = lease.json()["data"]["nonce"]
-        config = machine["config"]
-        config["env"] = {**config.get("env", {}), **env}
-        updated = fly.update(machine_id, {"config": config}, nonce=nonce)
-        if updated.status_code != 200:
-            raise DemoFailure(f"Fly API: updating machine {machine_id}: {updated.text[:200]}")
-        waited = fly.wait(machine_id, "started", timeout_secs=60, version=updated.json()["instance_id"])
-        fly.release(machine_id, nonce)
-    except DemoFailure:
-        raise
-    except Exception as error:  # the stand-in's client raises httpx errors of several kinds
-        raise DemoFailure(f"Fly API: tuning machine {machine_id}: {error}") from error
-    if waited.status_code != 200:
-        raise DemoFailure(f"Fly API: machine {machine_id} did not start again: {waited.text[:200]}")
-    console.print(f"    machine env: {', '.join(f'{k}={v}' for k, v in env.items())}")
+    console.print(f"    risk {DEMO_RISK}")
 
 
 def _wait_healthy(frontend: Any, market: Any, machine_id: str) -> None:

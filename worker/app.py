@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import signal
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from worker.clock import Clock, LiveClock
+from worker.clock import Clock, LiveClock, MarketClock, MarketTime
 from worker.components import Component, ComponentState
 from worker.db import Tables
 from worker.db.client import Database, MachineAuth
@@ -37,11 +36,11 @@ from worker.http_api import ShutdownReport, build_app
 from worker.log_shipping import LogQueue, LogShipper, LogShippingHandler, LogShippingSettings
 from worker.market.component import MarketFeedComponent
 from worker.market.feed import FeedSettings, MarketFeed
-from worker.market.reachability import Reachability, ReachabilityReporter
+from worker.market.market_time import MarketClockSync
 from worker.market.rest import BinanceKlineSource
 from worker.market.store import KlineStore
 from worker.market.tickers import TickerStore
-from worker.metrics import WorkerMetrics, process_age_secs
+from worker.metrics import WorkerMetrics
 from worker.retry import retry
 from worker.sandbox import SandboxConfig, SandboxPool, SignalRunner
 from worker.scheduler.scheduler import SchedulerSettings, SignalScheduler
@@ -50,6 +49,7 @@ from worker.settings import WorkerSettings
 from worker.signals.analysis import AnalysisBudget, AnalysisClient, AnalysisSettings
 from worker.signals.engine import DecisionExecutor, EngineSettings, SignalEngine
 from worker.signals.snapshots import SnapshotSource
+from worker.trading.binance_venue import BinanceVenue
 from worker.trading.config import TradingConfig
 from worker.trading.executor import TradeExecutor
 from worker.trading.guard import PositionGuard
@@ -87,7 +87,6 @@ class WorkerConfig:
     app: AppSettings
     rest_url: str
     binance_base_url: str
-    binance_health_repeat_secs: float
     kline_history: int
     feed: FeedSettings
     sandbox: SandboxConfig
@@ -112,7 +111,6 @@ def worker_config(settings: WorkerSettings) -> WorkerConfig:
         ),
         rest_url=settings.rest_url,
         binance_base_url=str(settings.binance_base_url),
-        binance_health_repeat_secs=settings.binance_health_repeat_secs,
         kline_history=settings.kline_history,
         feed=FeedSettings(ws_base_url=settings.stream_url),
         sandbox=SandboxConfig(
@@ -175,9 +173,10 @@ class Substitutes:
 class Market:
     klines: KlineStore
     tickers: TickerStore
-    reachability: Reachability  # every request to Binance (streams, klines, the real venue) reports here
     source: BinanceKlineSource
     feed: MarketFeed
+    clock: MarketClock  # the market's time, kept on the exchange's by `sync`
+    sync: MarketClockSync
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,20 +218,16 @@ class Worker:
 def build_market(config: WorkerConfig, resources: contextlib.AsyncExitStack, *, clock: Clock) -> Market:
     klines = KlineStore(capacity=config.kline_history)
     tickers = TickerStore()
-    reachability = Reachability()
-    source = BinanceKlineSource(config.binance_base_url, reachability=reachability)
+    source = BinanceKlineSource(config.binance_base_url)
     resources.push_async_callback(source.close)
-    feed = MarketFeed(config.feed, klines, tickers, source, clock=clock, reachability=reachability)
-    return Market(klines, tickers, reachability, source, feed)
+    market_clock = MarketClock(clock)
+    feed = MarketFeed(config.feed, klines, tickers, source, clock=clock, market=market_clock)
+    sync = MarketClockSync(market_clock, source, clock=clock)
+    return Market(klines, tickers, source, feed, market_clock, sync)
 
 
 def choose_venue(
-    settings: WorkerSettings,
-    real_trading_enabled: bool,
-    config: TradingConfig,
-    tables: Tables,
-    *,
-    reachability: Reachability | None = None,
+    settings: WorkerSettings, real_trading_enabled: bool, config: TradingConfig, tables: Tables
 ) -> tuple[Venue, str]:
     """Real trading only when the user enabled it, keys are present and PAPER_TRADING_ONLY is false."""
     reason = None
@@ -246,16 +241,12 @@ def choose_venue(
         paper = PaperVenue(config.paper_fee_rate, config.paper_slippage_rate, tables.trading.paper_balance)
         return paper, reason
     assert settings.binance_api_key is not None and settings.binance_api_secret is not None
-    # Imported here: python-binance costs ~14 MB resident, and a paper worker (most of them) never needs it.
-    from worker.trading.binance_venue import BinanceVenue  # noqa: PLC0415
-
     venue = BinanceVenue(
         str(settings.binance_base_url),
         settings.binance_api_key.get_secret_value(),
         settings.binance_api_secret.get_secret_value(),
         request_timeout_secs=config.order_timeout_secs,
         stop_limit_buffer=config.stop_limit_buffer,
-        reachability=reachability,
     )
     return venue, "real trading is enabled"
 
@@ -268,9 +259,14 @@ def build_trading(
     tickers: TickerStore,
     klines: KlineStore,
     analyzer: Analyzer,
-    clock: Clock,
+    clock: MarketTime,
+    wall: Clock | None = None,
 ) -> Trading:
-    """The trading parts around a started venue; positions are guarded from the first ticker on."""
+    """The trading parts around a started venue; positions are guarded from the first ticker on.
+
+    `clock` is market time (cooldowns, the daily loss window, stale prices); `wall` paces the guard's
+    sweeps (default: `clock`).
+    """
     prices = MarketPrices(
         tickers, klines, atr_interval=config.atr_interval, atr_period=config.atr_period, clock=clock
     )
@@ -313,7 +309,7 @@ def build_trading(
             config=config,
             clock=clock,
         ),
-        guard=PositionGuard(monitor, protector, config, clock=clock),
+        guard=PositionGuard(monitor, protector, config, clock=wall or clock),
     )
 
 
@@ -341,11 +337,12 @@ async def build_signals(
         tickers=market.tickers,
         signals=tables.signals,
         analysis=analysis,
-        budget=AnalysisBudget(config.analysis.calls_per_hour, clock.monotonic),
+        budget=AnalysisBudget(config.analysis.calls_per_hour, market.clock.monotonic),
         executor=decisions,
         settings=config.engine,
         metrics=metrics,
         clock=clock,
+        market=market.clock,
     )
     return Signals(pool, runner, snapshots, engine)
 
@@ -417,18 +414,18 @@ async def build_worker(
     await check_database(tables.machine, config.app.version, clock=clock)
     metrics = WorkerMetrics(memory_limit_mb=settings.fly_vm_memory_mb)
     market = build_market(config, resources, clock=clock)
+    if not await market.sync.sync_once():  # recovery seeds the guardrails in market time
+        logger.warning("market time unknown at start: the wall clock stands in until the exchange answers")
     analysis = AnalysisClient(config.analysis, auth, clock=clock)
     resources.push_async_callback(analysis.aclose)
     real_trading = await tables.machine.real_trading_enabled()
-    venue, reason = choose_venue(
-        settings, real_trading, config.trading, tables, reachability=market.reachability
-    )
+    venue, reason = choose_venue(settings, real_trading, config.trading, tables)
     logger.info("trading mode=%s reason=%s", venue.mode, reason)
     await retry(venue.start, what=f"{venue.mode} venue start", clock=clock)
     resources.push_async_callback(venue.aclose)
     trading = build_trading(
         config.trading, tables, venue, tickers=market.tickers, klines=market.klines, analyzer=analysis,
-        clock=clock,
+        clock=market.clock, wall=clock,
     )  # fmt: skip
     decisions = substitutes.decisions or trading.executor
     signals = await build_signals(
@@ -449,6 +446,7 @@ async def build_worker(
         extra_tickers=trading.monitor.symbols,  # open positions stay subscribed
         sweeps=metrics.sweeps,
         clock=clock,
+        market=market.clock,
     )
     scheduler.start()
     sync = TraderSync(config.sync, tables.traders, auth, scheduler, clock=clock)
@@ -456,13 +454,7 @@ async def build_worker(
         *([renewer] if renewer is not None else []),
         trading.guard,
         sync,
-        MarketFeedComponent(market.feed, market.source, metrics, clock=clock),
-        ReachabilityReporter(
-            market.reachability,
-            functools.partial(tables.machine.report_service_health, "binance"),
-            repeat_failure_secs=config.binance_health_repeat_secs,
-            clock=clock,
-        ),
+        MarketFeedComponent(market.feed, market.source, metrics, clock=clock, sync=market.sync),
         scheduler,  # stops starting runs before the engine drains its queued matches
         signals.engine,
         shipper,  # last: its final flush carries the other components' shutdown lines
@@ -581,10 +573,7 @@ class WorkerApp:
         await runner.setup()
         host, port = self._settings.http_host, self._settings.http_port
         await web.TCPSite(runner, host, port).start()
-        # From here /health answers 200: the worker is up (its components report `starting` until connected).
-        self.metrics.startup_secs = process_age_secs()
-        startup = "-" if self.metrics.startup_secs is None else f"{self.metrics.startup_secs:.3f}"
-        logger.info("http api listening host=%s port=%d startup_secs=%s", host, port, startup)
+        logger.info("http api listening host=%s port=%d", host, port)
         return runner
 
     async def _count_state(self) -> int:

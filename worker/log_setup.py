@@ -48,7 +48,7 @@ def configure_logging(level: str, secrets: list[str]) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Third-party chatter stays at warning unless we debug.
-    for noisy in ("httpx", "httpcore", "websockets", "aiohttp.access", "apscheduler"):
+    for noisy in ("httpx", "httpcore", "websockets", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 

@@ -1,4 +1,5 @@
-"""The market feed as a Component of the worker: runs it, and reports its connection and freshness."""
+"""The market feed as a Component of the worker: runs it and the market clock's sync, and reports the feed's
+connection and freshness."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Final
 from worker.clock import Clock
 from worker.components import START_GRACE_SECS, ComponentState
 from worker.market.feed import MarketFeed
+from worker.market.market_time import MarketClockSync
 from worker.market.rest import BinanceKlineSource
 from worker.metrics import WorkerMetrics
 
@@ -21,9 +23,16 @@ class MarketFeedComponent:
     name = "market-feed"
 
     def __init__(
-        self, feed: MarketFeed, source: BinanceKlineSource, metrics: WorkerMetrics, *, clock: Clock
+        self,
+        feed: MarketFeed,
+        source: BinanceKlineSource,
+        metrics: WorkerMetrics,
+        *,
+        clock: Clock,
+        sync: MarketClockSync | None = None,
     ) -> None:
         self.feed = feed
+        self._sync = sync
         self._source = source
         self._metrics = metrics
         self._clock = clock
@@ -50,6 +59,8 @@ class MarketFeedComponent:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.feed.run(), name="market-feed")
                 group.create_task(self._report(), name="market-feed-metrics")
+                if self._sync is not None:
+                    group.create_task(self._sync.run(), name="market-clock-sync")
         finally:
             await self._source.close()
 

@@ -20,7 +20,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from worker.clock import Clock, LiveClock
+from worker.clock import Clock, LiveClock, MarketClock
 from worker.domain.intervals import INTERVAL_MS
 from worker.errors import ConfigError, RateLimited, TransientError
 from worker.log_setup import LogOnce
@@ -32,7 +32,6 @@ from worker.market.messages import (
     Ticker,
     parse_message,
 )
-from worker.market.reachability import Reachability
 from worker.market.rest import MAX_KLINES_PER_REQUEST, KlineSource
 from worker.market.store import KlineStore, Upsert
 from worker.market.tickers import TickerStore
@@ -94,10 +93,6 @@ class _Reconnect(Exception):
     """Leave the current connection and open a new one (planned: no backoff)."""
 
 
-class _Silent(_Reconnect):
-    """The connection (or one of its streams) fell silent: reconnect, and count the exchange unreachable."""
-
-
 @dataclass(eq=False)
 class _Connection:
     """One socket's worth of streams and its state."""
@@ -125,16 +120,17 @@ class MarketFeed:
         source: KlineSource,
         *,
         clock: Clock | None = None,
+        market: MarketClock | None = None,
         connector: Callable[..., Any] = connect,
-        reachability: Reachability | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.tickers = tickers
         self.source = source
         self.clock = clock or LiveClock()
+        # Market time: every event's time moves it forward, and candles are stamped with it when stored.
+        self.market = market or MarketClock(self.clock)
         self._connect = connector
-        self.reachability = reachability or Reachability()
         self._klines: dict[str, KlineKey] = {}  # stream name -> series
         self._tickers: dict[str, str] = {}  # stream name -> symbol
         self._connections: list[_Connection] = []
@@ -257,15 +253,11 @@ class MarketFeed:
                 await self._serve(connection)
             except* _Reconnect as reasons:
                 planned = True
-                reason = reasons.exceptions[0]
-                logger.info("reconnecting connection=%d reason=%s", connection.number, reason)
-                if isinstance(reason, _Silent):
-                    self.reachability.unreachable(f"streams: {reason}")
+                logger.info("reconnecting connection=%d reason=%s", connection.number, reasons.exceptions[0])
             except* (OSError, TimeoutError, ConnectionClosed, InvalidHandshake, InvalidURI) as errors:
                 planned = False
                 error = errors.exceptions[0]
                 self._last_error = f"connection {connection.number}: {error!r}"
-                self.reachability.unreachable(f"streams: {error!r}")
                 self._log_once.warning(
                     f"ws-{connection.number}",
                     "stream connection lost connection=%d error=%r",
@@ -347,26 +339,27 @@ class MarketFeed:
             await self.clock.sleep(period)
             now = self.clock.monotonic()
             if now - connection.last_message_at > settings.stale_after_secs:
-                raise _Silent(f"no message for {now - connection.last_message_at:.1f}s")
+                raise _Reconnect(f"no message for {now - connection.last_message_at:.1f}s")
             if now - connection.opened_at > settings.max_connection_age_secs:
                 raise _Reconnect("connection age limit")
             if settings.stream_stale_after_secs is not None:
                 for name, last_at in connection.stream_last_at.items():
                     if name in self._klines and now - last_at > settings.stream_stale_after_secs:
-                        raise _Silent(f"stream {name} silent for {now - last_at:.1f}s")
+                        raise _Reconnect(f"stream {name} silent for {now - last_at:.1f}s")
 
     async def _read(self, connection: _Connection, socket: ClientConnection) -> None:
         async for raw in socket:
             now = self.clock.monotonic()
             connection.last_message_at = self._last_message_at = now
             self._last_message_wall = self.clock.now()
-            self.reachability.answered()
             try:
                 message = parse_message(raw)
             except MalformedMessage as error:
                 self._malformed += 1
                 self._log_once.warning("malformed", "skipping a malformed stream message: %s", error)
                 continue
+            if isinstance(message, KlineUpdate | Ticker):
+                self.market.observe(message.event_time_ms)
             if isinstance(message, KlineUpdate):
                 name = kline_stream(message.symbol, message.interval)
                 connection.stream_last_at[name] = now
@@ -388,7 +381,7 @@ class MarketFeed:
         previous_open_ms = series.last_open_time
         result = series.upsert(
             update.open_time, update.open, update.high, update.low, update.close, update.volume,
-            closed=update.closed,
+            closed=update.closed, now_ms=int(self.market.now_ms()),
         )  # fmt: skip
         if result in (Upsert.GAP, Upsert.UNCONFIRMED):
             self.request_backfill(key, previous_open_ms)
@@ -467,8 +460,9 @@ class MarketFeed:
                 # The newest row of the newest page may still be forming; the stream will close it.
                 closed = not (last_page and index == len(rows) - 1)
                 series.upsert(
-                    row.open_time, row.open, row.high, row.low, row.close, row.volume, closed=closed
-                )
+                    row.open_time, row.open, row.high, row.low, row.close, row.volume, closed=closed,
+                    now_ms=int(self.market.now_ms()),
+                )  # fmt: skip
             if last_page or not rows:
                 return
             start_ms = rows[-1].open_time

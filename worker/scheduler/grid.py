@@ -1,19 +1,17 @@
-"""The APScheduler trigger for trader timers: fire on the UTC grid of a period, never drifting."""
+"""The trigger of trader timers: fire on the UTC grid of a period (on the market clock), never drifting."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from apscheduler.triggers.base import BaseTrigger
-
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
 
 
-class GridTrigger(BaseTrigger):  # type: ignore[misc]  # APScheduler ships no type hints
+class GridTrigger:
     """Fire at every UTC multiple of `period_secs` (since the Unix epoch) plus `offset_secs`.
 
-    Unlike APScheduler's IntervalTrigger, the grid never drifts: the next fire time is computed from the
+    Unlike an interval timer, the grid never drifts: the next fire time is computed from the
     clock, not from the previous run, so an early run (a candle-close event moving the job forward) leaves
     the grid where it was. Binance candles open on the same UTC grid, so `offset_secs` after a multiple
     of a timeframe is `offset_secs` after that timeframe's candle closed.

@@ -1,30 +1,27 @@
-"""The scheduler: one APScheduler job per active trader for its signal checks, one for its re-analysis.
+"""The scheduler: one timer job per active trader for its signal checks, one for its re-analysis.
 
 Driven by the trader sync (`TraderScheduler`: add / update / pause / resume / remove), it keeps the market
-feed subscribed to exactly what the active traders need. Fixed intervals (`1s` .. `1d`) fire on the UTC
+feed subscribed to exactly what the active traders need. Timers run on the market clock (timers.py), so a
+replay at any speed runs a trader as live trading would. Fixed intervals (`1s` .. `1d`) fire on the UTC
 grid. A `<tf>_close` trader runs as soon as the feed has delivered the closing kline of that timeframe
-for all its symbols (or `close_gather_secs` after the first one, whichever is first); its APScheduler job
-fires on the wall clock `close_fallback_secs` after every close as a fallback that first backfills any
-symbol whose closing candle never arrived over REST, and runs only if a newer candle closed than the last
-one the trader ran on. Every job has `max_instances=1` and coalescing, so a slow run is never stacked: a
-close arriving during a run makes the job run once more right after it. Pausing or removing a trader
-removes its jobs at once; a run already under way finishes but creates no further signals.
+for all its symbols (or `close_gather_secs` after the first one, whichever is first); its timer fires
+`close_fallback_secs` of market time after every close as a fallback that first backfills any symbol
+whose closing candle never arrived over REST, and runs only if a newer candle closed than the last one
+the trader ran on. A job runs one instance at a time and missed runs coalesce, so a slow run is never
+stacked: a close arriving during a run makes the job run once more right after it. Pausing or removing a
+trader removes its jobs at once; a run already under way finishes but creates no further signals.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Final, Protocol
-
-from apscheduler.jobstores.base import JobLookupError
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from worker.clock import Clock, LiveClock
 from worker.components import ComponentState
@@ -35,6 +32,7 @@ from worker.errors import ConfigError
 from worker.load import SweepLoad
 from worker.market.feed import MarketFeed
 from worker.scheduler.grid import GridTrigger
+from worker.scheduler.timers import TimerClock, Timers
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +127,7 @@ def _reanalysis_job_id(trader_id: uuid.UUID) -> str:
 
 
 class SignalScheduler:
-    """Implements the trader sync's TraderScheduler over APScheduler's AsyncIOScheduler; a Component."""
+    """Implements the trader sync's TraderScheduler over market-time timers; a Component."""
 
     name = "scheduler"
 
@@ -143,6 +141,7 @@ class SignalScheduler:
         extra_tickers: Callable[[], set[str]],
         sweeps: SweepLoad | None = None,
         clock: Clock | None = None,
+        market: TimerClock | None = None,
     ) -> None:
         self._engine = engine
         # Each run's duration against its interval, and runs that started late (for scale-machines).
@@ -154,9 +153,9 @@ class SignalScheduler:
         self._settings = settings
         self._reanalyzer = reanalyzer
         self._clock = clock or LiveClock()
-        self._aps = AsyncIOScheduler(
-            timezone=UTC, job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 1}
-        )
+        self._market: TimerClock = market or LiveClock()
+        self._timers = Timers(self._market)
+        self._started = False
         self._scheduled: dict[uuid.UUID, _Scheduled] = {}
         self._by_close_timeframe: dict[str, set[uuid.UUID]] = {}
         self._running_jobs = 0
@@ -167,10 +166,10 @@ class SignalScheduler:
 
     # Lifecycle (Component) ----------------------------------------------------------------------------
     def start(self) -> None:
-        """Start APScheduler on the running loop and listen for closing klines (before any add)."""
-        if self._aps.running:
+        """Listen for closing klines (before any add); the timers run from `run()` on."""
+        if self._started:
             return
-        self._aps.start()
+        self._started = True
         self._feed.add_kline_closed_listener(self._on_kline_closed)
         self._state = ComponentState.RUNNING
 
@@ -178,19 +177,20 @@ class SignalScheduler:
         return self._state
 
     async def run(self) -> None:
-        """Keep the jobs running until cancelled; then stop APScheduler (running checks are cancelled)."""
+        """Run the jobs until cancelled (the runs under way are cancelled with them)."""
         self.start()
         try:
-            while True:
-                await self._clock.sleep(EXTRA_TICKERS_CHECK_SECS)
-                self.follow_extra_tickers()
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._timers.run(), name="scheduler-timers")
+                while True:
+                    await self._clock.sleep(EXTRA_TICKERS_CHECK_SECS)
+                    self.follow_extra_tickers()
         finally:
             self._stop()
 
     async def prepare_shutdown(self) -> None:
         """Start no new runs and wait for those under way."""
-        if self._aps.running:
-            self._aps.pause()
+        self._timers.pause()
         for scheduled in self._scheduled.values():
             self._cancel_gather(scheduled)
         await self._idle.wait()
@@ -200,9 +200,6 @@ class SignalScheduler:
         self._feed.remove_kline_closed_listener(self._on_kline_closed)
         for scheduled in self._scheduled.values():
             self._cancel_gather(scheduled)
-        if self._aps.running:
-            # APScheduler's asyncio shutdown is deferred to the loop; it cancels the running jobs' tasks.
-            self._aps.shutdown(wait=False)
         self._state = ComponentState.STOPPED
 
     # TraderScheduler ---------------------------------------------------------------------------------
@@ -237,15 +234,15 @@ class SignalScheduler:
         return list(self._scheduled)
 
     def next_run_time(self, trader_id: uuid.UUID) -> datetime | None:
-        job = self._aps.get_job(_signal_job_id(trader_id))
-        return job.next_run_time if job is not None else None
+        """When the trader's check timer fires next (market time)."""
+        return self._timers.next_run_time(_signal_job_id(trader_id))
 
     def job_ids(self) -> set[str]:
-        return {job.id for job in self._aps.get_jobs()}
+        return self._timers.job_ids()
 
     def run_now(self, trader_id: uuid.UUID) -> bool:
-        """Run the trader's check job now, as its timer would (a `<tf>_close` trader: the wall-clock
-        fallback); False when the trader is not scheduled."""
+        """Run the trader's check job now, as its timer would (a `<tf>_close` trader: the close fallback);
+        False when the trader is not scheduled."""
         scheduled = self._scheduled.get(trader_id)
         if scheduled is None:
             return False
@@ -267,20 +264,15 @@ class SignalScheduler:
         offset = self._settings.close_fallback_secs if interval.on_close else 0.0
         reanalysis_offset = self._settings.close_fallback_secs if reanalysis.on_close else 0.0
         reanalysis_trigger = GridTrigger(reanalysis.period_secs, reanalysis_offset)
-        try:
-            self._aps.add_job(
-                self._signal_job, GridTrigger(interval.period_secs, offset), args=[trader.id],
-                id=_signal_job_id(trader.id), name=f"signals {trader.name}", replace_existing=True,
-                misfire_grace_time=self._grace_secs(interval),
-            )  # fmt: skip
-            self._aps.add_job(
-                self._reanalysis_job, reanalysis_trigger, args=[trader.id],
-                id=_reanalysis_job_id(trader.id), name=f"re-analysis {trader.name}", replace_existing=True,
-                misfire_grace_time=self._grace_secs(reanalysis),
-            )  # fmt: skip
-        except Exception:
-            self._unschedule(trader.id)
-            raise
+        trader_id = trader.id
+        self._timers.add(
+            _signal_job_id(trader_id), GridTrigger(interval.period_secs, offset),
+            lambda: self._signal_job(trader_id), grace_secs=self._grace_secs(interval),
+        )  # fmt: skip
+        self._timers.add(
+            _reanalysis_job_id(trader_id), reanalysis_trigger, lambda: self._reanalysis_job(trader_id),
+            grace_secs=self._grace_secs(reanalysis),
+        )  # fmt: skip
         # No await from here on, so a job that fires finds the trader registered.
         scheduled = self._scheduled[trader.id] = _Scheduled(trader, interval, symbols)
         self._engine.activate(trader)
@@ -292,9 +284,9 @@ class SignalScheduler:
             trader.id, interval.text, reanalysis.text, len(scheduled.symbols),
         )  # fmt: skip
 
-    def _grace_secs(self, interval: TimerInterval) -> int:
+    def _grace_secs(self, interval: TimerInterval) -> float:
         # A run later than half its period is dropped: the next one is closer than catching up would be.
-        return int(max(1, min(interval.period_secs // 2, self._settings.max_misfire_grace_secs)))
+        return float(max(1, min(interval.period_secs // 2, self._settings.max_misfire_grace_secs)))
 
     def _unschedule(self, trader_id: uuid.UUID) -> None:
         scheduled = self._scheduled.pop(trader_id, None)
@@ -303,8 +295,7 @@ class SignalScheduler:
             if scheduled.interval.timeframe is not None:
                 self._by_close_timeframe.get(scheduled.interval.timeframe, set()).discard(trader_id)
         for job_id in (_signal_job_id(trader_id), _reanalysis_job_id(trader_id)):
-            with contextlib.suppress(JobLookupError):
-                self._aps.remove_job(job_id)
+            self._timers.remove(job_id)
 
     def _resubscribe(self) -> None:
         klines, tickers = subscriptions(
@@ -338,7 +329,7 @@ class SignalScheduler:
             report = await self._engine.run_trader(scheduled.trader, trigger, fresh_after=fresh_after)
             self.recent_runs.append(report)
             self._sweeps.record(report.duration_ms / 1000, scheduled.interval.period_secs)
-        except Exception:  # a job must never die silently inside APScheduler
+        except Exception:  # a job must never die silently
             logger.exception("signal run failed trader_id=%s", trader_id)
         finally:
             scheduled.running = False
@@ -365,12 +356,11 @@ class SignalScheduler:
                 self._sweeps.missed += 1
             scheduled.rerun = True
             return
-        with contextlib.suppress(JobLookupError):
-            self._aps.modify_job(_signal_job_id(scheduled.trader.id), next_run_time=datetime.now(UTC))
+        self._timers.run_now(_signal_job_id(scheduled.trader.id))
 
     # Candle closes ---------------------------------------------------------------------------------
     def _on_kline_closed(self, symbol: str, interval: str, open_time_ms: int) -> None:
-        """From the feed's reader: cheap bookkeeping, then at most one APScheduler call."""
+        """From the feed's reader: cheap bookkeeping, then at most one timer call."""
         for trader_id in self._by_close_timeframe.get(interval, ()):
             scheduled = self._scheduled.get(trader_id)
             if scheduled is None or symbol not in scheduled.symbols:
@@ -409,7 +399,7 @@ class SignalScheduler:
         scheduled.gather = None
 
     async def _fallback_due(self, scheduled: _Scheduled) -> bool:
-        """After a close on the wall clock: backfill symbols whose closing candle is missing; True when a
+        """After a close on the market clock: backfill symbols whose closing candle is missing; True when a
         newer candle closed than the last close run covered."""
         timeframe = scheduled.interval.timeframe
         assert timeframe is not None
@@ -438,10 +428,10 @@ class SignalScheduler:
         return True
 
     def _expected_closed_open_ms(self, timeframe: str) -> int:
-        """The open time of the candle that should have closed last: by the wall clock, or by the market's
-        newest candle of any series when the feed is live (a replayed or lagging market runs behind)."""
+        """The open time of the candle that should have closed last: by the market clock, or by the market's
+        newest candle of any series when the feed is live (a lagging feed runs behind)."""
         step = INTERVAL_MS[timeframe]
-        now_ms = int(self._clock.now().timestamp() * 1000)
+        now_ms = int(self._market.now().timestamp() * 1000)
         expected = now_ms // step * step - step
         health = self._feed.health()
         if health.connected and not health.stale:

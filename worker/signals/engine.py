@@ -83,7 +83,7 @@ class RunReport:
 
     trader_id: uuid.UUID
     trigger: str
-    started_at: datetime
+    started_at: datetime  # wall clock
     duration_ms: float
     checked: int
     matches: tuple[str, ...]
@@ -91,6 +91,7 @@ class RunReport:
     stale: tuple[str, ...]
     queued: tuple[str, ...]  # matches sent on to become signals
     failure: str | None = None  # the run as a whole failed (code rejected or stopped, no sandbox)
+    market_time: datetime | None = None  # when it started on the market clock
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +121,7 @@ class SignalEngine:
         settings: EngineSettings,
         metrics: WorkerMetrics | None = None,
         clock: Clock | None = None,
+        market: Clock | None = None,
     ) -> None:
         self._runner = runner
         self._snapshots = snapshots
@@ -132,11 +134,13 @@ class SignalEngine:
         self.settings = settings
         self.metrics = metrics or WorkerMetrics()
         self._clock = clock or LiveClock()
+        # Market time: cooldowns, staleness and the runs' times (the wall clock: the stranded sweep).
+        self._market = market or self._clock
         self._active: dict[uuid.UUID, Trader] = {}
         self._queue: asyncio.Queue[_Match] = asyncio.Queue(maxsize=_QUEUE_SIZE)
         self._in_flight: set[tuple[uuid.UUID, str]] = set()
         self._in_flight_signals: set[uuid.UUID] = set()
-        self._last_signal: dict[tuple[uuid.UUID, str], float] = {}  # monotonic time of creation
+        self._last_signal: dict[tuple[uuid.UUID, str], float] = {}  # market seconds of creation
         self._cooldown_seeded: set[uuid.UUID] = set()
         self._state = ComponentState.STARTING
         self._accepting = True
@@ -176,12 +180,12 @@ class SignalEngine:
     ) -> RunReport:
         """Check the trader's fresh symbols once and queue its new matches; never raises for the trader's
         own failures (they are in the report and the metrics)."""
-        started_wall = self._clock.now()
+        started_at, market_time = self._clock.now(), self._market.now()
         started = time.perf_counter()
         metrics = self.metrics.trader(str(trader.id))
         metrics.runs += 1
         metrics.last_trigger = trigger
-        metrics.last_run_at = started_wall
+        metrics.last_run_at = started_at
         symbols = trader_symbols(trader, self.settings.default_symbols)
         timeframes = trader_timeframes(trader)
         fresh, stale = self._split_fresh(symbols, timeframes)
@@ -197,8 +201,8 @@ class SignalEngine:
                 metrics.errors += 1
                 metrics.last_error = failure
             return RunReport(
-                trader.id, trigger, started_wall, duration_ms, checked, matches, errors or {}, stale, queued,
-                failure,
+                trader.id, trigger, started_at, duration_ms, checked, matches, errors or {}, stale, queued,
+                failure, market_time,
             )  # fmt: skip
 
         program = await self.prepare(trader)
@@ -234,7 +238,7 @@ class SignalEngine:
     def _split_fresh(
         self, symbols: tuple[str, ...], timeframes: tuple[str, ...]
     ) -> tuple[list[str], tuple[str, ...]]:
-        now_ms = int(self._clock.now().timestamp() * 1000)
+        now_ms = self._market.now().timestamp() * 1000
         limit_ms = self.settings.stale_after_secs * 1000
         fresh: list[str] = []
         stale: list[str] = []
@@ -254,7 +258,7 @@ class SignalEngine:
         if not matches or not self._accepting or trader.id not in self._active:
             return ()
         await self._seed_cooldown(trader.id)
-        now = self._clock.monotonic()
+        now = self._market.monotonic()
         candidates = []
         for symbol in matches:
             if (trader.id, symbol) in self._in_flight:
@@ -304,7 +308,7 @@ class SignalEngine:
             symbol,
             ticker,
             by_timeframe,
-            self._clock.now(),
+            self._market.now(),
             klines_per_timeframe=self.settings.analysis_klines,
         )
         return _Match(trader, symbol, ticker.last_price, market_data)
@@ -319,7 +323,9 @@ class SignalEngine:
         except TransientError as error:
             logger.warning("cooldown history unavailable trader_id=%s error=%s", trader_id, error)
             return
-        now_wall, now = self._clock.now(), self._clock.monotonic()
+        # Rows are stamped by the database's (wall) clock: their age in wall seconds is taken as market time,
+        # exact live and conservative in a faster replay (the cooldown left looks longer, never shorter).
+        now_wall, now = self._clock.now(), self._market.monotonic()
         for symbol, created_at in recent.items():
             age_secs = max(0.0, (now_wall - created_at).total_seconds())
             key = (trader_id, symbol)
@@ -373,7 +379,7 @@ class SignalEngine:
             if outcome is InsertOutcome.ALREADY_LIVE:
                 metrics.already_live += 1
                 return
-            self._last_signal[(trader.id, symbol)] = self._clock.monotonic()
+            self._last_signal[(trader.id, symbol)] = self._market.monotonic()
             metrics.signals_created += 1
             self.metrics.signals_triggered.add()
             logger.info(

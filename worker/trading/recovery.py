@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
-from worker.clock import Clock
+from worker.clock import MarketTime, day_start
 from worker.db.signals import SignalRows
 from worker.db.trading import PendingOrder, TradingRows
 from worker.domain.enums import OrderStatus, SignalStatus, TradingMode
@@ -50,7 +50,7 @@ class Recovery:
         protector: Protector,
         guardrails: Guardrails,
         config: TradingConfig,
-        clock: Clock,
+        clock: MarketTime,
     ) -> None:
         self._trading = trading
         self._signals = signals
@@ -190,10 +190,11 @@ class Recovery:
                 logger.warning("could not close signal signal_id=%s error=%s", signal_id, error)
 
     async def _seed_guardrails(self) -> None:
-        now = self._clock.now()
+        # The guardrails keep market time; rows carry the database's (wall) time: mapped by their age.
+        market = self._clock
+        now = market.now()
         cooldown_start = now - timedelta(seconds=self._config.symbol_cooldown_secs)
-        for closed in await self._trading.closed_since(cooldown_start):
-            self._guardrails.record_close(closed.trader_id, closed.symbol, closed.closed_at)
-        day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        for realized in await self._trading.realized_since(day_start):
+        for closed in await self._trading.closed_since(market.to_wall(cooldown_start)):
+            self._guardrails.record_close(closed.trader_id, closed.symbol, market.to_market(closed.closed_at))
+        for realized in await self._trading.realized_since(market.to_wall(day_start(now))):
             self._guardrails.record_realized(realized.trader_id, realized.net, now)

@@ -229,12 +229,10 @@ export function machineConfig(env: LifecycleEnv, user: UserForMachine, workerEnv
   });
 }
 
-/** `config` with every runtime setting as machine_runtime.json has it now; the machine keeps its size (CPUs
- * and memory: its tier's, or what scale-machines gave it). */
+/** `config` with every runtime setting as machine_runtime.json has it now (the machine keeps its memory). */
 export function withRuntimeSettings(config: MachineConfig): MachineConfig {
   const runtime = structuredClone(runtimeJson.config);
-  const guest = { ...runtime.guest, cpus: config.guest?.cpus ?? runtime.guest.cpus, memory_mb: config.guest?.memory_mb };
-  return { ...config, ...runtime, guest };
+  return { ...config, ...runtime, guest: { ...runtime.guest, memory_mb: config.guest?.memory_mb } };
 }
 
 export async function decryptBinanceKeys(db: SupabaseClient, userId: string): Promise<{ apiKey: string; secretKey: string } | null> {

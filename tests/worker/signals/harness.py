@@ -143,8 +143,9 @@ async def running_engine(
     analysis_settings: AnalysisSettings | None = None,
     sandbox: SandboxConfig | None = None,
 ) -> AsyncIterator[Engine]:
-    """The worker built as the app builds it, with the engine's parts running (feed, engine workers,
-    APScheduler) until the block ends; the trader sync is not run (tests schedule traders themselves)."""
+    """The worker built as the app builds it, with the engine's parts running (feed and market clock,
+    engine workers, scheduler) until the block ends; the trader sync is not run (tests schedule traders
+    themselves)."""
     data = recorded if recorded is not None else load_directory(default_data_dir())
     simulator = ExchangeSimulator(SimulatorConfig(start_ms=START_MS, speed=speed, paused=paused), data)
     await simulator.start()
@@ -178,6 +179,7 @@ async def running_engine(
         tasks = []
         for name, coroutine in (
             ("feed", feed.run()),
+            ("market-clock", worker.market.sync.run()),
             ("engine", engine.run()),
             ("scheduler", scheduler.run()),
         ):
