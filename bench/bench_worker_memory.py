@@ -45,7 +45,8 @@ _SIMULATOR = """
 import asyncio, sys
 from dataclasses import replace
 from devstack.exchange.__main__ import _start_ms
-from devstack.exchange.data import default_data_dir, load_directory
+from devstack.exchange.data import default_data_dir
+from worker.market.recordings import load_directory
 from devstack.exchange.server import ExchangeSimulator, SimulatorConfig
 
 NEEDS_STACK = True  # python -m bench starts the local stack for it

@@ -10,7 +10,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from devstack.exchange.data import default_data_dir
+from devstack.exchange.data import DATA_DIR_ENV, default_data_dir
 from devstack.exchange.server import ExchangeSimulator, SimulatorConfig
 
 
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(_serve(config))
     except FileNotFoundError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {error} (set ${DATA_DIR_ENV} to read them elsewhere)", file=sys.stderr)
         return 1
     return 0
 

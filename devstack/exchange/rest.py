@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from devstack.exchange import errors
-from devstack.exchange.data import format_price
 from devstack.exchange.engine import Account, OrderRequest, fmt
 from devstack.exchange.errors import ApiError
 from worker.domain.intervals import INTERVAL_MS
+from worker.market.recordings import format_price
 
 if TYPE_CHECKING:
     from devstack.exchange.server import ExchangeSimulator

@@ -15,14 +15,15 @@ from pathlib import Path
 from aiohttp import web
 
 from devstack.exchange.clock import ReplayClock
-from devstack.exchange.data import SymbolData, default_data_dir, load_directory
+from devstack.exchange.data import default_data_dir
 from devstack.exchange.engine import MatchingEngine
 from devstack.exchange.errors import ApiError
 from devstack.exchange.faults import Faults
-from devstack.exchange.market import SymbolMarket
 from devstack.exchange.rest import RestApi
 from devstack.exchange.streams import StreamHub
 from devstack.exchange.symbols import SymbolSpec
+from worker.market.recordings import SymbolData, load_directory
+from worker.market.replay import SymbolMarket
 
 logger = logging.getLogger(__name__)
 

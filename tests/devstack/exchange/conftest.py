@@ -7,11 +7,12 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from devstack.exchange.data import SymbolData, default_data_dir, load_directory
+from devstack.exchange.data import default_data_dir
 from devstack.exchange.server import ExchangeSimulator, SimulatorConfig
 
 # Imported first: it loads python-binance with its import-time DeprecationWarning silenced.
 from worker.market import binance_api as _binance_loaded  # noqa: F401
+from worker.market.recordings import SymbolData, load_directory
 
 # 2025-01-03 03:00 UTC: two days into the 1m recordings.
 START_MS = 1_735_873_200_000

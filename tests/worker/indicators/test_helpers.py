@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devstack.exchange.data import default_data_dir, load_csv
+from devstack.exchange.data import default_data_dir
 from worker.indicators import helpers, series
 from worker.market.klines import Klines
+from worker.market.recordings import load_csv
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from devstack import keys
-from devstack.exchange.data import SymbolData, default_data_dir, load_directory
+from devstack.exchange.data import default_data_dir
 from devstack.exchange.server import ExchangeSimulator, SimulatorConfig
 from devstack.stack import DevStack
 from tests.factories import AppUser
@@ -24,6 +24,7 @@ from worker.domain.decision import Decision
 from worker.domain.signal import SignalContext
 from worker.domain.trader import Trader
 from worker.market.feed import MarketFeed
+from worker.market.recordings import SymbolData, load_directory
 from worker.market.store import KlineStore
 from worker.market.tickers import TickerStore
 from worker.metrics import WorkerMetrics

@@ -11,12 +11,13 @@ import psycopg
 import pytest
 import pytest_asyncio
 
-from devstack.exchange.data import default_data_dir, load_directory
+from devstack.exchange.data import default_data_dir
 from devstack.exchange.server import SimulatorConfig
 from tests.worker.trading.exchange import START_MS, FaultySimulator
 from tests.worker.trading.helpers import TradingEnv, decision, trading_env
 from worker.domain.enums import AnalysisDecision as D
 from worker.errors import ConfigError
+from worker.market.recordings import load_directory
 from worker.trading.binance_venue import BinanceVenue
 from worker.trading.config import TradingConfig
 

@@ -12,13 +12,8 @@ from functools import cache
 
 import numpy as np
 
-from devstack.exchange.data import (
-    Candles,
-    SymbolData,
-    format_price,
-    format_units,
-)
 from worker.domain.intervals import INTERVAL_MS
+from worker.market.recordings import Candles, SymbolData, format_price, format_units
 
 DAY_MS = 86_400_000
 # Synthesised fields the recordings lack: one trade per 0.1 base unit, half the volume taker-bought.
