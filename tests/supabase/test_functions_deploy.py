@@ -4,6 +4,7 @@ platform does. The CLI is pointed at the stand-in with a profile file; nothing r
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -12,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import httpx
 import pytest
@@ -87,6 +89,20 @@ def deployed(api_url: str) -> dict[str, dict[str, Any]]:
     return functions
 
 
+def local_modules(entrypoint: str) -> set[str]:
+    """The repository files in the entrypoint's module graph, as Deno itself resolves it (not the CLI)."""
+    info = subprocess.run(
+        [str(CONFIG.deno_bin), "info", "--json", "--no-lock", entrypoint],
+        cwd=REPO_ROOT, env=CONFIG.deno_env(), capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    modules = json.loads(info.stdout)["modules"]
+    return {
+        str(Path(unquote(urlparse(module["specifier"]).path)).relative_to(REPO_ROOT))
+        for module in modules
+        if module["specifier"].startswith("file://")
+    }
+
+
 def test_every_function_deploys_through_the_upload_api(management_api: str, tmp_path: Path) -> None:
     result = deploy(management_api, tmp_path / "home")
 
@@ -95,14 +111,14 @@ def test_every_function_deploys_through_the_upload_api(management_api: str, tmp_
     functions = deployed(management_api)
     assert sorted(functions) == FUNCTIONS
     for slug, function in functions.items():
+        entrypoint = f"supabase/functions/{slug}/index.ts"
         # Bundled from the files the CLI uploaded, then activated together by the bulk update.
         assert function["status"] == "ACTIVE", slug
-        assert function["entrypoint_path"] == f"supabase/functions/{slug}/index.ts"
-        assert {f"supabase/functions/{slug}/index.ts", f"supabase/functions/{slug}/handler.ts"} <= set(
-            function["files"]
-        )
+        assert function["entrypoint_path"] == entrypoint
+        # Exactly its module graph: its own modules, the _shared ones it imports, JSON modules included.
+        assert set(function["files"]) == local_modules(entrypoint), slug
+        assert any(name.startswith("supabase/functions/_shared/") for name in function["files"]), slug
         assert function["verify_jwt"] == CONFIG.functions_verify_jwt[slug], slug
-    # JSON modules (the decision schema, the helper catalogue) travel with the code that imports them.
     assert "supabase/functions/_shared/schemas/decision.schema.json" in functions["analyze-signal"]["files"]
 
 
