@@ -44,6 +44,7 @@ class Backend:
         return httpx.Client(base_url=self.url.rstrip("/"), headers=headers, timeout=timeout_secs)
 
 
+_use_local = False
 _backend: Backend | None = None
 
 
@@ -53,13 +54,24 @@ def choose_backend(
         bool, typer.Option("--local", help="Use the local dev stack (trademind dev up).")
     ] = False,
 ) -> None:
-    global _backend  # noqa: PLW0603 - one backend per CLI invocation, chosen by the group's options
+    global _use_local, _backend  # one backend per CLI invocation, chosen by the group's options
+    _use_local, _backend = local, None
+
+
+def backend() -> Backend:
+    """The project the command talks to, resolved when a command first needs it (so `--help` needs none)."""
+    global _backend  # noqa: PLW0603 - resolved once per CLI invocation
+    if _backend is None:
+        _backend = _resolve_backend(_use_local)
+    return _backend
+
+
+def _resolve_backend(local: bool) -> Backend:
     if local:
         from devstack.config import StackConfig
 
         config = StackConfig.load()
-        _backend = Backend(config.api_url, config.service_role_key)
-        return
+        return Backend(config.api_url, config.service_role_key)
     url, key = os.environ.get("SUPABASE_URL"), os.environ.get("SUPABASE_SERVICE_ROLE_KEY")
     missing = [
         name for name, value in (("SUPABASE_URL", url), ("SUPABASE_SERVICE_ROLE_KEY", key)) if not value
@@ -69,12 +81,7 @@ def choose_backend(
             f"[red]error:[/] set {' and '.join(missing)} (the operator's service key), or pass --local"
         )
         raise typer.Exit(2)
-    _backend = Backend(str(url), str(key))
-
-
-def backend() -> Backend:
-    assert _backend is not None, "the machines callback chooses the backend"
-    return _backend
+    return Backend(str(url), str(key))
 
 
 # Requests -----------------------------------------------------------------------------------------------

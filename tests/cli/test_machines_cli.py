@@ -167,11 +167,13 @@ def test_operator_mistakes_are_named(stack: DevStack, monkeypatch: pytest.Monkey
     monkeypatch.delenv("SUPABASE_SERVICE_ROLE_KEY", raising=False)
 
     no_env = runner.invoke(app, ["machines", "list"])
+    help_without_env = runner.invoke(app, ["machines", "update", "--help"])
     unknown_user = machines("destroy", "nobody@example.com")
     bad_strategy = machines("update", "--image", f"{IMAGE_REPOSITORY}:x", "--strategy", "yolo")
 
     assert no_env.exit_code == 2
     assert "set SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY" in no_env.stderr
+    assert help_without_env.exit_code == 0 and "Usage: trademind machines update" in help_without_env.stdout
     assert unknown_user.exit_code == 1
     assert "no user with id or email 'nobody@example.com'" in unknown_user.stderr
     assert bad_strategy.exit_code == 2
