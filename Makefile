@@ -3,7 +3,7 @@
 VENV := .venv/bin
 SHELL := /bin/bash
 
-.PHONY: help setup up down status test test-db test-functions lint bench demo clean
+.PHONY: help setup up down status test test-db test-functions lint bench demo chaos clean
 
 help:
 	@echo "make setup   install Debian/npm/Python dependencies (idempotent)"
@@ -12,6 +12,7 @@ help:
 	@echo "make test    lint, type-check, pgTAP, supabase db lint, Deno tests and pytest (starts the stack if needed)"
 	@echo "make bench   run every benchmark under bench/ and print a table (BENCH=\"bench_x ...\" for some)"
 	@echo "make demo    run the whole product locally (DEMO_ARGS=\"--speed 600 --keep ...\")"
+	@echo "make chaos   kill the worker 30 times during a 72-hour replay with faults; check Postgres, report start-up"
 
 setup:
 	@scripts/setup.sh
@@ -57,6 +58,20 @@ bench: setup
 # e.g. make demo DEMO_ARGS="--speed 600 --market-hours 48 --description '...' --keep" (trademind demo --help)
 demo: setup
 	@$(VENV)/trademind demo $(DEMO_ARGS)
+
+# The long chaos run (tests/worker/chaos.py); `make test` runs a short one. Starts the stack if needed and
+# stops it again only if this run started it. e.g. make chaos CHAOS_KILLS=50 CHAOS_MARKET_HOURS=120
+CHAOS_KILLS ?= 30
+CHAOS_MARKET_HOURS ?= 72
+CHAOS_SPEED ?= 900
+chaos: setup
+	@started=0; $(VENV)/trademind dev status >/dev/null 2>&1 || started=1; \
+	$(VENV)/trademind dev up --quiet || exit 1; \
+	status=0; \
+	CHAOS_KILLS=$(CHAOS_KILLS) CHAOS_MARKET_HOURS=$(CHAOS_MARKET_HOURS) CHAOS_SPEED=$(CHAOS_SPEED) \
+	  $(VENV)/pytest -q -s -p no:cacheprovider tests/worker/test_chaos.py || status=$$?; \
+	if [ $$started = 1 ]; then $(VENV)/trademind dev down >/dev/null; fi; \
+	exit $$status
 
 # Stops the stack and deletes its state, the folders it keeps in /var/tmp for a private checkout included.
 clean:

@@ -40,7 +40,7 @@ from worker.market.market_time import MarketClockSync
 from worker.market.rest import BinanceKlineSource
 from worker.market.store import KlineStore
 from worker.market.tickers import TickerStore
-from worker.metrics import WorkerMetrics
+from worker.metrics import WorkerMetrics, process_age_secs
 from worker.retry import retry
 from worker.sandbox import SandboxConfig, SandboxPool, SignalRunner
 from worker.scheduler.scheduler import SchedulerSettings, SignalScheduler
@@ -573,7 +573,10 @@ class WorkerApp:
         await runner.setup()
         host, port = self._settings.http_host, self._settings.http_port
         await web.TCPSite(runner, host, port).start()
-        logger.info("http api listening host=%s port=%d", host, port)
+        # From here /health answers 200: the worker is up (its components report `starting` until connected).
+        self.metrics.startup_secs = process_age_secs()
+        startup = "-" if self.metrics.startup_secs is None else f"{self.metrics.startup_secs:.3f}"
+        logger.info("http api listening host=%s port=%d startup_secs=%s", host, port, startup)
         return runner
 
     async def _count_state(self) -> int:

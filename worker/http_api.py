@@ -94,6 +94,7 @@ def build_app(control: WorkerControl, api_secret: str) -> web.Application:
             "version": control.version,
             "machineId": control.machine_id,
             "uptime": round(control.uptime_secs(), 3),
+            "startupSecs": metrics.startup_secs,
             "activeTraders": metrics.active_traders,
             "openPositions": metrics.open_positions,
             "websocketConnected": metrics.websocket_status == "connected",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -102,6 +103,8 @@ class WorkerMetrics:
     process: ProcessLoad = field(default_factory=ProcessLoad)
     # The machine's memory (Fly's FLY_VM_MEMORY_MB); None when not on a machine.
     memory_limit_mb: int | None = None
+    # Process start (the kernel's clock, so interpreter start-up and imports count) to /health answering.
+    startup_secs: float | None = None
 
     def trader(self, trader_id: str) -> TraderMetrics:
         """The trader's metrics, created on first use."""
@@ -120,3 +123,15 @@ def resident_memory_mb() -> float:
     except OSError:
         pass
     return 0.0
+
+
+def process_age_secs() -> float | None:
+    """Seconds since the kernel started this process (10 ms resolution); None where /proc is not available."""
+    try:
+        # Field 22 of /proc/self/stat, after the parenthesised command name: start time in clock ticks since
+        # boot, on the same clock as CLOCK_BOOTTIME.
+        fields = Path("/proc/self/stat").read_text().rpartition(")")[2].split()
+        started_secs = int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - started_secs)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None

@@ -9,9 +9,14 @@ export const MAX_INDICATORS = 64;
 const MAX_TICKER_FIELDS = 20;
 const MAX_INDICATOR_PARTS = 16;
 const INDICATOR_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
-// Unix seconds between 2017 (Binance's first candles) and 2100.
+// Unix seconds between 2017 (Binance's first candles) and 2100; kline open times in milliseconds likewise,
+// so every time is a valid Date when the prompt formats it.
 const MIN_TIMESTAMP_SECS = 1_483_228_800;
 const MAX_TIMESTAMP_SECS = 4_102_444_800;
+const MIN_OPEN_TIME_MS = MIN_TIMESTAMP_SECS * 1000;
+const MAX_OPEN_TIME_MS = MAX_TIMESTAMP_SECS * 1000;
+// Larger than any price, volume or indicator a market has; sums of a thousand stay finite.
+const MAX_MAGNITUDE = 1e18;
 
 export interface Kline {
   openTime: number;
@@ -38,12 +43,13 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
 
 /** A Binance decimal (string, as Binance sends it, or number) as a finite number. */
 function decimal(value: unknown, field: string, sign: "positive" | "nonnegative" | "any" = "nonnegative"): number {
-  const parsed = typeof value === "string" && /^-?\d+(\.\d+)?([eE][-+]?\d+)?$/.test(value.trim())
+  const parsed = typeof value === "string" && /^-?\d+(\.\d+)?([eE][-+]?\d+)?$/.test(value)
     ? Number(value)
     : typeof value === "number"
     ? value
     : NaN;
   if (!Number.isFinite(parsed)) throw invalidBody(`${field} must be a decimal number or numeric string, was ${JSON.stringify(value)}`);
+  if (Math.abs(parsed) > MAX_MAGNITUDE) throw invalidBody(`${field} must be at most ${MAX_MAGNITUDE.toExponential()} in size, was ${parsed}`);
   if ((sign === "positive" && parsed <= 0) || (sign === "nonnegative" && parsed < 0)) {
     throw invalidBody(`${field} must be ${sign === "positive" ? "greater than 0" : "0 or more"}, was ${parsed}`);
   }
@@ -64,7 +70,9 @@ function parseKlines(timeframe: Timeframe, rows: unknown): Kline[] {
       throw invalidBody(`${at} must be a Binance kline array [openTime, open, high, low, close, volume, ...] of 6-12 items`);
     }
     const openTime = row[0];
-    if (!Number.isSafeInteger(openTime) || openTime < 0) throw invalidBody(`${at}[0] (openTime) must be Unix milliseconds`);
+    if (!Number.isSafeInteger(openTime) || openTime < MIN_OPEN_TIME_MS || openTime > MAX_OPEN_TIME_MS) {
+      throw invalidBody(`${at}[0] (openTime) must be Unix milliseconds between 2017 and 2100`);
+    }
     if (openTime <= previous) throw invalidBody(`${at}[0] (openTime) must be later than the kline before it`);
     if (openTime % step !== 0) throw invalidBody(`${at}[0] (openTime) is not aligned to ${timeframe}`);
     previous = openTime;
@@ -87,7 +95,9 @@ function parseIndicator(name: string, value: unknown): IndicatorValue {
   const field = `marketData.indicators.${name}`;
   const finite = (item: unknown, at: string): number | null => {
     if (item === null) return null;
-    if (typeof item !== "number" || !Number.isFinite(item)) throw invalidBody(`${at} must be a finite number or null`);
+    if (typeof item !== "number" || !Number.isFinite(item) || Math.abs(item) > MAX_MAGNITUDE) {
+      throw invalidBody(`${at} must be a finite number (at most ${MAX_MAGNITUDE.toExponential()} in size) or null`);
+    }
     return item;
   };
   if (value === null || typeof value === "number") return finite(value, field);

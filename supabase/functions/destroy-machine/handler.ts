@@ -107,7 +107,7 @@ export const handler = postHandler("destroy-machine", async (req) => {
   const body = await readJsonObject(req, MAX_BODY_BYTES);
   rejectUnknownFields(body, ["userId", "reason"]);
   const userId = targetUser(caller, body.userId, "destroy");
-  const reason = body.reason ?? (caller.role === "service_role" ? "operator" : "user_request");
+  const reason = body.reason === undefined ? (caller.role === "service_role" ? "operator" : "user_request") : body.reason;
   if (typeof reason !== "string" || !(REASONS as readonly string[]).includes(reason)) {
     throw invalidBody(`reason must be one of: ${REASONS.join(", ")}`);
   }

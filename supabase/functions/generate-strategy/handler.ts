@@ -33,6 +33,11 @@ const MAX_OUTPUT_TOKENS = 4096;
 const CONTROL_CHARS = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/;
 
 const catalog = catalogJson as HelperCatalog;
+
+/** Characters as a person (and JSON Schema's minLength) counts them: code points, not UTF-16 units. */
+function characters(text: string): number {
+  return [...text].length;
+}
 const dialect = dialectJson as SignalDialect;
 const systemInstruction = buildSystemInstruction(catalog, dialect);
 const validateStrategy = strategyValidator();
@@ -71,15 +76,16 @@ function parseRequest(body: Record<string, unknown>): StrategyRequest {
   if (typeof save !== "boolean") throw invalidBody("save must be a boolean when given");
   if (typeof description !== "string") throw invalidBody("description is required and must be a string");
   const trimmed = description.trim();
-  if (trimmed.length < MIN_DESCRIPTION_CHARS || trimmed.length > MAX_DESCRIPTION_CHARS) {
-    throw invalidBody(`description must be ${MIN_DESCRIPTION_CHARS}-${MAX_DESCRIPTION_CHARS} characters, was ${trimmed.length}`);
+  const length = characters(trimmed);
+  if (length < MIN_DESCRIPTION_CHARS || length > MAX_DESCRIPTION_CHARS) {
+    throw invalidBody(`description must be ${MIN_DESCRIPTION_CHARS}-${MAX_DESCRIPTION_CHARS} characters, was ${length}`);
   }
   if (CONTROL_CHARS.test(trimmed)) throw invalidBody("description must not contain control characters");
   if (name === undefined || name === null) return { description: trimmed, name: null, save };
   if (typeof name !== "string") throw invalidBody("name must be a string when given");
   const trimmedName = name.trim();
-  if (trimmedName.length < 1 || trimmedName.length > MAX_NAME_CHARS) {
-    throw invalidBody(`name must be 1-${MAX_NAME_CHARS} characters, was ${trimmedName.length}`);
+  if (characters(trimmedName) < 1 || characters(trimmedName) > MAX_NAME_CHARS) {
+    throw invalidBody(`name must be 1-${MAX_NAME_CHARS} characters, was ${characters(trimmedName)}`);
   }
   if (CONTROL_CHARS.test(trimmedName) || /[\r\n]/.test(trimmedName)) {
     throw invalidBody("name must be one line without control characters");

@@ -14,7 +14,7 @@ const MAX_BODY_BYTES = 4 * 1024;
 const SEND_CONCURRENCY = 8;
 
 function integerField(body: Record<string, unknown>, name: string, fallback: number, min: number, max: number): number {
-  const value = body[name] ?? fallback;
+  const value = body[name] === undefined ? fallback : body[name];
   if (!Number.isInteger(value) || (value as number) < min || (value as number) > max) {
     throw invalidBody(`${name} must be an integer between ${min} and ${max}`);
   }

@@ -64,7 +64,7 @@ interface MachineResult {
 type Row = MachineRow & { cpus: number; users: { tier: string } | null };
 
 function intField(body: Record<string, unknown>, name: string, fallback: number, min: number, max: number): number {
-  const value = body[name] ?? fallback;
+  const value = body[name] === undefined ? fallback : body[name];
   if (!Number.isInteger(value) || (value as number) < min || (value as number) > max) {
     throw invalidBody(`${name} must be an integer between ${min} and ${max}`);
   }

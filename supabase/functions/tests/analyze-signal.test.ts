@@ -161,6 +161,9 @@ stackTest("analyze-signal: invalid bodies are 400 naming the field and the reaso
       [{ traderId, signalId, marketData: marketData({ klines: { "1h": [[1, "1", "1", "1"]] } }) }, "marketData.klines.1h[0] must be a Binance kline array"],
       [{ traderId, signalId, marketData: marketData({ klines: { "1h": [klines[1], klines[0]] } }) }, "marketData.klines.1h[1][0] (openTime) must be later"],
       [{ traderId, signalId, marketData: marketData({ klines: { "1h": [[NOW_MS + 1, ...klines[0].slice(1)]] } }) }, "marketData.klines.1h[0][0] (openTime) is not aligned to 1h"],
+      // Past JavaScript's Date range (8.64e15 ms): refused before any date is formatted.
+      [{ traderId, signalId, marketData: marketData({ klines: { "1h": [[8_640_000_003_600_000, ...klines[0].slice(1)]] } }) }, "marketData.klines.1h[0][0] (openTime) must be Unix milliseconds between 2017 and 2100"],
+      [{ traderId, signalId, marketData: marketData({ ticker: { lastPrice: "1e300" } }) }, "marketData.ticker.lastPrice must be at most 1e+18 in size"],
       [{ traderId, signalId, marketData: marketData({ klines: { "1h": [[NOW_MS, "10", "9", "11", "10", "1"]] } }) }, "marketData.klines.1h[0]: high must be the highest"],
       [{ traderId, signalId, marketData: marketData({ klines: { "1h": binanceKlines(1001, HOUR_MS, NOW_MS) } }) }, "marketData.klines.1h has 1001 klines; at most 1000"],
       [{ traderId, signalId, marketData: marketData({ indicators: { rsi: "high" } }) }, "marketData.indicators.rsi must be a number"],

@@ -105,6 +105,8 @@ stackTest("generate-strategy: bad bodies are 400 naming the field", () =>
       [{ description: DESCRIPTION, userId: user.id }, "unknown field(s): userId; expected description, optional name and save"],
       ["[1, 2]", "the body must be a JSON object"],
       ["{not json", "the body is not valid JSON"],
+      ['{"description": "Buy BTC when \\ud800 RSI drops below 30"}', "description must be well-formed Unicode"],
+      ['{"description": "Buy BTC when RSI drops below 30", "name": "\\udc00"}', "name must be well-formed Unicode"],
     ];
     for (const [body, message] of cases) {
       const response = await handler(post(URL, body, user.jwt));
@@ -113,6 +115,12 @@ stackTest("generate-strategy: bad bodies are 400 naming the field", () =>
       assert.equal(error.code, "invalid_body");
       assert.ok(error.message.startsWith(message), `${error.message} / ${message}`);
     }
+    // Invalid UTF-8 is refused whole, not stored with U+FFFD in its place.
+    const encoder = new TextEncoder();
+    const bytes = new Uint8Array([...encoder.encode(`{"description": "${DESCRIPTION} `), 0xff, 0xfe, ...encoder.encode('"}')]);
+    const headers = { "content-type": "application/json", authorization: `Bearer ${user.jwt}` };
+    const mangled = await handler(new Request(URL, { method: "POST", headers, body: bytes }));
+    assert.deepEqual([mangled.status, (await json(mangled)).error.message], [400, "description must be valid UTF-8"]);
     const [{ count }] = await sql`select count(*)::int as count from public.traders where user_id = ${user.id}`;
     assert.equal(count, 0);
   }));
