@@ -6,6 +6,11 @@ import asyncio
 import logging
 import sys
 
+# httpx imports its command-line client (click, rich and pygments: about a tenth of the start-up) whenever
+# they are installed, as they are beside the console; the worker never runs it. None makes that import fail
+# the way httpx expects when they are missing.
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
 from worker import app
 from worker.errors import ConfigError
 from worker.log_setup import configure_logging

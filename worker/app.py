@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -324,8 +325,10 @@ async def build_signals(
     metrics: WorkerMetrics,
     clock: Clock,
 ) -> Signals:
-    """The sandbox pool (started) and the signal engine that hands its decisions to `decisions`."""
-    pool = await resources.enter_async_context(SandboxPool(config.sandbox))
+    """The sandbox pool and the signal engine that hands its decisions to `decisions`. The pool's processes
+    start when the engine runs (or at the first sweep), so they are not on the way to /health."""
+    pool = SandboxPool(config.sandbox)
+    resources.push_async_callback(pool.aclose)
     runner = SignalRunner(pool, tables.traders)
     # The snapshot covers everything the scheduled traders follow (the feed's current subscriptions).
     snapshots = SnapshotSource(market.klines, market.tickers, market.klines.keys, monotonic=clock.monotonic)
@@ -575,8 +578,12 @@ class WorkerApp:
         await web.TCPSite(runner, host, port).start()
         # From here /health answers 200: the worker is up (its components report `starting` until connected).
         self.metrics.startup_secs = process_age_secs()
+        self.metrics.startup_cpu_secs = time.process_time()
         startup = "-" if self.metrics.startup_secs is None else f"{self.metrics.startup_secs:.3f}"
-        logger.info("http api listening host=%s port=%d startup_secs=%s", host, port, startup)
+        logger.info(
+            "http api listening host=%s port=%d startup_secs=%s startup_cpu_secs=%.3f",
+            host, port, startup, self.metrics.startup_cpu_secs,
+        )  # fmt: skip
         return runner
 
     async def _count_state(self) -> int:

@@ -95,6 +95,7 @@ def build_app(control: WorkerControl, api_secret: str) -> web.Application:
             "machineId": control.machine_id,
             "uptime": round(control.uptime_secs(), 3),
             "startupSecs": metrics.startup_secs,
+            "startupCpuSecs": metrics.startup_cpu_secs,
             "activeTraders": metrics.active_traders,
             "openPositions": metrics.open_positions,
             "websocketConnected": metrics.websocket_status == "connected",

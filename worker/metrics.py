@@ -103,8 +103,10 @@ class WorkerMetrics:
     process: ProcessLoad = field(default_factory=ProcessLoad)
     # The machine's memory (Fly's FLY_VM_MEMORY_MB); None when not on a machine.
     memory_limit_mb: int | None = None
-    # Process start (the kernel's clock, so interpreter start-up and imports count) to /health answering.
+    # Process start (the kernel's clock, so interpreter start-up and imports count) to /health answering,
+    # and the CPU this process used by then (what the start-up costs whatever else the machine runs).
     startup_secs: float | None = None
+    startup_cpu_secs: float | None = None
 
     def trader(self, trader_id: str) -> TraderMetrics:
         """The trader's metrics, created on first use."""

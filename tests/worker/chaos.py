@@ -62,6 +62,7 @@ class ChaosOptions:
 class Restart:
     kill_to_healthy_secs: float
     startup_secs: float  # the worker's own: process start -> /health answering
+    startup_cpu_secs: float  # the CPU it used by then
 
 
 @dataclass(slots=True)
@@ -80,12 +81,15 @@ class ChaosReport:
 
     def figures(self) -> dict[str, Any]:
         startups = [r.startup_secs for r in self.restarts]
+        cpu = [r.startup_cpu_secs for r in self.restarts]
         recoveries = [r.kill_to_healthy_secs for r in self.restarts]
         return {
             **{key: value for key, value in asdict(self).items() if key != "restarts"},
             "startup_p50_secs": percentile(startups, 50),
             "startup_p95_secs": percentile(startups, 95),
             "startup_max_secs": max(startups, default=None),
+            "startup_cpu_p50_secs": percentile(cpu, 50),
+            "startup_cpu_p95_secs": percentile(cpu, 95),
             "kill_to_healthy_p50_secs": percentile(recoveries, 50),
             "kill_to_healthy_p95_secs": percentile(recoveries, 95),
             "startups_secs": [round(s, 3) for s in startups],
@@ -136,7 +140,8 @@ class Machine:
         killed = time.monotonic()
         os.kill(pid, signal.SIGKILL)
         health = self.wait_healthy(not_pid=pid)
-        return Restart(time.monotonic() - killed, float(health["startupSecs"]))
+        recovered_secs = time.monotonic() - killed
+        return Restart(recovered_secs, float(health["startupSecs"]), float(health["startupCpuSecs"]))
 
     def positions(self) -> list[dict[str, Any]]:
         response = self.fly.edge_http("/positions", headers={"fly-force-instance-id": self.id}, timeout=5)

@@ -19,7 +19,7 @@ WORKER = Path(__file__).resolve().parents[2] / "worker"
 # Lowest first. A package name covers everything below it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("worker", "worker.errors", "worker.clock", "worker.retry", "worker.log_setup",
-              "worker.components", "worker.metrics", "worker.load")),
+              "worker.components", "worker.metrics", "worker.load", "worker.tls")),
     ("domain", ("worker.domain",)),
     ("adapters", ("worker.db", "worker.market", "worker.indicators", "worker.sandbox")),
     ("scheduler", ("worker.scheduler",)),
@@ -92,8 +92,9 @@ def test_only_the_database_gateway_talks_to_postgrest() -> None:
         if imported.split(".")[0] in ("postgrest", "supabase")
         or (imported.split(".")[0] == "httpx" and not module.startswith("worker.db"))
     }
-    # The analysis client calls an Edge Function over HTTP; every PostgREST call goes through worker.db.
-    assert clients == {"worker.signals.analysis"}
+    # The analysis client calls an Edge Function over HTTP (worker.tls builds the TLS context the HTTPS
+    # clients share); every PostgREST call goes through worker.db.
+    assert clients == {"worker.signals.analysis", "worker.tls"}
 
 
 def test_only_the_composition_roots_read_the_settings() -> None:

@@ -26,6 +26,7 @@ import httpx
 from worker.clock import Clock
 from worker.errors import ConfigError, InvariantViolation, RateLimited, TransientError, WorkerError
 from worker.retry import Backoff, retry, retry_after_secs
+from worker.tls import client_tls
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ class Database:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._http = httpx.AsyncClient(
-            base_url=rest_url, auth=auth, timeout=timeout_secs, transport=transport
+            base_url=rest_url, auth=auth, timeout=timeout_secs, transport=transport, verify=client_tls()
         )
         self._clock = clock
 

@@ -22,6 +22,7 @@ from worker.components import ComponentState
 from worker.db.client import MachineAuth
 from worker.errors import ConfigError, RateLimited, TransientError
 from worker.retry import Backoff, retry, retry_after_secs
+from worker.tls import client_tls
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +95,9 @@ class TokenRenewer:
         """Exchange the machine credential for a new token; it replaces the one in `auth`."""
         headers = {"apikey": self._auth.anon_key, "Authorization": f"Bearer {self._credential}"}
         try:
-            async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT_SECS, transport=self._transport) as http:
+            async with httpx.AsyncClient(
+                timeout=REQUEST_TIMEOUT_SECS, transport=self._transport, verify=client_tls()
+            ) as http:
                 response = await http.post(self._url, json={"machineId": self._machine_id}, headers=headers)
         except httpx.TransportError as error:
             raise TransientError(f"machine-token: {type(error).__name__}") from error

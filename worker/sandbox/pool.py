@@ -275,24 +275,20 @@ class SandboxPool:
         self._ever_started = [False] * len(self._slots)
         self._slot_of: dict[str, int] = {}
         self._restarts = 0
-        self._started = False
         self._closed = False
 
     async def start(self) -> None:
-        """Start every process (concurrently).
+        """Start every process not running yet (concurrently). Optional: a batch starts its slot's process
+        when it finds none, so a worker can answer /health before its sandboxes are up.
 
         Raises:
             TransientError: a process could not be started.
         """
-        if self._started:
-            raise RuntimeError("the sandbox pool was already started")
-        self._started = True
         try:
             async with asyncio.TaskGroup() as group:
                 for slot in range(len(self._slots)):
                     group.create_task(self._ensure(slot), name=f"sandbox-start-{slot}")
         except BaseExceptionGroup as grouped:
-            await self.aclose()
             raise grouped.exceptions[0] from None
 
     async def aclose(self) -> None:
@@ -303,7 +299,11 @@ class SandboxPool:
                 await process.terminate()
 
     async def __aenter__(self) -> SandboxPool:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self.aclose()
+            raise
         return self
 
     async def __aexit__(
@@ -330,8 +330,8 @@ class SandboxPool:
             SandboxFailure: the program was stopped (the processes it ran in have been replaced).
             TransientError: no sandbox process could be started.
         """
-        if self._closed or not self._started:
-            raise RuntimeError("the sandbox pool is not running")
+        if self._closed:
+            raise RuntimeError("the sandbox pool is closed")
         if snapshot.closed:
             raise ValueError("the kline snapshot was already closed")
         deadline = self.config.default_deadline_ms if deadline_ms is None else deadline_ms

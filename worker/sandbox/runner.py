@@ -58,6 +58,14 @@ class SignalRunner:
         self._reported: set[tuple[str, str]] = set()  # (trader id, program key or version) reported
         self._declined: dict[tuple[str | None, str], str] = {}  # (trader id, symbol) -> last reason logged
 
+    async def warm_up(self) -> None:
+        """Start the sandbox processes now rather than at the first sweep.
+
+        Raises:
+            TransientError: a process could not be started (the next sweep tries again).
+        """
+        await self._pool.start()
+
     async def load(self, trader_id: str, version: int, code: str) -> SignalProgram:
         """The trader's program for this code version, compiled on first use.
 

@@ -27,6 +27,7 @@ from worker.db.client import MachineAuth
 from worker.domain.decision import Decision, InvalidDecision, parse_decision
 from worker.errors import WorkerError
 from worker.retry import Backoff, retry_after_secs
+from worker.tls import client_tls
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +118,7 @@ class AnalysisClient:
             auth=auth,
             timeout=timeout,
             transport=transport,
+            verify=client_tls(),
         )
 
     async def aclose(self) -> None:

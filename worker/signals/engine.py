@@ -341,11 +341,19 @@ class SignalEngine:
         self._state = ComponentState.RUNNING
         try:
             async with asyncio.TaskGroup() as group:
+                group.create_task(self._warm_up(), name="sandbox-warm-up")
                 for number in range(self.settings.analysis_concurrency):
                     group.create_task(self._work(), name=f"signal-worker-{number}")
                 group.create_task(self._sweep_stranded(), name="signal-stranded-sweep")
         finally:
             self._state = ComponentState.STOPPED
+
+    async def _warm_up(self) -> None:
+        # The sandboxes start here, after /health answers, not on the worker's start-up path.
+        try:
+            await self._runner.warm_up()
+        except TransientError as error:
+            logger.warning("sandbox processes did not start yet (the first sweep tries again): %s", error)
 
     async def prepare_shutdown(self) -> None:
         """Take no new matches and wait for the queued ones to be handled."""
