@@ -9,6 +9,7 @@ stage installs.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shutil
@@ -21,9 +22,13 @@ from typing import Any
 import pytest
 from docker.utils.build import exclude_paths
 
+from worker.settings import WorkerSettings
+from worker.validator.settings import ValidatorSettings
+
 REPO = Path(__file__).resolve().parents[1]
 RUNTIME = json.loads((REPO / "supabase/functions/_shared/machine_runtime.json").read_text())
 FLY_TOML = tomllib.loads((REPO / "fly.toml").read_text())
+VALIDATOR_TOML = tomllib.loads((REPO / "fly.validator.toml").read_text())
 DOCKERFILE = (REPO / "Dockerfile").read_text()
 # flyctl's fly.toml -> Machines API mapping (internal/appconfig): restart "never" is the API's "no".
 FLY_RESTART_POLICIES = {"always": "always", "never": "no", "on-failure": "on-failure"}
@@ -32,8 +37,12 @@ FLY_TOML_KEYS = {
     "app", "primary_region", "kill_signal", "kill_timeout", "build", "services", "checks", "restart", "vm",
 }  # fmt: skip
 API_ONLY_SETTINGS = {"auto_destroy"}
-# How the functions read their environment (_shared/env.ts and Deno's own API).
-ENV_READ = re.compile(r"(?:requireEnv|optionalEnv|positiveIntEnv|Deno\.env\.get)\(\s*\"([A-Z][A-Z0-9_]+)\"")
+# How the functions read their environment (_shared/env.ts, auth.ts's JSON key sets and Deno's own API).
+ENV_READ = re.compile(
+    r"(?:requireEnv|optionalEnv|positiveIntEnv|namedKeys|Deno\.env\.get)\(\s*\"([A-Z][A-Z0-9_]+)\""
+)
+# What the platform gives every function; `supabase secrets set` skips these names.
+PLATFORM_PREFIX = "SUPABASE_"
 
 
 def memory_mb(size: str) -> int:
@@ -103,16 +112,52 @@ def test_the_dockerfile_agrees_with_the_runtime_settings() -> None:
     assert config["stop_config"]["timeout"] == f"{FLY_TOML['kill_timeout']}s"
 
 
-def test_the_readme_deploy_steps_name_every_variable_the_functions_read() -> None:
-    readme = (REPO / "README.md").read_text()
-    deploy = readme[readme.index("## Deploy\n") :]
-    read = set()
+def functions_env_reads() -> set[str]:
+    read: set[str] = set()
     for source in (REPO / "supabase/functions").rglob("*.ts"):
         if "tests" not in source.parts:
             read |= set(ENV_READ.findall(source.read_text()))
-
     assert read, "no environment reads found: the pattern is stale"
-    assert sorted(name for name in read if f"`{name}`" not in deploy) == []
+    return read
+
+
+def readme_deploy() -> str:
+    readme = (REPO / "README.md").read_text()
+    return readme[readme.index("## Deploy\n") :]
+
+
+def secrets_table(deploy: str) -> set[str]:
+    """The names in the first column of the Deploy section's table of function secrets."""
+    lines = deploy[deploy.index("| secret | required | value |") :].splitlines()
+    rows = list(itertools.takewhile(lambda line: line.startswith("|"), lines))[2:]
+    return {name for row in rows for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", row.split("|")[1])}
+
+
+def test_the_readme_secrets_are_exactly_what_the_functions_read() -> None:
+    read = functions_env_reads()
+    deploy = readme_deploy()
+
+    assert secrets_table(deploy) == {name for name in read if not name.startswith(PLATFORM_PREFIX)}
+    # What the platform provides is named too, as not to be set.
+    provided = {name for name in read if name.startswith(PLATFORM_PREFIX)}
+    assert sorted(name for name in provided if f"`{name}`" not in deploy) == []
+
+
+def test_the_validator_app_sets_what_the_validator_reads_with_the_workers_sandbox_limits() -> None:
+    env = VALIDATOR_TOML["env"]
+    settings = ValidatorSettings.model_fields
+    required = {name.upper() for name, field in settings.items() if field.is_required()}
+    worker = WorkerSettings.model_fields
+
+    assert set(env) <= {name.upper() for name in settings}
+    # The one required setting is a Fly secret, set in the Deploy section.
+    assert required == {"VALIDATOR_SECRET"}
+    assert "fly secrets set -a trademind-validator VALIDATOR_SECRET=" in readme_deploy()
+    # What passes the validator runs on a machine: the same sandbox deadline and memory.
+    assert float(env["VALIDATOR_DEADLINE_MS"]) == worker["sandbox_deadline_ms"].default
+    assert int(env["VALIDATOR_MEMORY_LIMIT_MB"]) == worker["sandbox_memory_limit_mb"].default
+    assert int(env["HTTP_PORT"]) == VALIDATOR_TOML["http_service"]["internal_port"]
+    assert VALIDATOR_TOML["checks"]["health"]["port"] == int(env["HTTP_PORT"])
 
 
 # What the image carries ------------------------------------------------------------------------------------

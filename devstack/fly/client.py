@@ -125,6 +125,13 @@ class FlyStandInClient:
     def add_faults(self, *faults: dict[str, Any]) -> None:
         self._plain.post("/_control/faults", json={"faults": list(faults)}).raise_for_status()
 
+    def faults(self) -> list[dict[str, Any]]:
+        """The faults still installed (a fault with a count is gone once it was used that often)."""
+        response = self._plain.get("/_control/faults")
+        response.raise_for_status()
+        faults: list[dict[str, Any]] = response.json()["faults"]
+        return faults
+
     def clear_faults(self) -> None:
         self._plain.delete("/_control/faults").raise_for_status()
 

@@ -14,7 +14,8 @@ from typing import Any
 
 class FaultKind(StrEnum):
     NEVER_START = "never_start"  # the machine stays `starting`: its process is never launched
-    UNHEALTHY = "unhealthy"  # the process runs but cannot reach Supabase, so /health never answers
+    # The version it hits runs but cannot reach Supabase (its restarts too), so /health never passes.
+    UNHEALTHY = "unhealthy"
     BROKEN_IMAGE = "broken_image"  # every machine on `image` crashes as it boots (exit 1), until cleared
     SLOW_API = "slow_api"  # API calls answer after `delayMs`
     RATE_LIMIT = "rate_limit"  # API calls answer 429

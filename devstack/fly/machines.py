@@ -182,6 +182,9 @@ class Machine:
     restarts: int = 0
     # When flyd restarted the process (monotonic seconds), for on-failure's 5-minute window.
     restarted_at: deque[float] = field(default_factory=deque)
+    # The version an `unhealthy` fault hit: every process of that version (restarts too) cannot reach
+    # Supabase, as a bad release stays bad however often it restarts. A new version (update) is itself again.
+    unhealthy_version: str | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -481,10 +484,19 @@ class Fleet:
             "HTTP_HOST": "127.0.0.1",
             "HTTP_PORT": str(port),
         }
-        if self._faults.take(frozenset({FaultKind.UNHEALTHY}), machine.id, machine.config):
-            logger.info("fault unhealthy machine_id=%s", machine.id)
+        if self._unhealthy(machine):
             env["SUPABASE_URL"] = UNREACHABLE_URL
         return env
+
+    def _unhealthy(self, machine: Machine) -> bool:
+        """Whether the machine's current version runs unhealthy; an `unhealthy` fault's use is one version."""
+        if machine.unhealthy_version == machine.instance_id:
+            return True
+        if self._faults.take(frozenset({FaultKind.UNHEALTHY}), machine.id, machine.config):
+            logger.info("fault unhealthy machine_id=%s version=%s", machine.id, machine.instance_id)
+            machine.unhealthy_version = machine.instance_id
+            return True
+        return False
 
     async def _supervise(self, machine: Machine, run: Run) -> None:
         """Wait for the process to exit; on an exit nobody asked for, apply the restart policy."""

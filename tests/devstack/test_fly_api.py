@@ -8,6 +8,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -388,6 +389,36 @@ def test_unhealthy_fault_runs_a_worker_that_never_answers_health(
 
     assert started.status_code == 200
     assert health.status_code in (502, 503)
+
+
+def process_env(pid: int) -> dict[str, str]:
+    entries = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(entry.decode().partition("=")[::2] for entry in entries if entry)
+
+
+def test_an_unhealthy_fault_holds_for_its_version_through_restarts_and_not_the_next(
+    machines: Machines, fly: FlyStandInClient, stack: DevStack
+) -> None:
+    # One use of the fault is one version: the worker that cannot reach Supabase gives up and exits, and the
+    # restart policy's new process of that version is as unhealthy (a bad release stays bad).
+    machine_id, user = machines.created()
+    fly.add_faults({"kind": "unhealthy", "machineId": machine_id, "count": 1})
+
+    fly.update(machine_id, {"config": machines.config(user, machine_id)})
+    deadline = time.monotonic() + 60
+    while (restarted := fly.process(machine_id))["restarts"] < 1 or restarted["pid"] is None:
+        assert time.monotonic() < deadline, f"the unhealthy worker never exited: {restarted}"
+        time.sleep(0.2)
+    restarted_env = process_env(restarted["pid"])
+    health = fly.machine_http(machine_id, "/health")
+    fly.update(machine_id, {"config": machines.config(user, machine_id, f"{IMAGE}-next")})
+    healthy = wait_healthy(fly, machine_id, timeout_secs=60)
+
+    assert restarted_env["SUPABASE_URL"] != stack.config.api_url
+    assert health.status_code != 200
+    assert healthy["version"] == "fly-test-1-next"
+    assert process_env(fly.process(machine_id)["pid"])["SUPABASE_URL"] == stack.config.api_url
+    assert [fault for fault in fly.faults() if fault["machineId"] == machine_id] == []
 
 
 def test_rate_limit_and_slow_api_faults(machines: Machines, fly: FlyStandInClient) -> None:

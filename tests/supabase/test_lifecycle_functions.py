@@ -25,6 +25,7 @@ from devstack.config import EXCHANGE_PORT, FLY_DEV_IMAGE, MACHINE_SECRET_DEV_KEY
 from devstack.fly.client import FlyStandInClient
 from devstack.stack import DevStack
 from tests.factories import AppUser, create_machine, create_trader, create_user, delete_user
+from worker.settings import WorkerSettings
 
 IMAGE_REPOSITORY = "registry.fly.io/trademind-workers"
 
@@ -200,6 +201,9 @@ def test_provision_starts_a_worker_that_heartbeats_and_answers_health(
     assert machine["config"]["restart"] == {"policy": "on-failure", "max_retries": 10}
     assert machine["config"]["env"]["PAPER_TRADING_ONLY"] == "true"
     assert "BINANCE_API_KEY" not in machine["config"]["env"]
+    # Every variable the machine is given is a setting the worker reads (it ignores unknown names).
+    settings = {name.upper() for name in WorkerSettings.model_fields}
+    assert sorted(set(machine["config"]["env"]) - settings) == []
 
 
 def test_provisioning_twice_or_concurrently_gives_one_machine(
@@ -537,6 +541,36 @@ def test_a_rollout_of_a_broken_image_leaves_every_machine_on_a_healthy_version(
     assert fly.get(rolled_back)["config"]["env"]["MACHINE_TOKEN"] != tokens_before[rolled_back]
     log = (stack.config.state_dir / "fly" / "machines" / f"{rolled_back}.log").read_text()
     assert "exec format error" in log
+
+
+def test_a_version_that_stays_unhealthy_through_its_restarts_is_rolled_back(
+    stack: DevStack, fleet: Fleet, fly: FlyStandInClient
+) -> None:
+    machines = sorted(fleet.provisioned(2), key=lambda pair: pair[1])
+    image = f"{IMAGE_REPOSITORY}:unhealthy-{uuid.uuid4().hex[:8]}"
+    # Only the new version of the first machine (one use): its worker cannot reach Supabase, gives up and is
+    # restarted by the restart policy, still unhealthy; the gate lasts long enough to see that restart.
+    fly.add_faults({"kind": "unhealthy", "machineId": machines[0][1], "count": 1})
+
+    response = call(
+        stack,
+        "update-machines",
+        {"image": image, "userIds": [str(u.id) for u, _ in machines], "healthTimeoutSecs": 30},
+    )
+
+    body = response.json()
+    first, second = ({r["machineId"]: r for r in body["machines"]}[m] for _, m in machines)
+    assert response.status_code == 200, response.text
+    assert (body["success"], body["halted"]) == (False, True)
+    assert body["summary"] == rollout_summary(total=2, failed=1, rolledBack=1, pending=1)
+    assert (first["status"], first["stage"]) == ("failed", "health")
+    assert first["rollback"]["status"] == "rolled_back"
+    assert fly.process(machines[0][1])["restarts"] >= 1, "the gate ended before the worker restarted"
+    assert second["status"] == "pending"
+    for user, machine_id in machines:
+        assert fly.get(machine_id)["config"]["image"] == FLY_DEV_IMAGE
+        assert wait_healthy(fly, machine_id)["version"] == "dev"
+        wait_until(lambda u=user: fleet.row(u)[2] == "dev")
 
 
 def test_a_rollback_that_fails_too_is_reported(stack: DevStack, fleet: Fleet, fly: FlyStandInClient) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 
 from devstack.fly.client import FlyStandInClient
 from devstack.stack import DevStack
-from tests.supabase.test_lifecycle_functions import Fleet, call, wait_healthy
+from tests.supabase.test_lifecycle_functions import IMAGE_REPOSITORY, Fleet, call, wait_healthy
 
 PAUSE_CRON = "select cron.alter_job(jobid, active := %s) from cron.job where jobname = 'scale-machines'"
 
@@ -111,6 +112,40 @@ def test_an_idle_machine_is_scaled_down_once_per_cooldown_and_a_failed_resize_ro
         (machine_id,),
     ).fetchall()
     assert usage == [(2, 512)], "billing follows the size the row records"
+
+
+def test_a_resized_version_that_stays_unhealthy_is_rolled_back_to_its_size(
+    stack: DevStack, fleet: Fleet
+) -> None:
+    ((user, machine_id),) = fleet.provisioned(1, "pro")
+    _running(fleet.db, machine_id)
+    _grow(fleet, machine_id, 2, 512)
+    # The resized version only (one use): its worker cannot reach Supabase, and neither can its restarts.
+    fleet.fly.add_faults({"kind": "unhealthy", "machineId": machine_id, "count": 1})
+
+    failed = _scale(stack, str(user.id), cooldownSecs=0, healthTimeoutSecs=30)
+
+    (rolled,) = failed["machines"]
+    assert rolled["status"] == "rolled_back", json.dumps(rolled)
+    assert (rolled["stage"], rolled["rollback"]["status"]) == ("health", "rolled_back")
+    assert fleet.fly.process(machine_id)["restarts"] >= 1, "the gate ended before the worker restarted"
+    guest = fleet.fly.get(machine_id)["config"]["guest"]
+    assert (guest["cpus"], guest["memory_mb"]) == (2, 512), "back on the size it had"
+    assert wait_healthy(fleet.fly, machine_id)["version"] == "dev"
+
+
+def test_a_rollout_keeps_the_size_a_machine_was_scaled_to(stack: DevStack, fleet: Fleet) -> None:
+    ((user, machine_id),) = fleet.provisioned(1, "pro")
+    _running(fleet.db, machine_id)
+    _grow(fleet, machine_id, 2, 512)
+
+    image = f"{IMAGE_REPOSITORY}:sized-{uuid.uuid4().hex[:8]}"
+
+    response = call(stack, "update-machines", {"image": image, "userIds": [str(user.id)]})
+
+    assert response.status_code == 200 and response.json()["summary"]["updated"] == 1, response.text
+    guest = fleet.fly.get(machine_id)["config"]["guest"]
+    assert (guest["cpu_kind"], guest["cpus"], guest["memory_mb"]) == ("shared", 2, 512)
 
 
 def test_only_service_role_may_scale_and_bad_bodies_are_named(stack: DevStack, fleet: Fleet) -> None:

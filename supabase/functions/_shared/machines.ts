@@ -229,10 +229,12 @@ export function machineConfig(env: LifecycleEnv, user: UserForMachine, workerEnv
   });
 }
 
-/** `config` with every runtime setting as machine_runtime.json has it now (the machine keeps its memory). */
+/** `config` with every runtime setting as machine_runtime.json has it now; the machine keeps its size (CPUs
+ * and memory: its tier's, or what scale-machines gave it). */
 export function withRuntimeSettings(config: MachineConfig): MachineConfig {
   const runtime = structuredClone(runtimeJson.config);
-  return { ...config, ...runtime, guest: { ...runtime.guest, memory_mb: config.guest?.memory_mb } };
+  const guest = { ...runtime.guest, cpus: config.guest?.cpus ?? runtime.guest.cpus, memory_mb: config.guest?.memory_mb };
+  return { ...config, ...runtime, guest };
 }
 
 export async function decryptBinanceKeys(db: SupabaseClient, userId: string): Promise<{ apiKey: string; secretKey: string } | null> {
