@@ -396,7 +396,8 @@ class MarketFeed:
     def request_backfill(self, key: KlineKey, from_ms: int | None = None) -> None:
         """Fetch candles over REST from open time `from_ms` up to now.
 
-        Without `from_ms`: from the newest stored candle (the newest `backfill_limit` if there is none).
+        Without `from_ms`: from the newest stored candle, or the newest `backfill_limit` while the series
+        holds fewer (streamed candles may have arrived before the backfill of a new series ran).
 
         Requests for a series already waiting merge into one, from the older of the two starts.
         """
@@ -449,16 +450,21 @@ class MarketFeed:
     async def _backfill(self, key: KlineKey, from_ms: int | None) -> None:
         symbol, interval = key
         series = self.store.series(symbol, interval)
-        start_ms = from_ms if from_ms is not None else series.last_open_time
         limit = min(self.settings.backfill_limit, MAX_KLINES_PER_REQUEST)
+        start_ms = from_ms
+        if start_ms is None and len(series) >= min(limit, series.capacity):
+            start_ms = series.last_open_time
         while True:
             rows = await self.source.fetch_klines(symbol, interval, start_ms=start_ms, limit=limit)
             if kline_stream(*key) not in self._klines:
                 return
             last_page = len(rows) < limit or start_ms is None
+            streamed_ms = series.last_open_time
             for index, row in enumerate(rows):
-                # The newest row of the newest page may still be forming; the stream will close it.
-                closed = not (last_page and index == len(rows) - 1)
+                # The newest row of the newest page may still be forming (unless the stream already
+                # delivered a newer candle); the stream will close it.
+                forming = last_page and index == len(rows) - 1
+                closed = not forming or (streamed_ms is not None and row.open_time < streamed_ms)
                 series.upsert(
                     row.open_time, row.open, row.high, row.low, row.close, row.volume, closed=closed,
                     now_ms=int(self.market.now_ms()),

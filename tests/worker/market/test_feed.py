@@ -109,6 +109,36 @@ async def test_feed_keeps_every_candle_through_an_hour_of_faults(fast_simulator:
     assert ticker is not None and ticker.event_time_ms > START_MS + HOUR_MS / 2
 
 
+async def test_new_series_get_their_history_even_when_the_stream_comes_first(
+    fast_simulator: ExchangeSimulator,
+) -> None:
+    sim = fast_simulator
+    # One slow backfill at a time: every series' stream delivers candles before its backfill runs.
+    sim.faults.update({"delay_ms": 400})
+    store, tickers = KlineStore(capacity=200), TickerStore()
+    source = BinanceKlineSource(sim.url)
+    feed = MarketFeed(
+        settings(sim.ws_url, backfill_concurrency=1, backfill_limit=200), store, tickers, source
+    )
+    feed.set_subscriptions(SERIES, set())
+    try:
+        async with running(feed):
+            await wait_for(
+                lambda: all(len(store.get(*key) or ()) > 0 for key in SERIES), 10, "streamed candles"
+            )
+            streamed_first = {key: len(store.get(*key) or ()) for key in SERIES}
+            await wait_for(lambda: feed.health().pending_backfills == 0, 20, "the backfills")
+            await asyncio.sleep(0.5)
+    finally:
+        await source.close()
+    assert min(streamed_first.values()) < 10, "the streams came first"
+    for key in sorted(SERIES):
+        assert_store_matches_recording(store, sim, key)
+    # 1h: two days of recording before the start; the finer ones have more than the store keeps.
+    short = [key for key in SERIES if len(store.get(*key) or ()) < (48 if key[1] == "1h" else 200)]
+    assert short == []
+
+
 async def test_streams_split_over_connections_and_change_live(fast_simulator: ExchangeSimulator) -> None:
     sim = fast_simulator
     store, tickers = KlineStore(capacity=50), TickerStore()
