@@ -1,7 +1,7 @@
 """scale-machines against real workers on the Fly stand-in: an idle machine above its tier's base size is
 scaled down through lease, update and health gate (row, billing, the user's notification follow); no
-second resize within the cooldown; a resize whose new version never starts is rolled back to
-its old size.
+second resize within the cooldown; a resize whose new version never starts, or never gets healthy, is
+rolled back to its old size; a later rollout (update-machines) keeps the size.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import pytest
 
 from devstack.fly.client import FlyStandInClient
 from devstack.stack import DevStack
+from tests.factories import AppUser
 from tests.supabase.test_lifecycle_functions import IMAGE_REPOSITORY, Fleet, call, wait_healthy
 
 PAUSE_CRON = "select cron.alter_job(jobid, active := %s) from cron.job where jobname = 'scale-machines'"
@@ -64,6 +65,14 @@ def _grow(fleet: Fleet, machine_id: str, cpus: int, memory_mb: int) -> None:
     time.sleep(3)
 
 
+def _grown_machine(fleet: Fleet) -> tuple[AppUser, str]:
+    """A pro user's running machine, grown to 2 vCPU / 512 MB as an earlier scale-up would have."""
+    ((user, machine_id),) = fleet.provisioned(1, "pro")
+    _running(fleet.db, machine_id)
+    _grow(fleet, machine_id, 2, 512)
+    return user, machine_id
+
+
 def _scale(stack: DevStack, user_id: str, **body: Any) -> dict[str, Any]:
     response = call(stack, "scale-machines", {"userIds": [user_id], **body})
     assert response.status_code == 200, response.text
@@ -74,9 +83,7 @@ def _scale(stack: DevStack, user_id: str, **body: Any) -> dict[str, Any]:
 def test_an_idle_machine_is_scaled_down_once_per_cooldown_and_a_failed_resize_rolled_back(
     stack: DevStack, fleet: Fleet
 ) -> None:
-    ((user, machine_id),) = fleet.provisioned(1, "pro")
-    _running(fleet.db, machine_id)
-    _grow(fleet, machine_id, 2, 512)
+    user, machine_id = _grown_machine(fleet)
 
     down = _scale(stack, str(user.id), cooldownSecs=300)
     after_down = fleet.fly.get(machine_id)["config"]["guest"]
@@ -117,9 +124,7 @@ def test_an_idle_machine_is_scaled_down_once_per_cooldown_and_a_failed_resize_ro
 def test_a_resized_version_that_stays_unhealthy_is_rolled_back_to_its_size(
     stack: DevStack, fleet: Fleet
 ) -> None:
-    ((user, machine_id),) = fleet.provisioned(1, "pro")
-    _running(fleet.db, machine_id)
-    _grow(fleet, machine_id, 2, 512)
+    user, machine_id = _grown_machine(fleet)
     # The resized version only (one use): its worker cannot reach Supabase, and neither can its restarts.
     fleet.fly.add_faults({"kind": "unhealthy", "machineId": machine_id, "count": 1})
 
@@ -135,9 +140,7 @@ def test_a_resized_version_that_stays_unhealthy_is_rolled_back_to_its_size(
 
 
 def test_a_rollout_keeps_the_size_a_machine_was_scaled_to(stack: DevStack, fleet: Fleet) -> None:
-    ((user, machine_id),) = fleet.provisioned(1, "pro")
-    _running(fleet.db, machine_id)
-    _grow(fleet, machine_id, 2, 512)
+    user, machine_id = _grown_machine(fleet)
 
     image = f"{IMAGE_REPOSITORY}:sized-{uuid.uuid4().hex[:8]}"
 
