@@ -86,7 +86,7 @@ async def scenario(
     snapshots = SnapshotSource(store, tickers, store.keys)
     unused_auth = MachineAuth("-", "-")  # never sent: no trader is active, so nothing is signalled
     database = Database(f"{UNUSED_URL}/rest/v1", unused_auth, clock=LiveClock())
-    signals = SignalRows(database, uuid.uuid4(), clock=LiveClock())
+    signals = SignalRows(database)
     analysis = AnalysisClient(AnalysisSettings(functions_url=UNUSED_URL), unused_auth)
     engine = SignalEngine(
         SignalRunner(pool), snapshots, klines=store, tickers=tickers, signals=signals, analysis=analysis,

@@ -194,7 +194,7 @@ async def _measure(user_id: uuid.UUID, signals: list[tuple[uuid.UUID, Trader, st
     clock = LiveClock()
     auth = MachineAuth(ANON_KEY, token)
     database = Database(REST_URL, auth, clock=clock)
-    tables = Tables.on(database, user_id, clock=clock)
+    tables = Tables.on(database, user_id)
     venue = TimedVenue(config, tables.trading.paper_balance)
     symbols = [f"S{i:03d}USDT" for i in range(SYMBOLS)]
     tickers = TickerStore()

@@ -412,7 +412,7 @@ async def build_worker(
         await retry(renewer.renew, what="machine token renewal", clock=clock)
     database = Database(config.rest_url, auth, clock=clock)
     resources.push_async_callback(database.aclose)
-    tables = Tables.on(database, settings.user_id, clock=clock)
+    tables = Tables.on(database, settings.user_id)
     shipper = start_log_shipping(settings, config.logs, tables, resources, clock=clock)
     await check_database(tables.machine, config.app.version, clock=clock)
     metrics = WorkerMetrics(memory_limit_mb=settings.fly_vm_memory_mb)

@@ -85,7 +85,8 @@ class WorkerSettings(BaseSettings):
     # Trading: paper fills, sizing without positionSize, guardrails, the position monitor, trailing stops
     # for new positions (off, percent of price, or ATR multiple of TRADING_ATR_INTERVAL candles).
     trading_paper_fee_rate: Decimal = Field(default=Decimal("0.001"), ge=0, lt=1)
-    trading_paper_slippage_rate: Decimal = Field(default=Decimal("0.0005"), ge=0, lt=1)
+    # At most the slippage the database allows a paper fill (transitions.max_paper_slippage()).
+    trading_paper_slippage_rate: Decimal = Field(default=Decimal("0.0005"), ge=0, le=Decimal("0.05"))
     trading_default_balance_fraction: Decimal = Field(default=Decimal("0.1"), gt=0, le=1)
     trading_symbol_cooldown_secs: float = Field(default=900.0, ge=0)
     trading_safe_mode_failures: int = Field(default=3, ge=1, le=100)

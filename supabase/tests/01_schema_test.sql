@@ -29,7 +29,8 @@ select enum_has_labels('public', 'analysis_decision', array[
 select enum_has_labels('public', 'order_status',
   array['pending', 'partially_filled', 'filled', 'cancelled', 'failed'], 'order_status labels');
 
-select col_is_unique('public', 'trades', 'client_order_id', 'trades.client_order_id is unique');
+select col_is_unique('public', 'trades', array['user_id', 'client_order_id'],
+  'trades.client_order_id is unique per user (not across users: no collisions, no oracle)');
 select col_not_null('public', 'trades', 'client_order_id', 'every trade carries our client order id');
 select has_column('public', 'traders', 'risk', 'traders have risk settings');
 select has_column('public', 'positions', 'trailing_stop_percent', 'positions have a trailing stop distance');
@@ -37,7 +38,7 @@ select has_column('public', 'positions', 'trailing_stop_reference_price', 'posit
 select has_column('public', 'positions', 'metadata', 'positions have metadata');
 select hasnt_column('public', 'users', 'binance_api_key', 'no Binance key column in the exposed users table');
 
-select is(public.schema_version(), 1, 'schema_version() is 1');
+select is(public.schema_version(), 2, 'schema_version() is 2');
 
 -- Sign-up trigger.
 insert into auth.users (id, email) values ('10000000-0000-4000-8000-000000000001', 'signup@example.com');

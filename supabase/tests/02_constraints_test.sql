@@ -93,8 +93,9 @@ select pg_temp.rejects('public.traders', pg_temp.trader('{"signal_code": ""}'), 
   'traders: signal code must not be empty');
 select pg_temp.rejects('public.traders', pg_temp.trader(jsonb_build_object('signal_code', repeat('x', 100001))),
   'traders_signal_code_length', 'traders: signal code is at most 100k characters');
-select pg_temp.rejects('public.traders', pg_temp.trader('{"signal_code_version": 0}'),
-  'traders_signal_code_version_positive', 'traders: signal_code_version starts at 1');
+select tests.insert_row('public.traders', pg_temp.trader('{"name": "zeroed", "signal_code_version": 0}'));
+select is((select signal_code_version from public.traders where name = 'zeroed'), 1,
+  'traders: signal_code_version starts at 1 whatever the insert says (a trigger sets it)');
 select pg_temp.rejects('public.traders', pg_temp.trader('{"ai_instructions": ""}'),
   'traders_ai_instructions_length', 'traders: AI instructions must not be empty');
 select pg_temp.rejects('public.traders', pg_temp.trader('{"timeframes": []}'), 'traders_timeframes_valid',
@@ -236,8 +237,8 @@ select pg_temp.rejects('public.trades', pg_temp.trade('{"position_id": "b0000000
   'trades_position_fkey', 'trades: a trade cannot point at another user''s position');
 select lives_ok(format('select tests.insert_row(%L, %L)', 'public.trades', pg_temp.trade()),
   'trades: a valid trade is accepted');
-select pg_temp.rejects('public.trades', pg_temp.trade(), 'trades_client_order_id_key',
-  'trades: a client order id is used once (a retried insert cannot duplicate an order)');
+select pg_temp.rejects('public.trades', pg_temp.trade(), 'trades_user_id_client_order_id_key',
+  'trades: a client order id is used once per user (a retried insert cannot duplicate an order)');
 select lives_ok(format('select tests.insert_row(%L, %L)', 'public.trades',
   pg_temp.trade('{"position_id": null, "status": "failed", "price": null, "client_order_id": "tm-entry-2",
                   "error_message": "Filter failure: NOTIONAL"}')),

@@ -16,8 +16,8 @@ select throws_ok($$select public.record_machine_heartbeat('destroyed')$$, '22023
   'a machine cannot declare itself destroyed');
 
 select tests.authenticate_as_machine('a0000000-0000-4000-8000-000000000001', 'machine-b');
-select throws_ok($$select public.record_machine_heartbeat()$$, 'P0002', null,
-  'a token for another machine id refreshes nothing');
+select throws_ok($$select public.record_machine_heartbeat()$$, '42501', null,
+  'a token for another user''s machine id refreshes nothing (no live machine of this user has that id)');
 
 select tests.authenticate_as('a0000000-0000-4000-8000-000000000001');
 select throws_ok($$select public.record_machine_heartbeat()$$, '42501', null, 'a user cannot send heartbeats');

@@ -7,11 +7,11 @@ select tests.create_user('a1800000-0000-4000-8000-000000000001', 'n-a@example.co
 select tests.create_user('b1800000-0000-4000-8000-000000000001', 'n-b@example.com');
 select tests.create_machine('a1800000-0000-4000-8000-000000000001', 'machine-na');
 
--- Machines write their user's worker events ----------------------------------------------------------------
+-- The worker's events notify through triggers on the events themselves (15 tests them); machines write none --
 select tests.authenticate_as_machine('a1800000-0000-4000-8000-000000000001', 'machine-na');
-select lives_ok($$insert into public.notifications (id, user_id, kind, title, body)
+select throws_ok($$insert into public.notifications (id, user_id, kind, title, body)
   values ('a1800000-0000-4000-8000-0000000000a1', 'a1800000-0000-4000-8000-000000000001', 'signal_new', 'New signal', 'BTCUSDT')$$,
-  'machine: notifies its own user of a new signal');
+  '42501', null, 'machine: cannot write a notification, not even its own user''s');
 select throws_ok($$insert into public.notifications (user_id, kind, title)
   values ('b1800000-0000-4000-8000-000000000001', 'signal_new', 'x')$$, '42501', null,
   'machine: cannot notify another user');
@@ -19,6 +19,9 @@ select throws_ok($$insert into public.notifications (user_id, kind, title)
   values ('a1800000-0000-4000-8000-000000000001', 'budget_exceeded', 'x')$$, '42501', null,
   'machine: cannot raise database-only kinds');
 select throws_ok($$update public.notifications set read_at = now()$$, '42501', null, 'machine: cannot mark read');
+select tests.clear_authentication();
+insert into public.notifications (id, user_id, kind, title, body)
+values ('a1800000-0000-4000-8000-0000000000a1', 'a1800000-0000-4000-8000-000000000001', 'signal_new', 'New signal', 'BTCUSDT');
 
 -- Users read and mark read only their own ----------------------------------------------------------------------
 select tests.clear_authentication();
@@ -50,7 +53,7 @@ select results_eq('select has_bot, bot_token_masked, chat_id from public.telegra
   $$values (true, '123456:…2345'::text, '987654'::text)$$, 'the status shows a masked token, never the token');
 select throws_ok('select * from private.telegram_credentials', '42501', null, 'user: cannot read the encrypted table');
 
-select tests.authenticate_as_machine('a1800000-0000-4000-8000-000000000001', 'machine-na');
+select tests.clear_authentication();
 insert into public.notifications (id, user_id, kind, title) values
   ('a1800000-0000-4000-8000-0000000000a2', 'a1800000-0000-4000-8000-000000000001', 'position_closed', 'Closed: take profit'),
   ('a1800000-0000-4000-8000-0000000000a3', 'a1800000-0000-4000-8000-000000000001', 'trade_failed', 'Order rejected');

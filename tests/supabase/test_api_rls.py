@@ -110,7 +110,7 @@ def test_anon_key_cannot_read_users(client_for: ClientFactory, stack: DevStack, 
     assert refused.value.code == "42501"
 
 
-def test_machine_writes_signals_for_its_user_only(
+def test_machine_creates_signals_only_through_the_transition_function_and_for_its_user_only(
     client_for: ClientFactory, stack: DevStack, db: psycopg.Connection[Any], alice: AppUser, bob: AppUser
 ) -> None:
     machine = client_for(alice.machine_jwt(create_machine(db, alice)))
@@ -118,51 +118,48 @@ def test_machine_writes_signals_for_its_user_only(
     bob_trader = db.execute("select id from public.traders where user_id = %s", (bob.id,)).fetchone()
     assert bob_trader is not None
     signal_id = str(uuid.uuid4())
+    row = {"trader_id": alice_trader[0]["id"], "symbol": "BTCUSDT", "trigger_price": "97123.45"}
 
-    machine.table("signals").insert(
-        {
-            "id": signal_id,
-            "trader_id": alice_trader[0]["id"],
-            "user_id": str(alice.id),
-            "symbol": "BTCUSDT",
-            "trigger_price": "97123.45",
-        }
-    ).execute()
-    with pytest.raises(APIError) as refused:
-        machine.table("signals").insert(
+    with pytest.raises(APIError) as direct:
+        machine.table("signals").insert({**row, "id": str(uuid.uuid4()), "user_id": str(alice.id)}).execute()
+    created = machine.rpc("trading_create_signal", {**row, "signal_id": signal_id}).execute().data
+    with pytest.raises(APIError) as bobs:
+        machine.rpc(
+            "trading_create_signal",
             {
+                "signal_id": str(uuid.uuid4()),
                 "trader_id": str(bob_trader[0]),
-                "user_id": str(bob.id),
                 "symbol": "BTCUSDT",
                 "trigger_price": "1",
-            }
+            },
         ).execute()
 
-    assert len(alice_trader) == 1
     stored = db.execute(
         "select user_id, trigger_price::text from public.signals where id = %s", (signal_id,)
     ).fetchone()
+    assert direct.value.code == "42501"
+    assert created == "created"
     assert stored == (alice.id, "97123.45")
-    assert refused.value.code == "42501"
+    assert bobs.value.code == "P0002"
+    assert db.execute("select count(*) from public.signals where user_id = %s", (bob.id,)).fetchone() == (0,)
 
 
-def test_retried_signal_insert_is_a_no_op(
+def test_retried_signal_creation_is_a_no_op(
     client_for: ClientFactory, stack: DevStack, db: psycopg.Connection[Any], alice: AppUser
 ) -> None:
     machine = client_for(alice.machine_jwt(create_machine(db, alice)))
     trader_id = machine.table("traders").select("id").execute().data[0]["id"]
     row = {
-        "id": str(uuid.uuid4()),
+        "signal_id": str(uuid.uuid4()),
         "trader_id": trader_id,
-        "user_id": str(alice.id),
         "symbol": "ETHUSDT",
         "trigger_price": "3300",
     }
 
-    for _ in range(2):
-        machine.table("signals").upsert(row, ignore_duplicates=True).execute()
+    answers = [machine.rpc("trading_create_signal", row).execute().data for _ in range(2)]
 
     count = db.execute("select count(*) from public.signals where trader_id = %s", (trader_id,)).fetchone()
+    assert answers == ["created", "created"]
     assert count == (1,)
 
 
@@ -197,7 +194,7 @@ def test_schema_version_is_callable_by_machines(
 ) -> None:
     version = client_for(alice.machine_jwt(create_machine(db, alice))).rpc("schema_version").execute().data
 
-    assert version == 1
+    assert version == 2
 
 
 def test_responses_are_capped_at_max_rows(

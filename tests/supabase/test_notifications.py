@@ -106,9 +106,9 @@ def _raise_each_kind(stack: DevStack, db: psycopg.Connection[Any], user: AppUser
     trader_id = create_trader(db, user, "notified trader")
     signal_id = uuid.uuid4()
     with _rest(stack, user.machine_jwt(machine_id)) as machine:
-        signal = {"id": str(signal_id), "trader_id": str(trader_id), "user_id": str(user.id),
-                  "symbol": "BTCUSDT", "trigger_price": "42000"}  # fmt: skip
-        assert machine.post("/signals", json=signal).status_code == 201
+        signal = {"signal_id": str(signal_id), "trader_id": str(trader_id), "symbol": "BTCUSDT",
+                  "trigger_price": "42000"}  # fmt: skip
+        assert machine.post("/rpc/trading_create_signal", json=signal).json() == "created"
         raised[NotificationKind.SIGNAL_NEW] = time.time()
     position = db.execute(
         "insert into public.positions (signal_id, user_id, symbol, side, entry_price, size)"

@@ -1,7 +1,7 @@
 """The database gateway: the only code that talks to PostgREST.
 
     db = Database(rest_url, MachineAuth(anon_key, token), clock=clock)   # one HTTP client (client.py)
-    tables = Tables.on(db, user_id, clock=clock)                          # one module per table family
+    tables = Tables.on(db, user_id)                                       # one module per table family
 
 Modules: `client` (the HTTP client, and PostgREST's answers as WorkerError), `machine` (schema version,
 heartbeat, the user's account), `traders` (the user's traders, report_trader_error), `signals` (the
@@ -14,7 +14,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from worker.clock import Clock
 from worker.db.client import Database
 from worker.db.logs import LogRows
 from worker.db.machine import MachineRows
@@ -34,11 +33,11 @@ class Tables:
     logs: LogRows
 
     @classmethod
-    def on(cls, db: Database, user_id: uuid.UUID, *, clock: Clock) -> Tables:
+    def on(cls, db: Database, user_id: uuid.UUID) -> Tables:
         return cls(
             MachineRows(db),
             TraderRows(db, user_id),
-            SignalRows(db, user_id, clock=clock),
+            SignalRows(db),
             TradingRows(db),
             LogRows(db),
         )

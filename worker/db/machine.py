@@ -9,7 +9,7 @@ from worker.domain.enums import MachineStatus
 from worker.errors import ConfigError
 
 # The schema versions this build of the worker understands (public.schema_version()).
-SUPPORTED_SCHEMA_VERSIONS: Final = frozenset({1})
+SUPPORTED_SCHEMA_VERSIONS: Final = frozenset({2})
 _NO_MACHINE_ROW: Final = "P0002"
 
 

@@ -1,10 +1,10 @@
 """The `signals` table: the engine creates and closes signals, trading moves them through their lifecycle.
 
-Every row is created with an id the worker generated, so a retried insert is recognised rather than
-duplicated. The unique index `signals_one_live_per_trader_symbol` refuses a second live signal for a trader
-and symbol: that answer means "already live", not an error. `close_if_new` is conditional on the status
-still being `new`, so the engine never closes a signal trading has moved on; trading's own moves go through
-`trading_set_signal`, which refuses an illegal transition (StaleState).
+The machine writes signals only through the transition functions. `trading_create_signal` creates a signal
+with an id the worker generated, so a retried insert is recognised rather than duplicated, and answers
+"already live" when the trader has a live signal for the symbol (`signals_one_live_per_trader_symbol`).
+`close_if_new` is conditional on the status still being `new`, so the engine never closes a signal trading
+has moved on; every move goes through `trading_set_signal`, which refuses an illegal one (StaleState).
 """
 
 from __future__ import annotations
@@ -16,14 +16,11 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Final
 
-from worker.clock import Clock
-from worker.db.client import Database, Refused
+from worker.db.client import Database
 from worker.domain.enums import SignalStatus
 from worker.domain.signal import Signal
 
-LIVE_INDEX: Final = "signals_one_live_per_trader_symbol"
 MAX_CLOSE_REASON_CHARS: Final = 500  # signals_close_reason_length
-_UNIQUE_VIOLATION: Final = "23505"
 
 
 class InsertOutcome(StrEnum):
@@ -48,10 +45,8 @@ def _signal(row: dict[str, Any]) -> Signal:
 class SignalRows:
     """This user's signals: insert, query, close, and the lifecycle transitions."""
 
-    def __init__(self, db: Database, user_id: uuid.UUID, *, clock: Clock) -> None:
+    def __init__(self, db: Database) -> None:
         self._db = db
-        self._user_id = user_id
-        self._clock = clock
 
     # The engine ------------------------------------------------------------------------------------
     async def insert(
@@ -60,27 +55,16 @@ class SignalRows:
         """Create the signal (`status='new'`), or report that the trader already has a live one for `symbol`.
 
         Raises:
-            WorkerError: the database refused the row for another reason (the message says which).
+            WorkerError: the database refused the signal (no such trader of this user, an invalid value).
         """
-        row = {
-            "id": str(signal_id),
+        body = {
+            "signal_id": str(signal_id),
             "trader_id": str(trader_id),
-            "user_id": str(self._user_id),
             "symbol": symbol,
-            "status": SignalStatus.NEW.value,
             "trigger_price": str(trigger_price),
         }
-        what = f"insert signal id={signal_id} trader_id={trader_id} symbol={symbol}"
-        try:
-            await self._db.insert("signals", row, what=what)
-        except Refused as error:
-            if error.status == 409 and error.code == _UNIQUE_VIOLATION:
-                if LIVE_INDEX in error.detail:
-                    return InsertOutcome.ALREADY_LIVE
-                if await self._exists(signal_id, trader_id, symbol):
-                    return InsertOutcome.CREATED  # our own earlier attempt reached the database
-            raise
-        return InsertOutcome.CREATED
+        what = f"create signal id={signal_id} trader_id={trader_id} symbol={symbol}"
+        return InsertOutcome(await self._db.rpc("trading_create_signal", body, what=what))
 
     async def live_symbols(self, trader_id: uuid.UUID, symbols: Iterable[str]) -> set[str]:
         """The symbols among `symbols` with a live (not closed) signal of this trader."""
@@ -121,19 +105,14 @@ class SignalRows:
 
     async def close_if_new(self, signal_id: uuid.UUID, reason: str) -> bool:
         """Close the signal with `reason` if it is still `new`; True if this call closed it."""
-        changes = {
+        body = {
+            "signal_id": str(signal_id),
             "status": SignalStatus.CLOSED.value,
-            "closed_at": _rfc3339(self._clock.now()),
             "close_reason": reason[:MAX_CLOSE_REASON_CHARS],
+            "expected_status": SignalStatus.NEW.value,
         }
-        filters = {"id": f"eq.{signal_id}", "status": f"eq.{SignalStatus.NEW.value}", "select": "id"}
-        closed = await self._db.update("signals", filters, changes, what=f"close signal id={signal_id}")
-        return bool(closed)
-
-    async def _exists(self, signal_id: uuid.UUID, trader_id: uuid.UUID, symbol: str) -> bool:
-        params = {"select": "trader_id,symbol", "id": f"eq.{signal_id}"}
-        rows = await self._db.select("signals", params, what=f"signal id={signal_id}")
-        return any(row["trader_id"] == str(trader_id) and row["symbol"] == symbol for row in rows)
+        row = await self._db.rpc("trading_set_signal", body, what=f"close signal id={signal_id}")
+        return bool(row["changed"])
 
     # Trading ---------------------------------------------------------------------------------------
     async def status(self, signal_id: uuid.UUID) -> SignalStatus | None:

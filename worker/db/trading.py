@@ -103,12 +103,12 @@ class TradingRows:
         signal_id: uuid.UUID,
         position_id: uuid.UUID | None,
         order_type: OrderType,
-        price: Decimal | None,
+        price: Decimal,
         intent: OrderIntent,
     ) -> RecordedOrder:
-        """Record an order before sending it (status pending); an id recorded before returns that row."""
+        """Record an order before sending it (status pending) with the price it allows (a limit, or a MARKET
+        order's reference price); an id this user recorded before returns that row."""
         trade = {
-            "id": str(uuid.uuid5(uuid.NAMESPACE_OID, cid)),
             "client_order_id": cid,
             "signal_id": str(signal_id),
             "position_id": str(position_id) if position_id else None,
@@ -116,7 +116,7 @@ class TradingRows:
             "side": side.value,
             "order_type": order_type.value,
             "symbol": symbol,
-            "price": _text(price),
+            "price": plain(price),
             "quantity": plain(quantity),
             "intent": _intent_json(intent),
         }

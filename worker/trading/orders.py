@@ -83,7 +83,7 @@ class OrderFlow:
         signal_id: uuid.UUID,
         position_id: uuid.UUID | None,
         order_type: OrderType,
-        price: Decimal | None,
+        price: Decimal,
         intent: OrderIntent,
     ) -> OrderStatus:
         """Record an order before it is sent; its status (an earlier recording's, on a retry)."""
@@ -105,10 +105,11 @@ class OrderFlow:
         position_id: uuid.UUID | None,
         intent: OrderIntent,
     ) -> Submitted:
-        """Record, then send (or find) a MARKET order; a failure is recorded with the venue's message."""
+        """Record (with `price`, the reference the database bounds a paper fill by), then send (or find) a
+        MARKET order; a failure is recorded with the venue's message."""
         recorded = await self._trading.record_order(
             cid, symbol, side, quantity, self.mode, signal_id=signal_id, position_id=position_id,
-            order_type=OrderType.MARKET, price=None, intent=intent,
+            order_type=OrderType.MARKET, price=price, intent=intent,
         )  # fmt: skip
         if recorded.status is OrderStatus.FILLED:
             return Submitted(None, replayed=True)

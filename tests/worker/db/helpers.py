@@ -21,6 +21,6 @@ async def machine_tables(token: str | MachineAuth, user_id: uuid.UUID) -> AsyncI
     auth = token if isinstance(token, MachineAuth) else MachineAuth(ANON_KEY, token)
     database = Database(REST_URL, auth, clock=clock)
     try:
-        yield Tables.on(database, user_id, clock=clock)
+        yield Tables.on(database, user_id)
     finally:
         await database.aclose()

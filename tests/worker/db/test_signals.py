@@ -14,8 +14,8 @@ from devstack.stack import DevStack
 from tests.factories import MachineUser, create_trader, create_user, delete_user
 from tests.worker.db.helpers import machine_tables
 from tests.worker.signals.harness import signal_rows
+from worker.db.client import Refused
 from worker.db.signals import InsertOutcome
-from worker.errors import WorkerError
 
 
 async def test_a_signal_is_created_once_with_the_workers_id_even_when_the_insert_is_retried(
@@ -105,7 +105,7 @@ async def test_recent_and_stranded_queries_see_only_this_users_signals(
     assert stranded == [old[0][0]]
 
 
-async def test_a_signal_for_another_users_trader_is_refused(
+async def test_a_signal_for_another_users_trader_is_refused_as_if_the_trader_did_not_exist(
     stack: DevStack, db: psycopg.Connection[Any], machine: MachineUser
 ) -> None:
     stranger = create_user(db)
@@ -113,8 +113,13 @@ async def test_a_signal_for_another_users_trader_is_refused(
         strangers_trader = create_trader(db, stranger)
         async with machine_tables(machine.token, machine.user.id) as tables:
             store = tables.signals
-            with pytest.raises(WorkerError, match="23503"):
+            with pytest.raises(Refused) as strangers:
                 await store.insert(uuid.uuid4(), strangers_trader, "BTCUSDT", Decimal(1))
+            with pytest.raises(Refused) as missing:
+                await store.insert(uuid.uuid4(), uuid.uuid4(), "BTCUSDT", Decimal(1))
         assert signal_rows(db, strangers_trader) == []
     finally:
         delete_user(db, stranger)
+
+    assert (strangers.value.status, strangers.value.code) == (missing.value.status, missing.value.code)
+    assert strangers.value.code == "P0002"

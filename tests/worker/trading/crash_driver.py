@@ -72,7 +72,7 @@ async def main(args: argparse.Namespace) -> None:
     clock = LiveClock()
     auth = MachineAuth(ANON_KEY, args.token)
     database = Database(REST_URL, auth, clock=clock)
-    tables = Tables.on(database, uuid.UUID(json.loads(args.trader_row)["user_id"]), clock=clock)
+    tables = Tables.on(database, uuid.UUID(json.loads(args.trader_row)["user_id"]))
     crashing = replace(tables, trading=Crashing(tables.trading, "store", point))
     config = TradingConfig(symbol_cooldown_secs=0)
     tickers = TickerStore()
