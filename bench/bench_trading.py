@@ -78,6 +78,10 @@ def _ticker(symbol: str, price: Decimal) -> Ticker:
     return Ticker(symbol, price, price, price, price, zero, zero, price, price, zero, zero, 1)
 
 
+def _machine_id(user_id: uuid.UUID) -> str:
+    return f"bench-trading-{user_id.hex[:12]}"
+
+
 def _setup(stack: DevStack) -> tuple[uuid.UUID, list[Trader], list[tuple[uuid.UUID, Trader, str]]]:
     user_id = uuid.uuid4()
     traders: list[Trader] = []
@@ -88,6 +92,10 @@ def _setup(stack: DevStack) -> tuple[uuid.UUID, list[Trader], list[tuple[uuid.UU
             (user_id, f"bench-{user_id.hex[:12]}@example.com"),
         )
         db.execute("update public.users set paper_starting_balance_usd = 10000000 where id = %s", (user_id,))
+        db.execute(  # the database honours a machine token only while its machine is live
+            "insert into public.fly_machines (user_id, machine_id, status) values (%s, %s, 'running')",
+            (user_id, _machine_id(user_id)),
+        )
         for number in range(TRADERS):
             cursor = db.execute(
                 "insert into public.traders (user_id, name, signal_code, ai_instructions, timeframes,"
@@ -190,7 +198,7 @@ async def _measure(user_id: uuid.UUID, signals: list[tuple[uuid.UUID, Trader, st
         paper_slippage_rate=Decimal(0), trailing_mode=TrailingMode.PERCENT, trailing_distance=Decimal("0.05"),
         symbol_cooldown_secs=0,
     )  # fmt: skip
-    token = mint_jwt("trader_machine", user_id, extra_claims={"machine_id": "bench-trading"})
+    token = mint_jwt("trader_machine", user_id, extra_claims={"machine_id": _machine_id(user_id)})
     clock = LiveClock()
     auth = MachineAuth(ANON_KEY, token)
     database = Database(REST_URL, auth, clock=clock)
