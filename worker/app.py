@@ -50,7 +50,6 @@ from worker.settings import WorkerSettings
 from worker.signals.analysis import AnalysisBudget, AnalysisClient, AnalysisSettings
 from worker.signals.engine import DecisionExecutor, EngineSettings, SignalEngine
 from worker.signals.snapshots import SnapshotSource
-from worker.trading.binance_venue import BinanceVenue
 from worker.trading.config import TradingConfig
 from worker.trading.executor import TradeExecutor
 from worker.trading.guard import PositionGuard
@@ -242,6 +241,9 @@ def choose_venue(
         paper = PaperVenue(config.paper_fee_rate, config.paper_slippage_rate, tables.trading.paper_balance)
         return paper, reason
     assert settings.binance_api_key is not None and settings.binance_api_secret is not None
+    # Imported here: python-binance costs ~14 MB resident, and a paper worker (most of them) never needs it.
+    from worker.trading.binance_venue import BinanceVenue  # noqa: PLC0415
+
     venue = BinanceVenue(
         str(settings.binance_base_url),
         settings.binance_api_key.get_secret_value(),

@@ -92,9 +92,9 @@ def test_only_the_database_gateway_talks_to_postgrest() -> None:
         if imported.split(".")[0] in ("postgrest", "supabase")
         or (imported.split(".")[0] == "httpx" and not module.startswith("worker.db"))
     }
-    # The analysis client calls an Edge Function over HTTP (worker.tls builds the TLS context the HTTPS
-    # clients share); every PostgREST call goes through worker.db.
-    assert clients == {"worker.signals.analysis", "worker.tls"}
+    # The analysis client calls an Edge Function over HTTP, the klines backfill Binance's public REST API, and
+    # worker.tls builds the TLS context the HTTPS clients share; every PostgREST call goes through worker.db.
+    assert clients == {"worker.signals.analysis", "worker.market.rest", "worker.tls"}
 
 
 def test_only_the_composition_roots_read_the_settings() -> None:

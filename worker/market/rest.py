@@ -1,14 +1,19 @@
-"""Klines over Binance REST (python-binance's AsyncClient, pointed at a configurable base URL)."""
+"""Klines over Binance's public REST API (`GET /api/v3/klines`, httpx, a configurable base URL).
+
+A public market-data call needs no signing, so it does not go through python-binance: a paper-mode worker
+then never imports it (about 14 MB of resident memory: its dependencies, dateparser, regex, pycryptodome).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import aiohttp
+import httpx
 
 from worker.errors import ConfigError, RateLimited, TransientError
-from worker.market.binance_api import AsyncClient, BinanceAPIException, BinanceRequestException
+from worker.retry import retry_after_secs
+from worker.tls import client_tls
 
 MAX_KLINES_PER_REQUEST = 1000
 
@@ -32,65 +37,67 @@ class KlineSource(Protocol):
 
 
 class BinanceKlineSource:
-    """`GET /api/v3/klines` through python-binance; vendor errors become the worker's error tree."""
+    """`GET /api/v3/klines` on one pooled httpx client; Binance's errors become the worker's error tree."""
 
     def __init__(self, base_url: str, request_timeout_secs: float = 10.0) -> None:
-        self._base_url = base_url.rstrip("/")
-        self._timeout_secs = request_timeout_secs
-        self._client: Any = None
-
-    async def _ensure_client(self) -> Any:
-        if self._client is None:
-            # Constructed directly (not AsyncClient.create) so nothing pings the production host first.
-            client = AsyncClient(requests_params={"timeout": self._timeout_secs})
-            client.API_URL = f"{self._base_url}/api"
-            self._client = client
-        return self._client
+        api_url = f"{base_url.rstrip('/')}/api/v3"
+        self._http = httpx.AsyncClient(base_url=api_url, timeout=request_timeout_secs, verify=client_tls())
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.close_connection()
-            self._client = None
+        await self._http.aclose()
 
     async def server_time_ms(self) -> int:
         """`GET /api/v3/time`: the exchange's clock (the market's time, replays included)."""
-        client = await self._ensure_client()
+        reply = await self._get("/time", {}, "server time")
         try:
-            reply = await client.get_server_time()
             return int(reply["serverTime"])
-        except BinanceAPIException as error:
-            raise TransientError(f"server time: HTTP {error.status_code} code={error.code}") from error
-        except (TimeoutError, BinanceRequestException, aiohttp.ClientError, OSError) as error:
-            raise TransientError(f"server time: {error!r}") from error
         except (KeyError, TypeError, ValueError) as error:
             raise TransientError(f"server time: malformed reply: {error!r}") from error
 
     async def fetch_klines(
         self, symbol: str, interval: str, *, start_ms: int | None, limit: int
     ) -> list[RestKline]:
-        client = await self._ensure_client()
         params: dict[str, Any] = {"symbol": symbol, "interval": interval, "limit": min(limit, 1000)}
         if start_ms is not None:
             params["startTime"] = start_ms
         what = f"klines symbol={symbol} interval={interval} start_ms={start_ms}"
-        try:
-            rows = await client.get_klines(**params)
-        except BinanceAPIException as error:
-            if error.status_code in (418, 429):
-                retry_after = error.response.headers.get("Retry-After") if error.response else None
-                raise RateLimited(
-                    f"{what}: HTTP {error.status_code} code={error.code}",
-                    float(retry_after) if retry_after else None,
-                ) from error
-            if error.status_code >= 500:
-                raise TransientError(f"{what}: HTTP {error.status_code}") from error
-            raise ConfigError(f"{what}: rejected code={error.code} {error.message}") from error
-        except (TimeoutError, BinanceRequestException, aiohttp.ClientError, OSError) as error:
-            raise TransientError(f"{what}: {error!r}") from error
+        rows = await self._get("/klines", params, what)
         try:
             return [
                 RestKline(int(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4]), float(r[5]))
                 for r in rows
             ]
-        except (TypeError, ValueError, IndexError) as error:
+        except (TypeError, ValueError, IndexError, KeyError) as error:
             raise TransientError(f"{what}: malformed reply: {error!r}") from error
+
+    async def _get(self, path: str, params: dict[str, Any], what: str) -> Any:
+        try:
+            response = await self._http.get(path, params=params)
+        except httpx.HTTPError as error:
+            raise TransientError(f"{what}: {error!r}") from error
+        status = response.status_code
+        if status in (418, 429):  # rate limited, or banned for ignoring it: wait as asked
+            raise RateLimited(f"{what}: HTTP {status} {_binance_error(response)}", _retry_after(response))
+        if status >= 500:
+            raise TransientError(f"{what}: HTTP {status}")
+        if status >= 400:
+            raise ConfigError(f"{what}: rejected {_binance_error(response)}")
+        try:
+            return response.json()
+        except ValueError as error:
+            raise TransientError(f"{what}: malformed reply: {error!r}") from error
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    return retry_after_secs(response.headers.get("retry-after"))
+
+
+def _binance_error(response: httpx.Response) -> str:
+    """Binance's `{"code": -1121, "msg": "Invalid symbol."}` as `code=-1121 Invalid symbol.`."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200]
+    if not isinstance(body, dict):
+        return str(body)[:200]
+    return f"code={body.get('code')} {body.get('msg', '')}".strip()
