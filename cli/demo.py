@@ -358,7 +358,8 @@ def _save_demo_session(user: Any) -> None:
     from cli.console.session import Profile, Session
 
     expires_at = int(jwt.decode(user.jwt, options={"verify_signature": False})["exp"])
-    Profile(DEMO_PROFILE).save_session(Session(user.jwt, None, expires_at, str(user.id), user.email))
+    session = Session(user.jwt, user.refresh_token, expires_at, str(user.id), user.email)
+    Profile(DEMO_PROFILE).save_session(session)
 
 
 def _teardown(

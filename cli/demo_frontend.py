@@ -33,6 +33,7 @@ class DemoUser:
     id: uuid.UUID
     email: str
     jwt: str
+    refresh_token: str  # renews the session the dashboard opens on after the demo
 
 
 def sign_up(stack: DevStack, *, tier: str = "pro") -> DemoUser:
@@ -71,7 +72,7 @@ def sign_up(stack: DevStack, *, tier: str = "pro") -> DemoUser:
         raise FrontendError(
             f"setting the demo user's subscription: {response.status_code} {response.text[:200]}"
         )
-    return DemoUser(user_id, email, session.access_token)
+    return DemoUser(user_id, email, session.access_token, session.refresh_token)
 
 
 class Frontend:

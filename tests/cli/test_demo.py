@@ -88,11 +88,18 @@ def test_short_demo_summary_matches_the_database(
     # It ends with the one command that opens the dashboard on its data, as the demo user.
     last_line = result.stdout.strip().splitlines()[-1]
     assert last_line.endswith("trademind dev up --quiet && .venv/bin/trademind --profile demo"), last_line
+    # The saved session renews itself: marked expired, whoami still answers, on a new access token.
+    profile_path = tmp_path / "config" / "profiles" / "demo.json"
+    profile = json.loads(profile_path.read_text())
+    first_token = profile["session"]["access_token"]
+    profile["session"]["expires_at"] = 0
+    profile_path.write_text(json.dumps(profile))
     whoami = subprocess.run(
         [sys.executable, "-m", "cli.main", "--profile", "demo", "whoami", "--json"], capture_output=True,
         text=True, check=True, env={**os.environ, "TRADEMIND_CONFIG_DIR": str(tmp_path / "config")},
     )  # fmt: skip
     assert json.loads(whoami.stdout)["user"]["id"] == user_id
+    assert json.loads(profile_path.read_text())["session"]["access_token"] != first_token
 
 
 def test_demo_fails_loudly_when_the_start_is_outside_the_recordings(stack: DevStack, tmp_path: Path) -> None:

@@ -99,12 +99,7 @@ def test_signup_strategy_watch_a_trade_and_pause(
 
         # A strategy in plain words: shown, then saved on "y"; the machine is provisioned for it.
         terminal.type(f'clear; trademind strategy new "{DESCRIPTION}" --name Trend')
-        screen = terminal.wait_for(lambda text: "start it? [y/N]:" in text or "error:" in text, 60)
-        if "unsupported JWT algorithm ES256" in " ".join(screen.split()):
-            # Until the functions verify Supabase Auth's ES256 sessions (the hosted-platforms issue), a real
-            # sign-up cannot call them; the rest of this flow runs as soon as they do.
-            pytest.skip("the Edge Functions do not accept Supabase Auth's ES256 sessions yet")
-        assert "start it? [y/N]:" in screen, screen
+        terminal.wait_for("start it? [y/N]:", 60)
         terminal.type("y")
         screen = terminal.wait_for("runs it", 120)
         assert "saved Trend" in " ".join(screen.split())
