@@ -13,6 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final
 
+from worker.db.batching import BatchedRpc, Urgency
 from worker.db.client import Database
 from worker.domain import ledger
 from worker.domain.enums import (
@@ -83,10 +84,26 @@ class RealizedPnl:
 
 
 class TradingRows:
-    """This user's trading state: every write a transition RPC, every read mapped to trading values."""
+    """This user's trading state: every write a transition RPC, every read mapped to trading values.
+
+    Orders, fills and position updates made at the same moment go to Postgres together (batching.py): the
+    closes one price triggers record their orders in one round trip.
+    """
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        urgency = Urgency()
+        # A close's order goes before every other write; an entry's order is not urgent.
+        self._record_exits = BatchedRpc(
+            db, "trading_record_order", "trading_record_orders", urgency=urgency, urgent=True
+        )
+        self._record_orders = BatchedRpc(db, "trading_record_order", "trading_record_orders", urgency=urgency)
+        self._apply_fills = BatchedRpc(
+            db, "trading_apply_fill", "trading_apply_fills", urgency=urgency, one_at_a_time=True
+        )
+        self._update_positions = BatchedRpc(
+            db, "trading_update_position", "trading_update_positions", urgency=urgency, one_at_a_time=True
+        )
 
     # Transitions --------------------------------------------------------------------------------------
     async def paper_balance(self) -> Decimal:
@@ -120,7 +137,8 @@ class TradingRows:
             "quantity": plain(quantity),
             "intent": _intent_json(intent),
         }
-        row = await self._db.rpc("trading_record_order", {"trade": trade})
+        record = self._record_exits if intent.kind is IntentKind.CLOSE else self._record_orders
+        row = await record.call({"trade": trade})
         return RecordedOrder(OrderStatus(row["status"]), row.get("error_message"))
 
     async def mark_order(
@@ -169,7 +187,7 @@ class TradingRows:
             "signal_close_reason": signal_close_reason,
             "paper_balance_delta": _text(paper_delta),
         }
-        result = await self._db.rpc("trading_apply_fill", {"fill": body})
+        result = await self._apply_fills.call({"fill": body})
         applied = bool(result["applied"])
         row = result.get("position")
         recorded = position_from_row(row, position.trader_id) if not applied and row is not None else None
@@ -200,7 +218,7 @@ class TradingRows:
         await self._update_position(position_id, changes)
 
     async def _update_position(self, position_id: uuid.UUID, changes: dict[str, Any]) -> None:
-        await self._db.rpc("trading_update_position", {"position_id": str(position_id), "changes": changes})
+        await self._update_positions.call({"position_id": str(position_id), "changes": changes})
 
     # Reads ------------------------------------------------------------------------------------------
     async def open_positions(self) -> list[OpenPosition]:
