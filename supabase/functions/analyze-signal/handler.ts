@@ -18,7 +18,6 @@ const HISTORY_ENTRIES = 3;
 export const handler = postHandler("analyze-signal", async (req) => {
   const env = supabaseEnv();
   const caller = await authenticate(req);
-  requireRole(caller, ["trader_machine", "service_role"], "analyze signals");
   const body = await readJsonObject(req, MAX_BODY_BYTES);
   const fields = ["traderId", "signalId", "marketData", "requestId"];
   const unknown = Object.keys(body).filter((key) => !fields.includes(key));
@@ -30,6 +29,7 @@ export const handler = postHandler("analyze-signal", async (req) => {
   if (body.requestId !== undefined && !isUuid(body.requestId)) throw invalidBody("requestId must be a UUID");
   const requestId = body.requestId as string | undefined;
   const market = parseMarketData(body.marketData);
+  requireRole(caller, ["trader_machine", "service_role"], "analyze signals");
   const gemini = new GeminiClient(geminiConfigFromEnv());
   const db = serviceClient(env);
 

@@ -62,9 +62,9 @@ function parseRequest(body: Record<string, unknown>): AskRequest {
 export const handler = postHandler("ask", async (req) => {
   const env = supabaseEnv();
   const caller = await authenticate(req);
+  const request = parseRequest(await readJsonObject(req, MAX_BODY_BYTES));
   requireRole(caller, ["authenticated"], "ask the AI about traders");
   const userId = caller.userId as string;
-  const request = parseRequest(await readJsonObject(req, MAX_BODY_BYTES));
   const gemini = new GeminiClient(geminiConfigFromEnv());
   const db = serviceClient(env);
 

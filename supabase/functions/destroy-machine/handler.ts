@@ -106,11 +106,11 @@ export const handler = postHandler("destroy-machine", async (req) => {
   const caller = await authenticate(req);
   const body = await readJsonObject(req, MAX_BODY_BYTES);
   rejectUnknownFields(body, ["userId", "reason"]);
-  const userId = targetUser(caller, body.userId, "destroy");
   const reason = body.reason === undefined ? (caller.role === "service_role" ? "operator" : "user_request") : body.reason;
   if (typeof reason !== "string" || !(REASONS as readonly string[]).includes(reason)) {
     throw invalidBody(`reason must be one of: ${REASONS.join(", ")}`);
   }
+  const userId = targetUser(caller, body.userId, "destroy");
   const result = await destroy(env, serviceClient(env.supabase), userId, reason);
   return jsonResponse({
     success: true,

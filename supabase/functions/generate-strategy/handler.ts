@@ -96,9 +96,9 @@ function parseRequest(body: Record<string, unknown>): StrategyRequest {
 export const handler = postHandler("generate-strategy", async (req) => {
   const env = supabaseEnv();
   const caller = await authenticate(req);
+  const request = parseRequest(await readJsonObject(req, MAX_BODY_BYTES));
   requireRole(caller, ["authenticated"], "generate strategies");
   const userId = caller.userId as string;
-  const request = parseRequest(await readJsonObject(req, MAX_BODY_BYTES));
   const gemini = new GeminiClient(geminiConfigFromEnv());
   const compiled = compiledStrategyCheck(validatorConfigFromEnv());
   const db = serviceClient(env);

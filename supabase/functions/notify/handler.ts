@@ -35,11 +35,11 @@ function targets(): Targets {
 export const handler = postHandler("notify", async (req) => {
   const env = supabaseEnv();
   const caller = await authenticate(req);
-  requireRole(caller, ["service_role"], "deliver notifications");
   const body = await readJsonObject(req, MAX_BODY_BYTES);
   rejectUnknownFields(body, ["maxDeliveries", "leaseSecs"]);
   const maxDeliveries = integerField(body, "maxDeliveries", 100, 1, 500);
   const leaseSecs = integerField(body, "leaseSecs", 60, 5, 3600);
+  requireRole(caller, ["service_role"], "deliver notifications");
   const db = serviceClient(env);
   const { data, error } = await db.rpc("claim_notification_deliveries", { max_deliveries: maxDeliveries, lease_secs: leaseSecs });
   if (error) throw new Error(`claim_notification_deliveries failed: ${error.code} ${error.message}`);

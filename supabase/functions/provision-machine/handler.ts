@@ -154,10 +154,10 @@ export const handler = postHandler("provision-machine", async (req) => {
   const caller = await authenticate(req);
   const body = await readJsonObject(req, MAX_BODY_BYTES);
   rejectUnknownFields(body, ["userId", "region"]);
-  const userId = targetUser(caller, body.userId, "provision");
   if (body.region !== undefined && (typeof body.region !== "string" || !REGION.test(body.region))) {
     throw invalidBody("region must be a three-letter Fly region code such as 'iad'");
   }
+  const userId = targetUser(caller, body.userId, "provision");
   const db = serviceClient(env.supabase);
   const result = await provision(env, db, userId, (body.region as string | undefined) ?? null);
   if (result.status === "in_progress") {

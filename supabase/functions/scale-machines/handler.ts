@@ -191,8 +191,8 @@ async function scaleOne(env: LifecycleEnv, db: SupabaseClient, fly: FlyClient, r
 export const handler = postHandler("scale-machines", async (req) => {
   const env = lifecycleEnv();
   const caller = await authenticate(req);
-  requireRole(caller, ["service_role"], "scale machines");
   const request = parseRequest(await readJsonObject(req, MAX_BODY_BYTES));
+  requireRole(caller, ["service_role"], "scale machines");
   const db = serviceClient(env.supabase);
   const fly = new FlyClient(env.fly);
   const started = Date.now();

@@ -123,11 +123,17 @@ stackTest("provision-machine: callers and bodies are checked before anything is 
       [post(URL, { userId: "nope" }, env("SUPABASE_SERVICE_ROLE_KEY")), 400, "invalid_body"],
       [post(URL, "[]", user.jwt), 400, "invalid_body"],
       [post(URL, {}, await user.machineJwt(ownMachine)), 403, "forbidden"],
+      [post(URL, { userId: crypto.randomUUID() }, user.jwt), 403, "forbidden"],
+      // The body is judged before the caller's right to the user it names: invalid is 400 for anyone.
+      [post(URL, { userId: crypto.randomUUID(), region: "aaa*" }, user.jwt), 400, "invalid_body"],
+      [post(URL, { region: "aaa*" }, await user.machineJwt(ownMachine)), 400, "invalid_body"],
     ];
     for (const [request, status, code] of cases) {
       const response = await handler(request);
+      const { error } = await json(response);
       assert.equal(response.status, status, code);
-      assert.equal((await json(response)).error.code, code);
+      assert.equal(error.code, code);
+      if (status === 400) assert.match(error.message, /region|userId|body/);
     }
     const get = await handler(new Request(URL, { method: "GET" }));
     assert.equal(get.status, 405);

@@ -20,6 +20,10 @@ stackTest("update-machines: only operators, and every field is checked", async (
     const asUser = await handler(post(URL, { image: "registry.fly.io/x:1" }, user.jwt));
     assert.equal(asUser.status, 403);
     await asUser.body?.cancel();
+    // The body is judged before the caller's role: an invalid one is a 400 whoever sends it.
+    const invalidAsUser = await handler(post(URL, { image: "has space:1" }, user.jwt));
+    assert.equal(invalidAsUser.status, 400);
+    assert.match((await json(invalidAsUser)).error.message, /^image is required/);
     const bad: Record<string, unknown>[] = [
       {},
       { image: "has space:1" },

@@ -262,8 +262,8 @@ async function rollout(env: LifecycleEnv, db: SupabaseClient, request: UpdateReq
 export const handler = postHandler("update-machines", async (req) => {
   const env = lifecycleEnv();
   const caller = await authenticate(req);
-  requireRole(caller, ["service_role"], "update machines");
   const request = parseRequest(await readJsonObject(req, MAX_BODY_BYTES));
+  requireRole(caller, ["service_role"], "update machines");
   try {
     return jsonResponse(await rollout(env, serviceClient(env.supabase), request));
   } catch (error) {
