@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import time
@@ -38,6 +39,7 @@ from worker.log_shipping import LogQueue, LogShipper, LogShippingHandler, LogShi
 from worker.market.component import MarketFeedComponent
 from worker.market.feed import FeedSettings, MarketFeed
 from worker.market.market_time import MarketClockSync
+from worker.market.reachability import Reachability, ReachabilityReporter
 from worker.market.rest import BinanceKlineSource
 from worker.market.store import KlineStore
 from worker.market.tickers import TickerStore
@@ -87,6 +89,7 @@ class WorkerConfig:
     app: AppSettings
     rest_url: str
     binance_base_url: str
+    binance_health_repeat_secs: float
     kline_history: int
     feed: FeedSettings
     sandbox: SandboxConfig
@@ -111,6 +114,7 @@ def worker_config(settings: WorkerSettings) -> WorkerConfig:
         ),
         rest_url=settings.rest_url,
         binance_base_url=str(settings.binance_base_url),
+        binance_health_repeat_secs=settings.binance_health_repeat_secs,
         kline_history=settings.kline_history,
         feed=FeedSettings(ws_base_url=settings.stream_url),
         sandbox=SandboxConfig(
@@ -173,6 +177,7 @@ class Substitutes:
 class Market:
     klines: KlineStore
     tickers: TickerStore
+    reachability: Reachability  # every request to Binance (streams, klines, the real venue) reports here
     source: BinanceKlineSource
     feed: MarketFeed
     clock: MarketClock  # the market's time, kept on the exchange's by `sync`
@@ -218,16 +223,24 @@ class Worker:
 def build_market(config: WorkerConfig, resources: contextlib.AsyncExitStack, *, clock: Clock) -> Market:
     klines = KlineStore(capacity=config.kline_history)
     tickers = TickerStore()
-    source = BinanceKlineSource(config.binance_base_url)
+    reachability = Reachability()
+    source = BinanceKlineSource(config.binance_base_url, reachability=reachability)
     resources.push_async_callback(source.close)
     market_clock = MarketClock(clock)
-    feed = MarketFeed(config.feed, klines, tickers, source, clock=clock, market=market_clock)
+    feed = MarketFeed(
+        config.feed, klines, tickers, source, clock=clock, market=market_clock, reachability=reachability
+    )
     sync = MarketClockSync(market_clock, source, clock=clock)
-    return Market(klines, tickers, source, feed, market_clock, sync)
+    return Market(klines, tickers, reachability, source, feed, market_clock, sync)
 
 
 def choose_venue(
-    settings: WorkerSettings, real_trading_enabled: bool, config: TradingConfig, tables: Tables
+    settings: WorkerSettings,
+    real_trading_enabled: bool,
+    config: TradingConfig,
+    tables: Tables,
+    *,
+    reachability: Reachability | None = None,
 ) -> tuple[Venue, str]:
     """Real trading only when the user enabled it, keys are present and PAPER_TRADING_ONLY is false."""
     reason = None
@@ -250,6 +263,7 @@ def choose_venue(
         settings.binance_api_secret.get_secret_value(),
         request_timeout_secs=config.order_timeout_secs,
         stop_limit_buffer=config.stop_limit_buffer,
+        reachability=reachability,
     )
     return venue, "real trading is enabled"
 
@@ -424,7 +438,9 @@ async def build_worker(
     analysis = AnalysisClient(config.analysis, auth, clock=clock)
     resources.push_async_callback(analysis.aclose)
     real_trading = await tables.machine.real_trading_enabled()
-    venue, reason = choose_venue(settings, real_trading, config.trading, tables)
+    venue, reason = choose_venue(
+        settings, real_trading, config.trading, tables, reachability=market.reachability
+    )
     logger.info("trading mode=%s reason=%s", venue.mode, reason)
     await retry(venue.start, what=f"{venue.mode} venue start", clock=clock)
     resources.push_async_callback(venue.aclose)
@@ -460,6 +476,12 @@ async def build_worker(
         trading.guard,
         sync,
         MarketFeedComponent(market.feed, market.source, metrics, clock=clock, sync=market.sync),
+        ReachabilityReporter(
+            market.reachability,
+            functools.partial(tables.machine.report_service_health, "binance"),
+            repeat_failure_secs=config.binance_health_repeat_secs,
+            clock=clock,
+        ),
         scheduler,  # stops starting runs before the engine drains its queued matches
         signals.engine,
         shipper,  # last: its final flush carries the other components' shutdown lines

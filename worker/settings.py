@@ -51,6 +51,9 @@ class WorkerSettings(BaseSettings):
     # Market streams; unset: Binance's streams for Binance's REST URL, else the REST host itself over ws(s)
     # (the local exchange simulator serves both on one port).
     binance_stream_url: str | None = Field(default=None, pattern=r"^wss?://[^\s/]+(/[^\s]*)?$")
+    # While Binance cannot be reached, the failure is re-reported this often (the database alerts the
+    # operator once it has lasted its threshold, 5 minutes by default).
+    binance_health_repeat_secs: float = Field(default=60.0, gt=0, le=3600)
     log_level: LogLevel = "INFO"
     # Shipping log lines to machine_logs (the console's logs pane): level, cadence, batch and queue bounds.
     log_ship_level: LogLevel = "INFO"

@@ -186,8 +186,8 @@ def test_worker_heartbeats_and_reports_health(worker: RunningWorker, db: psycopg
         1,
     )
     assert set(health["components"]) == {
-        "heartbeat", "trader-sync", "market-feed", "scheduler", "signal-engine", "position-monitor",
-        "log-shipper",
+        "heartbeat", "trader-sync", "market-feed", "binance-health", "scheduler", "signal-engine",
+        "position-monitor", "log-shipper",
     }  # fmt: skip
     assert set(health["components"].values()) <= {"starting", "running"}
     assert 0 < health["startupSecs"] < 60  # process start (imports included) to /health answering

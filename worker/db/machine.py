@@ -1,4 +1,5 @@
-"""This machine's own rows: the schema it was built for, its `fly_machines` heartbeat, its user's account."""
+"""This machine's own rows: the schema it was built for, its `fly_machines` heartbeat, its user's account, and
+the outside services' health as it sees them."""
 
 from __future__ import annotations
 
@@ -45,6 +46,11 @@ class MachineRows:
                 raise ConfigError(str(error)) from error
             raise
         return MachineStatus(result["status"])
+
+    async def report_service_health(self, service: str, ok: bool, detail: str | None) -> None:
+        """One outcome of an outside service as this machine saw it (the database judges outages)."""
+        body = {"service": service, "ok": ok, "detail": detail}
+        await self._db.rpc("report_service_health", body, attempts=1)
 
     async def real_trading_enabled(self) -> bool:
         """Whether the user has turned real trading on (the venue is chosen from this and the settings)."""

@@ -32,6 +32,7 @@ from worker.market.messages import (
     Ticker,
     parse_message,
 )
+from worker.market.reachability import Reachability
 from worker.market.rest import MAX_KLINES_PER_REQUEST, KlineSource
 from worker.market.store import KlineStore, Upsert
 from worker.market.tickers import TickerStore
@@ -93,6 +94,10 @@ class _Reconnect(Exception):
     """Leave the current connection and open a new one (planned: no backoff)."""
 
 
+class _Silent(_Reconnect):
+    """The connection (or one of its streams) fell silent: reconnect, and count the exchange unreachable."""
+
+
 @dataclass(eq=False)
 class _Connection:
     """One socket's worth of streams and its state."""
@@ -122,6 +127,7 @@ class MarketFeed:
         clock: Clock | None = None,
         market: MarketClock | None = None,
         connector: Callable[..., Any] = connect,
+        reachability: Reachability | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -131,6 +137,7 @@ class MarketFeed:
         # Market time: every event's time moves it forward, and candles are stamped with it when stored.
         self.market = market or MarketClock(self.clock)
         self._connect = connector
+        self.reachability = reachability or Reachability()
         self._klines: dict[str, KlineKey] = {}  # stream name -> series
         self._tickers: dict[str, str] = {}  # stream name -> symbol
         self._connections: list[_Connection] = []
@@ -253,11 +260,15 @@ class MarketFeed:
                 await self._serve(connection)
             except* _Reconnect as reasons:
                 planned = True
-                logger.info("reconnecting connection=%d reason=%s", connection.number, reasons.exceptions[0])
+                reason = reasons.exceptions[0]
+                logger.info("reconnecting connection=%d reason=%s", connection.number, reason)
+                if isinstance(reason, _Silent):
+                    self.reachability.unreachable(f"streams: {reason}")
             except* (OSError, TimeoutError, ConnectionClosed, InvalidHandshake, InvalidURI) as errors:
                 planned = False
                 error = errors.exceptions[0]
                 self._last_error = f"connection {connection.number}: {error!r}"
+                self.reachability.unreachable(f"streams: {error!r}")
                 self._log_once.warning(
                     f"ws-{connection.number}",
                     "stream connection lost connection=%d error=%r",
@@ -339,19 +350,20 @@ class MarketFeed:
             await self.clock.sleep(period)
             now = self.clock.monotonic()
             if now - connection.last_message_at > settings.stale_after_secs:
-                raise _Reconnect(f"no message for {now - connection.last_message_at:.1f}s")
+                raise _Silent(f"no message for {now - connection.last_message_at:.1f}s")
             if now - connection.opened_at > settings.max_connection_age_secs:
                 raise _Reconnect("connection age limit")
             if settings.stream_stale_after_secs is not None:
                 for name, last_at in connection.stream_last_at.items():
                     if name in self._klines and now - last_at > settings.stream_stale_after_secs:
-                        raise _Reconnect(f"stream {name} silent for {now - last_at:.1f}s")
+                        raise _Silent(f"stream {name} silent for {now - last_at:.1f}s")
 
     async def _read(self, connection: _Connection, socket: ClientConnection) -> None:
         async for raw in socket:
             now = self.clock.monotonic()
             connection.last_message_at = self._last_message_at = now
             self._last_message_wall = self.clock.now()
+            self.reachability.answered()
             try:
                 message = parse_message(raw)
             except MalformedMessage as error:

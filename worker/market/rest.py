@@ -12,6 +12,7 @@ from typing import Any, Protocol
 import httpx
 
 from worker.errors import ConfigError, RateLimited, TransientError
+from worker.market.reachability import Reachability
 from worker.retry import retry_after_secs
 from worker.tls import client_tls
 
@@ -39,9 +40,12 @@ class KlineSource(Protocol):
 class BinanceKlineSource:
     """`GET /api/v3/klines` on one pooled httpx client; Binance's errors become the worker's error tree."""
 
-    def __init__(self, base_url: str, request_timeout_secs: float = 10.0) -> None:
+    def __init__(
+        self, base_url: str, request_timeout_secs: float = 10.0, *, reachability: Reachability | None = None
+    ) -> None:
         api_url = f"{base_url.rstrip('/')}/api/v3"
         self._http = httpx.AsyncClient(base_url=api_url, timeout=request_timeout_secs, verify=client_tls())
+        self._reachability = reachability or Reachability()
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -74,8 +78,10 @@ class BinanceKlineSource:
         try:
             response = await self._http.get(path, params=params)
         except httpx.HTTPError as error:
+            self._reachability.unreachable(f"REST {what}: {error!r}")
             raise TransientError(f"{what}: {error!r}") from error
         status = response.status_code
+        self._reachability.record_status(status, what)
         if status in (418, 429):  # rate limited, or banned for ignoring it: wait as asked
             raise RateLimited(f"{what}: HTTP {status} {_binance_error(response)}", _retry_after(response))
         if status >= 500:

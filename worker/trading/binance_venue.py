@@ -22,6 +22,7 @@ from worker.domain.orders import ClientOrderId, ExchangeOrderId, Fill, OrderRepo
 from worker.domain.positions import Protection, ProtectionRequest
 from worker.errors import ConfigError, OrderRejected, RateLimited, TransientError
 from worker.market.binance_api import AsyncClient, BinanceAPIException, BinanceRequestException
+from worker.market.reachability import Reachability
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +55,10 @@ class BinanceVenue:
         send_attempts: int = 3,
         stop_limit_buffer: Decimal = Decimal("0.005"),
         clock: Clock | None = None,
+        reachability: Reachability | None = None,
     ) -> None:
         self._base_url = base_url.rstrip("/")
+        self._reachability = reachability or Reachability()
         self._api_key = api_key
         self._api_secret = api_secret
         self._timeout_secs = request_timeout_secs
@@ -289,9 +292,10 @@ class BinanceVenue:
         if self._client is None:
             raise TransientError(f"{what}: the Binance venue is not started")
         try:
-            return await request()
+            result = await request()
         except BinanceAPIException as error:
             status = int(error.status_code)
+            self._reachability.record_status(status, what)
             message = f"{what}: HTTP {status} code={error.code} {error.message}"
             if status in (418, 429):
                 retry_after = (
@@ -302,7 +306,10 @@ class BinanceVenue:
                 raise OutcomeUnknown(message) from error
             raise ExchangeRejected(message, int(error.code), str(error.message)) from error
         except (TimeoutError, aiohttp.ClientError, BinanceRequestException, OSError) as error:
+            self._reachability.unreachable(f"REST {what}: {type(error).__name__}: {error}")
             raise OutcomeUnknown(f"{what}: {type(error).__name__}: {error}") from error
+        self._reachability.answered()
+        return result
 
     def _report(self, body: dict[str, Any]) -> OrderReport:
         executed = Decimal(str(body.get("executedQty", "0")))
