@@ -30,6 +30,7 @@ from worker.market.tickers import TickerStore
 from worker.metrics import WorkerMetrics, resident_memory_mb
 from worker.sandbox import SandboxConfig, SandboxPool, SignalRunner
 from worker.signals.analysis import AnalysisBudget, AnalysisClient, AnalysisSettings
+from worker.signals.checks import SnapshotChecks
 from worker.signals.engine import EngineSettings, SignalEngine
 from worker.signals.snapshots import SnapshotSource
 
@@ -89,7 +90,8 @@ async def scenario(
     signals = SignalRows(database)
     analysis = AnalysisClient(AnalysisSettings(functions_url=UNUSED_URL), unused_auth)
     engine = SignalEngine(
-        SignalRunner(pool), snapshots, klines=store, tickers=tickers, signals=signals, analysis=analysis,
+        SnapshotChecks(SignalRunner(pool), snapshots), klines=store, tickers=tickers, signals=signals,
+        analysis=analysis,
         budget=AnalysisBudget(60), executor=None,  # type: ignore[arg-type]  # never reached: no trader is active
         settings=EngineSettings(default_symbols=()), metrics=WorkerMetrics(),
     )  # fmt: skip

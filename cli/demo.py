@@ -328,8 +328,8 @@ def _report(
         title=f"{trader['name']} ({period}, paper)",
         prices=prices,
         fills=markers(trades, positions, timeline.market_ms_at),
-        summary=summary,
-        to_market_ms=timeline.market_ms_at,
+        equity=[(timeline.market_ms_at(point.at), float(point.equity_usd)) for point in summary.equity],
+        starting_balance_usd=float(summary.starting_balance_usd),
     )
     summary_path = output / f"demo-{stamp}.json"
     write_json(

@@ -1,4 +1,5 @@
-"""The demo's chart: each symbol's replayed price with the entries and exits, and the equity curve (PNG)."""
+"""The chart of a replayed run (the demo's, a backtest's): each symbol's price with the entries and exits,
+and the equity curve (PNG)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-from cli.demo_summary import Summary
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,10 +51,11 @@ def draw(
     title: str,
     prices: dict[str, list[tuple[int, float]]],
     fills: dict[str, list[Marker]],
-    summary: Summary,
-    to_market_ms: Callable[[datetime], int],
+    equity: list[tuple[int, float]],
+    starting_balance_usd: float,
+    equity_label: str = "paper equity (USDT)",
 ) -> Path:
-    """Write the PNG: one price panel per symbol, then the equity curve; returns `path`."""
+    """Write the PNG: one price panel per symbol, then the equity curve (market ms, USD); returns `path`."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -86,22 +86,20 @@ def draw(
         if fills.get(symbol):
             axis.legend(loc="upper left", fontsize="small")
     equity_axis = axes[-1, 0]
-    if summary.equity:
-        times = [when(to_market_ms(point.at)) for point in summary.equity]
+    if equity:
+        curve = list(equity)
         last = max((series[-1][0] for series in prices.values() if series), default=0)
-        if last and times[-1] < when(last):
-            times.append(when(last))  # hold the last level to the end of the run
-            summary_points = [*summary.equity, summary.equity[-1]]
-        else:
-            summary_points = list(summary.equity)
-        equity_axis.step(
-            times, [float(p.equity_usd) for p in summary_points], where="post", color="tab:purple"
-        )
-    equity_axis.axhline(float(summary.starting_balance_usd), color="grey", linestyle="--", linewidth=0.8)
+        if last and curve[-1][0] < last:
+            curve.append((last, curve[-1][1]))  # hold the last level to the end of the run
+        times = [when(at_ms) for at_ms, _ in curve]
+        equity_axis.step(times, [value for _, value in curve], where="post", color="tab:purple")
+    equity_axis.axhline(starting_balance_usd, color="grey", linestyle="--", linewidth=0.8)
     equity_axis.ticklabel_format(axis="y", useOffset=False, style="plain")
-    equity_axis.set_ylabel("paper equity (USDT)")
+    equity_axis.set_ylabel(equity_label)
     equity_axis.grid(alpha=0.3)
-    equity_axis.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M", tz=UTC))  # type: ignore[no-untyped-call]
+    span_ms = max((series[-1][0] - series[0][0] for series in prices.values() if series), default=0)
+    date_format = "%m-%d %H:%M" if span_ms <= 14 * 86_400_000 else "%Y-%m-%d"
+    equity_axis.xaxis.set_major_formatter(mdates.DateFormatter(date_format, tz=UTC))  # type: ignore[no-untyped-call]
     equity_axis.set_xlabel("market time (UTC, replayed)")
     figure.autofmt_xdate()
     figure.tight_layout()

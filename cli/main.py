@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from cli import demo, dev, machines
-from cli.console import account, chat, machine, money, records, strategies, traders
+from cli.console import account, backtest, chat, machine, money, records, strategies, traders
 from cli.console.common import choose_profile, command
 
 app = typer.Typer(
@@ -58,6 +58,7 @@ app.add_typer(machine.app, name="machine")
 app.add_typer(machines.app, name="machines", help="Operate every user's worker machine (service_role).")
 app.add_typer(dev.app, name="dev")
 app.command("demo")(demo.demo)
+app.command("backtest")(backtest.backtest)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from aiohttp import web
 
 from worker.clock import Clock, LiveClock, MarketClock, MarketTime
 from worker.components import Component, ComponentState
-from worker.db import Tables
+from worker.db import Tables, TradingTables
 from worker.db.client import Database, MachineAuth
 from worker.db.machine import MachineRows, check_schema_version
 from worker.db.machine_token import TokenRenewer
@@ -50,6 +50,7 @@ from worker.scheduler.scheduler import SchedulerSettings, SignalScheduler
 from worker.scheduler.trader_sync import TraderSync, TraderSyncSettings
 from worker.settings import WorkerSettings
 from worker.signals.analysis import AnalysisBudget, AnalysisClient, AnalysisSettings
+from worker.signals.checks import SnapshotChecks
 from worker.signals.engine import DecisionExecutor, EngineSettings, SignalEngine
 from worker.signals.snapshots import SnapshotSource
 from worker.trading.config import TradingConfig
@@ -238,7 +239,7 @@ def choose_venue(
     settings: WorkerSettings,
     real_trading_enabled: bool,
     config: TradingConfig,
-    tables: Tables,
+    tables: TradingTables,
     *,
     reachability: Reachability | None = None,
 ) -> tuple[Venue, str]:
@@ -270,7 +271,7 @@ def choose_venue(
 
 def build_trading(
     config: TradingConfig,
-    tables: Tables,
+    tables: TradingTables,
     venue: Venue,
     *,
     tickers: TickerStore,
@@ -350,8 +351,7 @@ async def build_signals(
     snapshots = SnapshotSource(market.klines, market.tickers, market.klines.keys, monotonic=clock.monotonic)
     resources.callback(snapshots.close)
     engine = SignalEngine(
-        runner,
-        snapshots,
+        SnapshotChecks(runner, snapshots),
         klines=market.klines,
         tickers=market.tickers,
         signals=tables.signals,

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from aiohttp import WSMsgType, web
 
 from worker.domain.intervals import INTERVAL_MS
+from worker.market.replay import ticker_event
 
 if TYPE_CHECKING:
     from devstack.exchange.server import ExchangeSimulator
@@ -243,7 +244,7 @@ class StreamHub:
             key: tuple[object, ...] = ("ticker", stream.name)
             if key not in cache:
                 ticker = market.ticker(now_ms)
-                cache[key] = [] if ticker is None else [_ticker_event(ticker, now_ms)]
+                cache[key] = [] if ticker is None else [json.dumps(ticker_event(ticker, now_ms))]
             return cache[key]
         interval_ms = INTERVAL_MS[stream.interval]
         bucket = now_ms // interval_ms * interval_ms
@@ -274,33 +275,3 @@ class StreamHub:
             if forming is not None:
                 events.append(json.dumps(forming.stream_payload(stream.symbol, stream.interval, now_ms)))
         return events
-
-
-def _ticker_event(ticker: dict[str, object], now_ms: int) -> str:
-    return json.dumps(
-        {
-            "e": "24hrTicker",
-            "E": now_ms,
-            "s": ticker["symbol"],
-            "p": ticker["priceChange"],
-            "P": ticker["priceChangePercent"],
-            "w": ticker["weightedAvgPrice"],
-            "x": ticker["prevClosePrice"],
-            "c": ticker["lastPrice"],
-            "Q": ticker["lastQty"],
-            "b": ticker["bidPrice"],
-            "B": ticker["bidQty"],
-            "a": ticker["askPrice"],
-            "A": ticker["askQty"],
-            "o": ticker["openPrice"],
-            "h": ticker["highPrice"],
-            "l": ticker["lowPrice"],
-            "v": ticker["volume"],
-            "q": ticker["quoteVolume"],
-            "O": ticker["openTime"],
-            "C": ticker["closeTime"],
-            "F": ticker["firstId"],
-            "L": ticker["lastId"],
-            "n": ticker["count"],
-        }
-    )

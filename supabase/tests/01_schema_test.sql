@@ -6,7 +6,7 @@ select tables_are('public',
   array['users', 'fly_machines', 'traders', 'signals', 'positions', 'trades', 'analysis_history',
         'ai_token_budgets', 'ai_usage_daily', 'paper_accounts', 'machine_logs', 'notifications',
         'notification_preferences', 'notification_deliveries', 'operator_alerts', 'operator_alert_events',
-        'fly_machine_prices', 'ai_model_prices', 'machine_usage', 'cost_budgets', 'machine_resizes'],
+        'fly_machine_prices', 'ai_model_prices', 'machine_usage', 'cost_budgets', 'machine_resizes', 'backtests'],
   'public has exactly the product tables (a new one must be added here, with its RLS tests)');
 
 select ok(

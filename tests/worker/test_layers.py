@@ -2,7 +2,7 @@
 
     base < domain < adapters (db, market, indicators, sandbox) < scheduler < signals < trading < app
 
-(`app` holds the composition roots: the worker's, and the signal validator service's.)
+(`app` holds the composition roots: the worker's, the signal validator service's, and the backtest's.)
 
 Every module of `worker/` must belong to a layer below, so a new module is placed on purpose. Within a
 layer a module may import its neighbours; an import from a higher layer is the arrow this test refuses.
@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("signals", ("worker.signals",)),
     ("trading", ("worker.trading",)),
     ("app", ("worker.app", "worker.__main__", "worker.settings", "worker.heartbeat", "worker.http_api",
-             "worker.log_shipping", "worker.validator")),
+             "worker.log_shipping", "worker.validator", "worker.backtest")),
 ]  # fmt: skip
 
 

@@ -13,13 +13,24 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Protocol
 
 from worker.db.client import Database
 from worker.db.logs import LogRows
 from worker.db.machine import MachineRows
-from worker.db.signals import SignalRows
+from worker.db.signals import SignalRows, SignalStore
 from worker.db.traders import TraderRows
-from worker.db.trading import TradingRows
+from worker.db.trading import TradingRows, TradingStore
+
+
+class TradingTables(Protocol):
+    """The table families trading writes: `Tables` live, a backtest's memory store in a replay."""
+
+    @property
+    def signals(self) -> SignalStore: ...
+
+    @property
+    def trading(self) -> TradingStore: ...
 
 
 @dataclass(frozen=True, slots=True)

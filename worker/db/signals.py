@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from worker.db.client import Database
 from worker.domain.enums import SignalStatus
@@ -40,6 +40,39 @@ def _signal(row: dict[str, Any]) -> Signal:
         trigger_price=Decimal(str(row["trigger_price"])),
         status=SignalStatus(row["status"]),
     )
+
+
+class SignalStore(Protocol):
+    """What the engine and trading need of the `signals` table (SignalRows; a backtest's memory store)."""
+
+    async def insert(
+        self, signal_id: uuid.UUID, trader_id: uuid.UUID, symbol: str, trigger_price: Decimal
+    ) -> InsertOutcome: ...
+
+    async def live_symbols(self, trader_id: uuid.UUID, symbols: Iterable[str]) -> set[str]: ...
+
+    async def recent(self, trader_id: uuid.UUID, since: datetime) -> dict[str, datetime]: ...
+
+    async def new_before(self, cutoff: datetime) -> list[uuid.UUID]: ...
+
+    async def close_if_new(self, signal_id: uuid.UUID, reason: str) -> bool: ...
+
+    async def status(self, signal_id: uuid.UUID) -> SignalStatus | None: ...
+
+    async def set_state(
+        self,
+        signal_id: uuid.UUID,
+        *,
+        status: SignalStatus | None = None,
+        close_reason: str | None = None,
+        refusal: str | None = None,
+    ) -> None: ...
+
+    async def watching(self, trader_id: uuid.UUID) -> list[Signal]: ...
+
+    async def ids_with(self, status: SignalStatus) -> list[uuid.UUID]: ...
+
+    async def count(self, status: SignalStatus) -> int: ...
 
 
 class SignalRows:

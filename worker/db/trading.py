@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from worker.db.batching import BatchedRpc, Urgency
 from worker.db.client import Database
@@ -81,6 +81,69 @@ class RealizedPnl:
 
     trader_id: uuid.UUID
     net: Decimal
+
+
+class TradingStore(Protocol):
+    """What trading needs of positions, orders and the paper account (TradingRows; a backtest's memory
+    store). The writes keep the transition functions' rules: idempotent per client order id, a fill
+    applied once, a position's size checked against the one expected."""
+
+    async def paper_balance(self) -> Decimal: ...
+
+    async def record_order(
+        self,
+        cid: ClientOrderId,
+        symbol: str,
+        side: OrderSide,
+        quantity: Decimal,
+        mode: TradingMode,
+        *,
+        signal_id: uuid.UUID,
+        position_id: uuid.UUID | None,
+        order_type: OrderType,
+        price: Decimal,
+        intent: OrderIntent,
+    ) -> RecordedOrder: ...
+
+    async def mark_order(
+        self,
+        cid: ClientOrderId,
+        status: OrderStatus,
+        *,
+        exchange_order_id: ExchangeOrderId | None = None,
+        error_message: str | None = None,
+    ) -> None: ...
+
+    async def apply_fill(
+        self,
+        report: OrderReport,
+        position: OpenPosition,
+        *,
+        expected_size: Decimal,
+        realized: Decimal | None = None,
+        paper_delta: Decimal | None = None,
+        close_reason: CloseReason | None = None,
+        signal_status: SignalStatus | None = None,
+        signal_close_reason: str | None = None,
+    ) -> FillResult: ...
+
+    async def store_levels(self, position: OpenPosition) -> None: ...
+
+    async def store_trailing(self, position_id: uuid.UUID, state: TrailingState) -> None: ...
+
+    async def store_protection(self, position_id: uuid.UUID, protection: Protection) -> None: ...
+
+    async def open_positions(self) -> list[OpenPosition]: ...
+
+    async def count_open_positions(self) -> int: ...
+
+    async def pending_orders(self) -> list[PendingOrder]: ...
+
+    async def order_status(self, cid: ClientOrderId) -> OrderStatus | None: ...
+
+    async def closed_since(self, since: datetime) -> list[ClosedPosition]: ...
+
+    async def realized_since(self, since: datetime) -> list[RealizedPnl]: ...
 
 
 class TradingRows:

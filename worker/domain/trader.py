@@ -42,6 +42,9 @@ class Trader:
     error_message: str | None
     updated_at: datetime
     trading_mode: TradingMode = TradingMode.PAPER  # which venue may trade for it (traders.trading_mode)
+    # The strategy's own stop and target, in percent of the entry price (backtests without the AI use them).
+    stop_loss_percent: Decimal = Decimal(2)
+    take_profit_percent: Decimal = Decimal(4)
 
     @property
     def is_active(self) -> bool:
@@ -104,6 +107,8 @@ class Trader:
             error_message=parsed.error_message,
             updated_at=parsed.updated_at,
             trading_mode=parsed.trading_mode,
+            stop_loss_percent=parsed.default_stop_loss_percent,
+            take_profit_percent=parsed.default_take_profit_percent,
         )
 
 
@@ -141,6 +146,12 @@ class _TraderRow(BaseModel):
     error_message: str | None
     updated_at: datetime
     trading_mode: TradingMode = TradingMode.PAPER
+    default_stop_loss_percent: Decimal = Field(default=Decimal(2), gt=0, lt=100)
+    default_take_profit_percent: Decimal = Field(default=Decimal(4), gt=0, le=1000)
+
+    _percent = field_validator("default_stop_loss_percent", "default_take_profit_percent", mode="before")(
+        _decimal
+    )
 
     @field_validator("updated_at")
     @classmethod

@@ -101,7 +101,7 @@ def parse_message(text: str | bytes) -> Message | None:
         if event == "kline":
             return _kline(message)
         if event == "24hrTicker":
-            return _ticker(message)
+            return parse_ticker(message)
         if event == "serverShutdown":
             return ServerShutdown(int(message["E"]))
         if "id" in message and ("result" in message or "code" in message):
@@ -134,7 +134,8 @@ def _kline(message: dict[str, Any]) -> KlineUpdate:
     )
 
 
-def _ticker(message: dict[str, Any]) -> Ticker:
+def parse_ticker(message: dict[str, Any]) -> Ticker:
+    """A `24hrTicker` event's fields (raises KeyError, TypeError, ValueError, InvalidOperation)."""
     return Ticker(
         symbol=str(message["s"]),
         last_price=Decimal(message["c"]),

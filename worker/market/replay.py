@@ -2,7 +2,9 @@
 
 Each recorded candle is walked open -> low -> high -> close when it closes up (open -> high -> low -> close
 when it closes down), in three legs of equal time, so prices, partial candles, stops and fills move the way
-a real candle could have traded. Between recordings (real outages) nothing trades and no kline forms.
+a real candle could have traded; prices on a leg are rounded to the symbol's tick. Between recordings (real
+outages) nothing trades and no kline forms. The exchange simulator serves this market, and backtests step
+through it (worker/backtest), so both trade the same path.
 """
 
 from __future__ import annotations
@@ -281,6 +283,35 @@ class SymbolMarket:
             "lastId": window_start // 1000 + trades - 1,
             "count": trades,
         }
+
+
+def ticker_event(ticker: dict[str, object], now_ms: int) -> dict[str, object]:
+    """The `<symbol>@ticker` stream event for a `ticker(t)` answer."""
+    return {
+        "e": "24hrTicker",
+        "E": now_ms,
+        "s": ticker["symbol"],
+        "p": ticker["priceChange"],
+        "P": ticker["priceChangePercent"],
+        "w": ticker["weightedAvgPrice"],
+        "x": ticker["prevClosePrice"],
+        "c": ticker["lastPrice"],
+        "Q": ticker["lastQty"],
+        "b": ticker["bidPrice"],
+        "B": ticker["bidQty"],
+        "a": ticker["askPrice"],
+        "A": ticker["askQty"],
+        "o": ticker["openPrice"],
+        "h": ticker["highPrice"],
+        "l": ticker["lowPrice"],
+        "v": ticker["volume"],
+        "q": ticker["quoteVolume"],
+        "O": ticker["openTime"],
+        "C": ticker["closeTime"],
+        "F": ticker["firstId"],
+        "L": ticker["lastId"],
+        "n": ticker["count"],
+    }
 
 
 def _kline(series: Candles, index: int, *, closed: bool) -> Kline:

@@ -6,6 +6,7 @@ Public API (import from here):
     KlineSnapshot(klines_by_symbol, tickers)      one sweep's data in shared memory (a context manager)
     SandboxPool(SandboxConfig(...))                the sandbox processes (async context manager)
     SignalRunner(pool, reporter).load(...) / .evaluate(...) -> SweepResult   raises SignalRuntimeError
+    SignalRunner.evaluate_steps(program, StepPlan(...), snapshot)   one symbol at many moments (backtests)
     TraderErrorReporter                            who marks a broken trader (worker.db.traders.TraderRows)
 
 Threat model. Signal code is written by an LLM from a user's text, so treat it as written by an attacker
@@ -59,6 +60,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __all__ = [
+    "BatchOutcome",
     "KlineSnapshot",
     "SandboxConfig",
     "SandboxPool",
@@ -66,6 +68,7 @@ __all__ = [
     "SignalProgram",
     "SignalRunner",
     "SignalRuntimeError",
+    "StepPlan",
     "SweepResult",
     "TraderErrorReporter",
     "compile_signal",
@@ -74,7 +77,7 @@ __all__ = [
 if TYPE_CHECKING:
     from worker.sandbox.compiler import SignalProgram, compile_signal
     from worker.sandbox.errors import SignalCodeError, SignalRuntimeError
-    from worker.sandbox.pool import SandboxConfig, SandboxPool
+    from worker.sandbox.pool import BatchOutcome, SandboxConfig, SandboxPool, StepPlan
     from worker.sandbox.runner import SignalRunner, SweepResult, TraderErrorReporter
     from worker.sandbox.snapshot import KlineSnapshot
 
@@ -82,7 +85,8 @@ if TYPE_CHECKING:
 # memory) the modules only the worker side needs.
 _HOMES = {
     "SignalProgram": "compiler", "compile_signal": "compiler", "SignalCodeError": "errors",
-    "SignalRuntimeError": "errors", "SandboxConfig": "pool", "SandboxPool": "pool",
+    "SignalRuntimeError": "errors", "SandboxConfig": "pool", "SandboxPool": "pool", "StepPlan": "pool",
+    "BatchOutcome": "pool",
     "TraderErrorReporter": "runner", "SignalRunner": "runner", "SweepResult": "runner",
     "KlineSnapshot": "snapshot",
 }  # fmt: skip

@@ -12,7 +12,9 @@ starts a new one. The worker also watches from outside and kills a process that 
 
 Within one snapshot, work is done once: helper results are shared by every program (worker.sandbox.memo),
 and traders running identical code (same program key and deadline) share each symbol's result, since
-signal code sees nothing but its arguments and keeps no state from one check to the next.
+signal code sees nothing but its arguments and keeps no state from one check to the next. A `steps`
+request (a backtest) runs one program over one symbol at many moments: each step gets copies of the
+candles it may see, so nothing after its moment is within the code's reach.
 """
 
 from __future__ import annotations
@@ -26,11 +28,13 @@ import socket
 import sys
 import time
 from collections import OrderedDict
-from types import FrameType, FunctionType, TracebackType
+from collections.abc import Callable, Iterator, Mapping
+from types import FrameType, FunctionType, MappingProxyType, TracebackType
 from typing import Any
 
 import numpy as np
 
+from worker.market.klines import Klines
 from worker.sandbox import protocol
 from worker.sandbox.compiler import FILENAME, HELPER_NAMES, compile_signal
 from worker.sandbox.errors import SignalCodeError
@@ -150,13 +154,18 @@ class Sandbox:
                 if request["op"] == "snapshot":
                     self._attach(request)
                     continue
-                if request["op"] != "check":
+                if request["op"] == "steps":
+                    steps = self._replay_steps(request)
+                elif request["op"] != "check":
                     raise ValueError(f"unknown request {request['op']!r}")
             except Exception:
                 # Our side's failure (say the snapshot was already removed): not the program's fault.
                 self._connection.close()
                 os._exit(protocol.EXIT_INTERNAL)
-            self._check(request)
+            if request["op"] == "steps":
+                self._steps(request, steps)
+            else:
+                self._check(request)
 
     def _receive(self) -> bytes | None:
         header = self._read_exactly(protocol.LENGTH.size)
@@ -187,10 +196,75 @@ class Sandbox:
     def _check(self, request: dict[str, Any]) -> None:
         symbols: list[str] = request["symbols"]
         deadline_secs = float(request["deadline_ms"]) / 1000
+        snapshot = self._snapshot(request)
+        self._memo = snapshot.memo
+        results = snapshot.results
+
+        def outcomes(check_signal: FunctionType) -> Iterator[tuple[int, str | None]]:
+            for symbol in symbols:
+                key = (request["key"], deadline_secs, symbol)
+                outcome = results.get(key)
+                if outcome is None:
+                    klines, ticker = snapshot.klines(symbol), snapshot.ticker(symbol)
+                    outcome = self._run_one(check_signal, symbol, klines, ticker, deadline_secs)
+                    if len(results) < MAX_SHARED_RESULTS:
+                        results[key] = outcome
+                yield outcome
+
+        self._stream(request, len(symbols), outcomes)
+
+    def _replay_steps(self, request: dict[str, Any]) -> Callable[[int], tuple[Mapping[str, Klines], Any]]:
+        """Each step's `klines` and `ticker`, built when it runs: a copy of the snapshot's window with the
+        forming candle appended, so the code holds no view of the candles after its moment. The windows
+        are checked here, before any code runs."""
+        snapshot = self._snapshot(request)
+        full = snapshot.klines(request["symbol"])
+        timeframes: list[str] = request["timeframes"]
+        forming: list[list[float]] = request["forming"]
+        steps: list[dict[str, Any]] = request["steps"]
+        for step in steps:
+            for timeframe, (start, end, candle) in zip(timeframes, step["w"], strict=True):
+                if not (0 <= start <= end <= len(full[timeframe]) and -1 <= candle < len(forming)):
+                    raise ValueError(f"step window out of range for {timeframe}")
+
+        def build(index: int) -> tuple[Mapping[str, Klines], Any]:
+            step = steps[index]
+            klines = {
+                timeframe: _window(full[timeframe], start, end, forming[candle] if candle >= 0 else None)
+                for timeframe, (start, end, candle) in zip(timeframes, step["w"], strict=True)
+            }
+            return MappingProxyType(klines), MappingProxyType(step["t"])
+
+        return build
+
+    def _steps(
+        self, request: dict[str, Any], build: Callable[[int], tuple[Mapping[str, Klines], Any]]
+    ) -> None:
+        symbol, deadline_secs = request["symbol"], float(request["deadline_ms"]) / 1000
+        count = len(request["steps"])
+
+        def outcomes(check_signal: FunctionType) -> Iterator[tuple[int, str | None]]:
+            for index in range(count):
+                klines, ticker = build(index)
+                self._memo = {}  # helper results belong to this step's series only
+                yield self._run_one(check_signal, symbol, klines, ticker, deadline_secs)
+
+        self._stream(request, count, outcomes)
+
+    def _snapshot(self, request: dict[str, Any]) -> SnapshotReader:
         snapshot = self._snapshots[int(request["generation"])]
         self._snapshots.move_to_end(snapshot.generation)  # the worker mirrors this LRU exactly
-        self._memo = snapshot.memo
-        _limit_cpu(deadline_secs * (len(symbols) + 1) + 2.0)
+        return snapshot
+
+    def _stream(
+        self,
+        request: dict[str, Any],
+        count: int,
+        outcomes: Callable[[FunctionType], Iterator[tuple[int, str | None]]],
+    ) -> None:
+        """Run the request's program over `count` items; statuses are sent every FLUSH_SECS at least."""
+        deadline_secs = float(request["deadline_ms"]) / 1000
+        _limit_cpu(deadline_secs * (count + 1) + 2.0)
         index = 0
         try:
             check_signal = self._program(request["key"], request["source"], deadline_secs)
@@ -198,15 +272,7 @@ class Sandbox:
             statuses = bytearray()
             start = 0
             last_flush = time.perf_counter()
-            results = snapshot.results
-            for index, symbol in enumerate(symbols):
-                key = (request["key"], deadline_secs, symbol)
-                outcome = results.get(key)
-                if outcome is None:
-                    outcome = self._run_one(check_signal, symbol, snapshot, deadline_secs)
-                    if len(results) < MAX_SHARED_RESULTS:
-                        results[key] = outcome
-                status, message = outcome
+            for index, (status, message) in enumerate(outcomes(check_signal)):
                 if message is not None:
                     out += protocol.encode_error(index, message)
                 statuses.append(status)
@@ -217,7 +283,7 @@ class Sandbox:
                     out.clear()
                     statuses.clear()
                     start, last_flush = index + 1, now
-            out += protocol.encode_results(start, bytes(statuses)) + protocol.encode_done(len(symbols))
+            out += protocol.encode_results(start, bytes(statuses)) + protocol.encode_done(count)
             self._connection.sendall(out)
         except ProgramStopped as stopped:
             self._connection.sendall(protocol.encode_fatal(index, str(stopped)))
@@ -258,9 +324,13 @@ class Sandbox:
         return check_signal
 
     def _run_one(
-        self, check_signal: FunctionType, symbol: str, snapshot: SnapshotReader, deadline_secs: float
+        self,
+        check_signal: FunctionType,
+        symbol: str,
+        klines: Mapping[str, Klines],
+        ticker: Mapping[str, Any],
+        deadline_secs: float,
     ) -> tuple[int, str | None]:
-        klines, ticker = snapshot.klines(symbol), snapshot.ticker(symbol)
         _arm(deadline_secs)
         try:
             result = check_signal(symbol, ticker, klines)
@@ -284,6 +354,20 @@ class Sandbox:
         if result is True or result is False or type(result) is np.bool_:
             return (protocol.MATCH if result else protocol.NO_MATCH), None
         return protocol.FAILED, f"check_signal returned {type(result).__name__}, expected True or False"
+
+
+def _window(series: Klines, start: int, end: int, forming: list[float] | None) -> Klines:
+    """Candles [start, end) of `series`, copied, with the forming candle (open time, OHLCV) after them."""
+    times = np.array(series.open_time[start:end])
+    values = [np.array(array[start:end]) for array in (series.open, series.high, series.low, series.close,
+                                                        series.volume)]  # fmt: skip
+    if forming is not None:
+        times = np.append(times, np.int64(forming[0]))
+        values = [np.append(array, forming[position + 1]) for position, array in enumerate(values)]
+    for array in (times, *values):
+        array.flags.writeable = False
+    open_, high, low, close, volume = values
+    return Klines(times, open_, high, low, close, volume, closed=forming is None)
 
 
 def main(argv: list[str]) -> int:

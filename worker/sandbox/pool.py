@@ -67,6 +67,18 @@ class BatchOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class StepPlan:
+    """One symbol at many moments of a replay (the `steps` request, see protocol.py): per step, for each of
+    `timeframes`, [start, end, forming] (the window of the snapshot's series; an index into `forming`, the
+    candles still forming then as [open time, open, high, low, close, volume], or -1), and its ticker."""
+
+    symbol: str
+    timeframes: tuple[str, ...]
+    steps: list[dict[str, object]]  # {"w": [[start, end, forming], ...], "t": ticker}
+    forming: list[list[float]]
+
+
+@dataclass(frozen=True, slots=True)
 class PoolStats:
     processes: int
     restarts: int
@@ -150,6 +162,39 @@ class SandboxProcess:
         grace_ms: float,
     ) -> BatchOutcome:
         """Evaluate `program` for `symbols`. On SandboxFailure this process is dead (terminate() done)."""
+        request: dict[str, object] = {"op": "check", "symbols": symbols}
+        return await self._request(
+            program, request, len(symbols), snapshot, deadline_ms=deadline_ms, grace_ms=grace_ms
+        )
+
+    async def run_steps(
+        self,
+        program: SignalProgram,
+        plan: StepPlan,
+        snapshot: KlineSnapshot,
+        deadline_ms: float,
+        grace_ms: float,
+    ) -> BatchOutcome:
+        """Evaluate `program` at every step of `plan` (one status per step), as `run` does."""
+        request: dict[str, object] = {
+            "op": "steps", "symbol": plan.symbol, "timeframes": list(plan.timeframes), "steps": plan.steps,
+            "forming": plan.forming,
+        }  # fmt: skip
+        count = len(plan.steps)
+        return await self._request(
+            program, request, count, snapshot, deadline_ms=deadline_ms, grace_ms=grace_ms
+        )
+
+    async def _request(
+        self,
+        program: SignalProgram,
+        fields: dict[str, object],
+        count: int,
+        snapshot: KlineSnapshot,
+        *,
+        deadline_ms: float,
+        grace_ms: float,
+    ) -> BatchOutcome:
         request = bytearray()
         if snapshot.generation not in self._snapshots:
             request += protocol.encode_raw_request(snapshot.index_json)
@@ -159,11 +204,10 @@ class SandboxProcess:
         self._snapshots.move_to_end(snapshot.generation)
         request += protocol.encode_request(
             {
-                "op": "check",
+                **fields,
                 "generation": snapshot.generation,
                 "key": program.key,
                 "source": program.source,
-                "symbols": symbols,
                 "deadline_ms": deadline_ms,
             }
         )
@@ -171,7 +215,7 @@ class SandboxProcess:
         try:
             self._writer.write(request)
             await self._writer.drain()
-            return await self._collect(len(symbols), silence_secs)
+            return await self._collect(count, silence_secs)
         except SandboxFailure:
             await self.terminate()
             raise
@@ -366,6 +410,35 @@ class SandboxPool:
         if failures:
             raise failures[0]
         return BatchOutcome(bytes(statuses), dict(sorted(errors.items())), dict(sorted(declined.items())))
+
+    async def run_steps(
+        self,
+        program: SignalProgram,
+        plan: StepPlan,
+        snapshot: KlineSnapshot,
+        deadline_ms: float | None = None,
+    ) -> BatchOutcome:
+        """Evaluate `program` at every step of `plan` in the symbol's slot.
+
+        Raises:
+            SandboxFailure: the program was stopped (its process has been replaced).
+            TransientError: no sandbox process could be started.
+        """
+        if self._closed:
+            raise RuntimeError("the sandbox pool is closed")
+        deadline = self.config.default_deadline_ms if deadline_ms is None else deadline_ms
+        slot = self.slot_of(plan.symbol)
+        async with self._locks[slot]:
+            process = await self._ensure_locked(slot)
+            try:
+                return await process.run_steps(program, plan, snapshot, deadline, self.config.grace_ms)
+            except SandboxFailure:
+                self._slots[slot] = None
+                await self._ensure_locked(slot)
+                raise
+            except BaseException:
+                self._slots[slot] = None
+                raise
 
     async def _run_in_slot(
         self, slot: int, program: SignalProgram, symbols: list[str], snapshot: KlineSnapshot, deadline: float

@@ -1,9 +1,12 @@
 """The wire format between the worker and its sandbox processes: length-prefixed frames on a socket pair.
 
-Worker -> sandbox frames are JSON objects (the sandbox trusts its parent). Sandbox -> worker frames are a
-tiny fixed binary format that the worker parses strictly: a process running hostile code could write
-anything, so nothing it sends is ever unpickled or evaluated, every length and index is bounded, and a
-malformed frame gets the process killed.
+Worker -> sandbox frames are JSON objects (the sandbox trusts its parent): `snapshot` (map a sweep's
+segment), `check` (one program over symbols of a snapshot) and `steps` (one program over one symbol at many
+moments of a replay: each step names, per timeframe, the window of the snapshot's series the code sees and
+the candle still forming then, and the ticker of that moment; results are per step). Sandbox -> worker
+frames are a tiny fixed binary format that the worker parses strictly: a process running hostile code could
+write anything, so nothing it sends is ever unpickled or evaluated, every length and index is bounded, and
+a malformed frame gets the process killed.
 
     frame    = length:u32 body                  (big-endian; length counts the body)
     body     = kind:u8 payload

@@ -20,7 +20,7 @@ from worker.errors import WorkerError
 from worker.sandbox import protocol
 from worker.sandbox.compiler import ProgramCache, SignalProgram
 from worker.sandbox.errors import SignalCodeError, SignalRuntimeError
-from worker.sandbox.pool import SandboxFailure, SandboxPool
+from worker.sandbox.pool import BatchOutcome, SandboxFailure, SandboxPool, StepPlan
 from worker.sandbox.snapshot import KlineSnapshot
 
 logger = logging.getLogger(__name__)
@@ -125,6 +125,29 @@ class SignalRunner:
             self._log_declined(trader, runnable, declined)
         duration_ms = (time.perf_counter() - started) * 1000
         return SweepResult(matches, errors, len(runnable), duration_ms, declined)
+
+    async def evaluate_steps(
+        self,
+        program: SignalProgram,
+        plan: StepPlan,
+        snapshot: KlineSnapshot,
+        *,
+        deadline_ms: float | None = None,
+    ) -> BatchOutcome:
+        """Run `check_signal` at every step of a replay (`plan`): one status per step, as `evaluate`.
+
+        Raises:
+            SignalRuntimeError: the program was stopped (deadline, memory, recursion, crash).
+        """
+        stopped = self._stopped.get((program.trader_id, program.key))
+        if stopped is not None:
+            raise SignalRuntimeError(program.trader_id, stopped)
+        try:
+            return await self._pool.run_steps(program, plan, snapshot, deadline_ms)
+        except SandboxFailure as failure:
+            self._stopped[program.trader_id, program.key] = failure.reason
+            await self._report(program.trader_id, program.key, f"signal code stopped: {failure.reason}")
+            raise SignalRuntimeError(program.trader_id, failure.reason) from None
 
     def _log_declined(self, trader_id: str | None, symbols: list[str], declined: dict[str, str]) -> None:
         """Log each (trader, symbol)'s reason when it changes, not on every sweep."""

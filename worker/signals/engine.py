@@ -29,7 +29,7 @@ from typing import Any, Final, Protocol
 
 from worker.clock import Clock, LiveClock
 from worker.components import ComponentState
-from worker.db.signals import InsertOutcome, SignalRows
+from worker.db.signals import InsertOutcome, SignalStore
 from worker.domain.decision import Decision
 from worker.domain.signal import SignalContext
 from worker.domain.trader import Trader
@@ -40,15 +40,30 @@ from worker.market.store import KlineStore
 from worker.market.tickers import TickerStore
 from worker.metrics import TraderMetrics, WorkerMetrics
 from worker.retry import Backoff, retry
-from worker.sandbox import SignalCodeError, SignalProgram, SignalRunner, SignalRuntimeError
-from worker.signals.analysis import AnalysisBudget, AnalysisClient, AnalysisFailed
+from worker.sandbox import SignalCodeError, SignalProgram, SignalRuntimeError, SweepResult
+from worker.signals.analysis import Analysis, AnalysisBudget, AnalysisFailed
+from worker.signals.checks import SignalChecks
 from worker.signals.market_data import ANALYSIS_KLINES, build_market_data
-from worker.signals.snapshots import SnapshotSource
 
 logger = logging.getLogger(__name__)
 
 _QUEUE_SIZE: Final = 1000
 _SWEEP_RETRY: Final = Backoff(base_secs=0.05, max_secs=0.5)
+
+
+class Analyst(Protocol):
+    """Who judges a signal (analyze-signal's client; a backtest's stand-in for the model)."""
+
+    async def analyze(
+        self,
+        trader_id: uuid.UUID,
+        signal_id: uuid.UUID,
+        market_data: dict[str, Any],
+        *,
+        request_id: uuid.UUID | None = None,
+    ) -> Analysis:
+        """The validated decision for the signal (raises AnalysisFailed)."""
+        ...
 
 
 class DecisionExecutor(Protocol):
@@ -109,13 +124,12 @@ class SignalEngine:
 
     def __init__(
         self,
-        runner: SignalRunner,
-        snapshots: SnapshotSource,
+        checks: SignalChecks,
         *,
         klines: KlineStore,
         tickers: TickerStore,
-        signals: SignalRows,
-        analysis: AnalysisClient,
+        signals: SignalStore,
+        analysis: Analyst,
         budget: AnalysisBudget,
         executor: DecisionExecutor,
         settings: EngineSettings,
@@ -123,8 +137,7 @@ class SignalEngine:
         clock: Clock | None = None,
         market: Clock | None = None,
     ) -> None:
-        self._runner = runner
-        self._snapshots = snapshots
+        self._checks = checks
         self._klines = klines
         self._tickers = tickers
         self._signals = signals
@@ -150,7 +163,7 @@ class SignalEngine:
     async def prepare(self, trader: Trader) -> SignalProgram | None:
         """Compile the trader's code (reported as broken when rejected); None when it cannot run."""
         try:
-            return await self._runner.load(str(trader.id), trader.signal_code_version, trader.signal_code)
+            return await self._checks.load(trader)
         except SignalCodeError as error:
             logger.warning("signal code rejected trader_id=%s error=%s", trader.id, error)
             self.metrics.trader(str(trader.id)).last_error = f"signal code rejected: {error}"
@@ -164,7 +177,7 @@ class SignalEngine:
         """Stop the trader from creating signals or applying decisions; `forget` drops its state too."""
         self._active.pop(trader_id, None)
         if forget:
-            self._runner.forget(str(trader_id))
+            self._checks.forget(trader_id)
             self._budget.forget(str(trader_id))
             self._cooldown_seeded.discard(trader_id)
             self.metrics.traders.pop(str(trader_id), None)
@@ -213,11 +226,10 @@ class SignalEngine:
         needed = [(symbol, timeframe) for symbol in fresh for timeframe in timeframes]
         fresh_after = self._clock.monotonic() if fresh_after is None else fresh_after
 
-        async def sweep() -> Any:
-            async with self._snapshots.lease(fresh_after, needed) as snapshot:
-                return await self._runner.evaluate(
-                    program, list(fresh), snapshot, deadline_ms=self.settings.deadline_ms
-                )
+        async def sweep() -> SweepResult:
+            return await self._checks.sweep(
+                program, list(fresh), needed, fresh_after=fresh_after, deadline_ms=self.settings.deadline_ms
+            )
 
         try:
             result = await retry(sweep, what=f"sweep trader_id={trader.id}", attempts=3, backoff=_SWEEP_RETRY)
@@ -351,13 +363,17 @@ class SignalEngine:
     async def _warm_up(self) -> None:
         # The sandboxes start here, after /health answers, not on the worker's start-up path.
         try:
-            await self._runner.warm_up()
+            await self._checks.warm_up()
         except TransientError as error:
             logger.warning("sandbox processes did not start yet (the first sweep tries again): %s", error)
 
     async def prepare_shutdown(self) -> None:
         """Take no new matches and wait for the queued ones to be handled."""
         self._accepting = False
+        await self._queue.join()
+
+    async def drain(self) -> None:
+        """Wait until every queued match has been handled (a replay moves the market on only then)."""
         await self._queue.join()
 
     async def _work(self) -> None:

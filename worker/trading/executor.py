@@ -17,8 +17,8 @@ from typing import Final
 
 from worker.clock import Clock
 from worker.db.client import StaleState
-from worker.db.signals import SignalRows
-from worker.db.trading import TradingRows
+from worker.db.signals import SignalStore
+from worker.db.trading import TradingStore
 from worker.domain.decision import Decision
 from worker.domain.enums import AnalysisDecision, OrderStatus, PositionSide, SignalStatus, TradingMode
 from worker.domain.money import ONE, ZERO, exact, plain
@@ -58,8 +58,8 @@ class TradeExecutor:
         positions: OpenPositions,
         guardrails: Guardrails,
         *,
-        signals: SignalRows,
-        trading: TradingRows,
+        signals: SignalStore,
+        trading: TradingStore,
         prices: PriceSource,
         config: TradingConfig,
         clock: Clock,

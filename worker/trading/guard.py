@@ -48,6 +48,8 @@ class PositionGuard:
         self._config = config
         self._clock = clock
         self._state = ComponentState.STARTING
+        self._closing = 0
+        self.sweeps = 0  # sweeps done (a lockstep replay waits for one after the market moved)
 
     def state(self) -> ComponentState:
         return self._state
@@ -56,6 +58,20 @@ class PositionGuard:
         # Positions stay guarded until the process ends: exchange-side orders in real mode, and in paper
         # mode nothing can be closed once the worker is gone anyway. Nothing to drain here.
         return None
+
+    @property
+    def busy(self) -> bool:
+        """An exit is waiting or being closed."""
+        return self._closing > 0 or self._monitor.has_pending_exits
+
+    async def close_triggered(self) -> int:
+        """Close every exit the monitor has triggered, one after the other (a replay moves the market on only
+        when they are done); returns how many."""
+        closed = 0
+        while (request := self._monitor.pending_exit()) is not None:
+            await self._close(request)
+            closed += 1
+        return closed
 
     async def run(self) -> None:
         self._state = ComponentState.RUNNING
@@ -69,6 +85,7 @@ class PositionGuard:
             self._state = ComponentState.STOPPED
 
     async def _close(self, request: ExitRequest) -> None:
+        self._closing += 1
         try:
             await self._exits.close_for_monitor(request.position_id, request.reason, request.price)
         except Exception as error:
@@ -77,6 +94,8 @@ class PositionGuard:
                 request.position_id, request.reason, error,
             )  # fmt: skip
             self._monitor.exit_failed(request.position_id)
+        finally:
+            self._closing -= 1
 
     async def _sweep_loop(self) -> None:
         last_reconcile = 0.0
@@ -94,6 +113,7 @@ class PositionGuard:
                     closed = await self._exits.reconcile_exchange_exits()
                     if closed:
                         logger.info("exchange-side exits recorded count=%d", closed)
+                self.sweeps += 1
             except Exception:
                 # One failed sweep (a network blip while reconciling) must not end the guard.
                 logger.exception("monitor sweep failed")

@@ -159,6 +159,26 @@ class PositionMonitor:
         self.closes_started += 1
         return request
 
+    @property
+    def has_pending_exits(self) -> bool:
+        return not self._exits.empty()
+
+    def pending_exit(self) -> ExitRequest | None:
+        """The next triggered exit if one waits, else None (a replay's guard takes them one by one)."""
+        if self._exits.empty():
+            return None
+        self.closes_started += 1
+        return self._exits.get_nowait()
+
+    def levels(self, symbol: str) -> list[Decimal]:
+        """Every price at which a position in `symbol` would exit now (stops, targets, trailing stops)."""
+        found = []
+        for watch in self._by_symbol.get(symbol, {}).values():
+            if not watch.closing:
+                levels = (watch.stop_loss, watch.take_profit, watch.trailing_state.stop_price)
+                found += [level for level in levels if level is not None]
+        return found
+
     def exit_failed(self, position_id: uuid.UUID) -> None:
         """The close did not happen: evaluate the position again from the next price on."""
         self.close_failures += 1

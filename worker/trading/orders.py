@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from worker.clock import Clock
-from worker.db.trading import TradingRows
+from worker.db.trading import TradingStore
 from worker.domain import ledger
 from worker.domain.enums import OrderSide, OrderStatus, OrderType, PositionSide, SignalStatus, TradingMode
 from worker.domain.money import ZERO, SymbolRules, exact, plain
@@ -47,7 +47,7 @@ class OrderFlow:
 
     def __init__(
         self,
-        trading: TradingRows,
+        trading: TradingStore,
         venue: Venue,
         positions: OpenPositions,
         guardrails: Guardrails,

@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from decimal import Decimal
 
-from worker.db.signals import SignalRows
-from worker.db.trading import TradingRows
+from worker.db.signals import SignalStore
+from worker.db.trading import TradingStore
 from worker.domain.enums import OrderStatus, OrderType, PositionSide
 from worker.domain.orders import ClientOrderId, OrderReport, OrderState, client_order_id
 from worker.domain.positions import (
@@ -49,8 +49,8 @@ class Protector:
         venue: Venue,
         positions: OpenPositions,
         *,
-        trading: TradingRows,
-        signals: SignalRows,
+        trading: TradingStore,
+        signals: SignalStore,
         prices: PriceSource,
     ) -> None:
         self._flow = flow

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
-from worker.db.signals import SignalRows
+from worker.db.signals import SignalStore
 from worker.domain.enums import AnalysisDecision, SignalStatus
 from worker.domain.signal import SignalContext
 from worker.domain.trader import Trader
@@ -62,7 +62,7 @@ class TradingReanalyzer:
         market_data: MarketDataSource,
         *,
         positions: OpenPositions,
-        signals: SignalRows,
+        signals: SignalStore,
         guardrails: Guardrails,
     ) -> None:
         self._executor = executor

@@ -9,8 +9,8 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from worker.clock import MarketTime, day_start
-from worker.db.signals import SignalRows
-from worker.db.trading import PendingOrder, TradingRows
+from worker.db.signals import SignalStore
+from worker.db.trading import PendingOrder, TradingStore
 from worker.domain.enums import OrderStatus, SignalStatus, TradingMode
 from worker.domain.orders import ClientOrderId, OrderReport, OrderState
 from worker.domain.positions import CloseReason, IntentKind, OpenPosition, Protection
@@ -41,8 +41,8 @@ class Recovery:
 
     def __init__(
         self,
-        trading: TradingRows,
-        signals: SignalRows,
+        trading: TradingStore,
+        signals: SignalStore,
         venue: Venue,
         *,
         positions: OpenPositions,

@@ -1,0 +1,104 @@
+"""`trademind backtest`: a saved trader or a description replayed over the recordings, shown, charted and
+saved as the user's `backtests` row (the stack's generate-strategy writes the code of a description)."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from tests.cli.console.conftest import Trader, assert_error, invoke
+from tests.worker.backtest.test_run import RSI_DIP
+
+DESCRIPTION = "buy BTC when RSI(14) on 1h drops below 30, sell above 70"
+WINDOW = ("--from", "2021-04-05", "--to", "2021-06-05")
+
+
+def rsi_trader(db: psycopg.Connection[Any], trader: Trader) -> str:
+    row = db.execute(
+        "insert into public.traders (user_id, name, signal_code, ai_instructions, timeframes, check_interval,"
+        " reanalysis_interval, symbols, default_stop_loss_percent, default_take_profit_percent)"
+        " values (%s, 'RSI dip', %s, 'Be careful.', array['1h'], '1h_close', '1h_close', array['BTCUSDT'],"
+        " 3, 6)"
+        " returning id",
+        (trader.user.id, RSI_DIP),
+    ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def test_a_saved_trader_is_backtested_charted_and_saved(
+    db: psycopg.Connection[Any], trader: Trader, tmp_path: Path
+) -> None:
+    trader_id = rsi_trader(db, trader)
+
+    result = invoke("backtest", "--trader", trader_id[:8], *WINDOW, "--output", str(tmp_path), "--json")
+
+    assert result.exit_code == 0, result.stderr
+    answer = json.loads(result.stdout)
+    report = answer["backtest"]
+    assert report["trader"] == "RSI dip" and report["symbols"] == ["BTCUSDT"]
+    assert report["from"].startswith("2021-04-05") and report["to"].startswith("2021-06-05")
+    assert report["closed_trades"] > 0 and len(report["trade_list"]) == report["trades"]
+    # the trader's own 3% stop and 6% target closed its positions
+    reasons = {trade["close_reason"] for trade in report["trade_list"] if trade["closed_at"]}
+    assert reasons <= {"stop_loss", "take_profit"} and reasons
+    for trade in report["trade_list"]:
+        if trade["close_reason"] == "take_profit":
+            assert Decimal(trade["exit_price"]) > Decimal(trade["entry_price"]) * Decimal("1.05")
+    assert Path(answer["chart"]).is_file() and Path(answer["chart"]).parent == tmp_path
+    row = db.execute(
+        "select user_id, trader_id, trader_name, trades, net_pnl_usd, ai, report->>'trades' from backtests"
+        " where id = %s",
+        (answer["id"],),
+    ).fetchone()
+    assert row is not None
+    assert (str(row[0]), str(row[1]), row[2], row[3], row[5]) == (
+        str(trader.user.id), trader_id, "RSI dip", report["trades"], "off",
+    )  # fmt: skip
+    assert row[4] == Decimal(report["net_pnl_usd"])
+
+
+def test_a_description_is_backtested_without_saving_a_trader(
+    db: psycopg.Connection[Any], trader: Trader, tmp_path: Path
+) -> None:
+    result = invoke(
+        "backtest", "--description", DESCRIPTION, "--ai", "off", *WINDOW, "--output", str(tmp_path)
+    )
+
+    assert result.exit_code == 0, result.stderr
+    words = " ".join(result.stdout.split())
+    for heading in ("trades", "win rate", "net PnL (USDT)", "max drawdown", "Sharpe", "exposure", "symbol"):
+        assert heading in words
+    assert "BTCUSDT" in words and "chart: " in words and "saved as backtest" in words
+    chart = Path(words.split("chart: ")[1].split()[0])
+    assert chart.is_file()
+    assert db.execute("select count(*) from traders where user_id = %s", (trader.user.id,)).fetchone() == (0,)
+    saved = db.execute(
+        "select trader_id, symbols from backtests where user_id = %s", (trader.user.id,)
+    ).fetchall()
+    assert saved == [(None, ["BTCUSDT"])]
+
+
+def test_bad_options_are_one_line_errors(db: psycopg.Connection[Any], trader: Trader) -> None:
+    trader_id = rsi_trader(db, trader)
+
+    assert_error(invoke("backtest", *WINDOW), 2, "exactly one of --trader and --description")
+    assert_error(invoke("backtest", "--trader", trader_id, "--ai", "maybe"), 2, "--ai must be one of")
+    assert_error(invoke("backtest", "--trader", trader_id, "--fee-bps", "-1"), 2, "--fee-bps")
+    assert_error(invoke("backtest", "--trader", trader_id, "--from", "yesterday"), 2, "--from must be an ISO")
+    assert_error(
+        invoke("backtest", "--trader", trader_id, "--symbols", "DOGEUSDT"),
+        1,
+        "no recorded candles for DOGEUSDT",
+    )
+    assert_error(
+        invoke("backtest", "--trader", trader_id, "--from", "2030-01-01", "--to", "2030-02-01"), 1,
+        "outside the recordings",
+    )  # fmt: skip
+    assert db.execute("select count(*) from backtests where user_id = %s", (trader.user.id,)).fetchone() == (
+        0,
+    )
