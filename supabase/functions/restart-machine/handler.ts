@@ -74,6 +74,10 @@ export const handler = postHandler("restart-machine", async (req) => {
     if (error instanceof FlyApiError && error.status === 409) {
       throw new HttpError(409, "machine_busy", `machine ${machineId} is being changed by another operation; try again`);
     }
+    if (error instanceof FlyApiError && error.status === 404) {
+      // The row outlived its machine (check-machine-health reports it); nothing here can restart it.
+      throw new HttpError(404, "machine_not_found", `machine ${machineId} no longer exists at Fly`);
+    }
     throw error;
   }
   try {
