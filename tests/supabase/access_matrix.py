@@ -114,6 +114,26 @@ TRADER_COLUMNS = (
     "error_message",
     "trading_mode",
 )
+TRADER_UPDATE_COLUMNS = (*TRADER_COLUMNS, "default_stop_loss_percent", "default_take_profit_percent")
+BACKTEST_COLUMNS = (
+    "trader_id",
+    "trader_name",
+    "symbols",
+    "market_from",
+    "market_to",
+    "ai",
+    "fee_rate",
+    "slippage_rate",
+    "starting_balance_usd",
+    "final_equity_usd",
+    "net_pnl_usd",
+    "trades",
+    "win_rate",
+    "max_drawdown_percent",
+    "sharpe",
+    "exposure",
+    "report",
+)
 PREFERENCE_COLUMNS = ("kinds", "quiet_hours_start", "quiet_hours_end", "time_zone", "webhook_url")
 
 RELATIONS: dict[str, Relation] = {
@@ -142,7 +162,7 @@ RELATIONS: dict[str, Relation] = {
         " '{5m}', '5m_close', '15m') returning *",
         select=own(USER_AND_MACHINE),
         insert=Access(USER, ("id", "user_id", *TRADER_COLUMNS)),
-        update=Access(USER, TRADER_COLUMNS),
+        update=Access(USER, TRADER_UPDATE_COLUMNS),
         delete=Access(USER),
     ),
     "signals": Relation(
@@ -243,6 +263,17 @@ RELATIONS: dict[str, Relation] = {
         " values (%(fly_machines)s, %(owner)s,"
         " %(machine_id)s, 1, 256, 2, 512, 'matrix', 'applied', now()) returning *",
         select=own(),
+    ),
+    # A user saves the report of a backtest the CLI ran of one of their traders (the database sets id and
+    # user_id); nobody edits one.
+    "backtests": Relation(
+        "insert into public.backtests (user_id, trader_id, trader_name, symbols, market_from, market_to, ai,"
+        " fee_rate, slippage_rate, starting_balance_usd, final_equity_usd, net_pnl_usd, trades,"
+        " max_drawdown_percent, exposure, report) values (%(owner)s, %(traders)s, 'matrix', '{BTCUSDT}',"
+        " now() - interval '1 day', now(), 'off', 0.001, 0, 10000, 10000, 0, 0, 0, 0, '{}') returning *",
+        select=own(),
+        insert=Access(USER, BACKTEST_COLUMNS),
+        delete=Access(USER),
     ),
     "user_costs_month_to_date": Relation(
         "select * from public.user_costs_month_to_date where user_id = %(owner)s", select=own()
