@@ -33,6 +33,8 @@ if TYPE_CHECKING:  # the replay's modules load only when a backtest runs (every 
     from worker.market.recordings import SymbolData
 
 BPS: Final = Decimal(10_000)
+DEFAULT_FEE_BPS: Final = 10.0
+DEFAULT_SLIPPAGE_BPS: Final = 5.0
 DEFAULT_OUTPUT: Final = Path(".devstack/backtests")
 TRADER_COLUMNS: Final = (
     "id,user_id,name,status,error_message,trading_mode,symbols,timeframes,check_interval,reanalysis_interval,"
@@ -145,7 +147,7 @@ async def _replay(
     spec = BacktestSpec(trader, window.symbols, window.start_ms, window.end_ms, fee, slippage)
     with Progress(
         TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-        TimeElapsedColumn(), console=err, transient=True, disable=quiet,
+        TimeElapsedColumn(), console=err, transient=True, disable=quiet or not err.is_terminal,
     ) as bar:  # fmt: skip
         tasks: dict[str, TaskID] = {}
         labels = {"checks": "running check_signal", "trading": "trading the replay"}
@@ -230,6 +232,21 @@ def chart(report: BacktestReport, recordings: dict[str, SymbolData], output: Pat
         starting_balance_usd=float(report.starting_balance_usd),
         equity_label="backtest equity (USDT)",
     )
+
+
+def preview(client: Api, strategy: dict[str, Any], *, quiet: bool) -> tuple[BacktestReport, Path]:
+    """generate-strategy's preview backtested over everything recorded for its symbols, with the AI off and
+    the default costs; shown unless `quiet`. Returns the report and its chart."""
+    report, recordings = run(
+        strategy_trader(client, strategy), symbols=(), start=None, end=None, data_dir=default_data_dir(),
+        fee=parse_bps(DEFAULT_FEE_BPS, "fee"), slippage=parse_bps(DEFAULT_SLIPPAGE_BPS, "slippage"),
+        quiet=quiet,
+    )  # fmt: skip
+    chart_path = chart(report, recordings, DEFAULT_OUTPUT)
+    if not quiet:
+        out.print("[bold]backtest[/] over the recorded history (AI off: the default 2% stop and 4% target)")
+        show(report, chart_path, None)
+    return report, chart_path
 
 
 def save(client: Api, report: BacktestReport, trader_id: str | None) -> str:
@@ -348,10 +365,12 @@ def backtest(  # noqa: PLR0917 - typer maps each option to a parameter
         Path | None,
         typer.Option("--timeframe-data", help="Directory of <SYMBOL>-<interval>.csv recordings."),
     ] = None,
-    fee_bps: Annotated[float, typer.Option("--fee-bps", help="Fee per fill, basis points.")] = 10.0,
+    fee_bps: Annotated[
+        float, typer.Option("--fee-bps", help="Fee per fill, basis points.")
+    ] = DEFAULT_FEE_BPS,
     slippage_bps: Annotated[
         float, typer.Option("--slippage-bps", help="Slippage per fill, basis points.")
-    ] = 5.0,
+    ] = DEFAULT_SLIPPAGE_BPS,
     ai: Annotated[
         str, typer.Option("--ai", help="Who decides on signals: off (the strategy's levels).")
     ] = "off",

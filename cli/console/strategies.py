@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.syntax import Syntax
 
+from cli.console import backtest as backtests
 from cli.console.api import Api
 from cli.console.common import api, command, confirm, emit_json, err, out
 from cli.console.errors import ConsoleError
@@ -71,6 +72,10 @@ def new(
     description: Annotated[str, typer.Argument(help="The strategy in plain words.")],
     name: Annotated[str | None, typer.Option(help="The trader's name (default: the model's).")] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Save without asking.")] = False,
+    backtest: Annotated[
+        bool,
+        typer.Option("--backtest", help="Backtest it over the recorded history before saving (--ai off)."),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (implies --yes).")] = False,
 ) -> None:
     """Turn a description into signal code and analysis instructions, show them, and save the trader."""
@@ -83,13 +88,20 @@ def new(
         strategy = answer["trader"]
         if not as_json:
             show_strategy(strategy)
+        tested = backtests.preview(client, strategy, quiet=as_json) if backtest else None
         confirm(f"Save {strategy['name']} as a trader and start it?", assume_yes=yes or as_json)
         trader = save_trader(client, strategy, description)
+        saved_backtest = backtests.save(client, tested[0], str(trader["id"])) if tested else None
         machine = ensure_machine(client)
     if as_json:
-        emit_json(
-            {"trader": {**strategy, "id": trader["id"]}, "machine": machine, "usage": answer.get("usage")}
-        )
+        result = {
+            "trader": {**strategy, "id": trader["id"]},
+            "machine": machine,
+            "usage": answer.get("usage"),
+        }
+        if tested:
+            result["backtest"] = {**tested[0].as_json(), "id": saved_backtest, "chart": str(tested[1])}
+        emit_json(result)
         return
     out.print(f"[green]saved[/] {escape(trader['name'])} ({trader['id']}); {escape(machine)}")
     out.print(f"watch it: trademind monitor   pause it: trademind traders pause {str(trader['id'])[:8]}")

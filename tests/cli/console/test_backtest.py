@@ -102,3 +102,26 @@ def test_bad_options_are_one_line_errors(db: psycopg.Connection[Any], trader: Tr
     assert db.execute("select count(*) from backtests where user_id = %s", (trader.user.id,)).fetchone() == (
         0,
     )
+
+
+def test_strategy_new_backtests_the_preview_before_it_is_saved(
+    db: psycopg.Connection[Any], trader: Trader
+) -> None:
+    declined = invoke("strategy", "new", DESCRIPTION, "--backtest", input_text="n\n")
+
+    # the backtest is shown before the question, and nothing is saved when the answer is no
+    assert_error(declined, 1, "cancelled: nothing changed")
+    words = " ".join(declined.stdout.split())
+    assert words.index("backtest over the recorded history") < words.index("Save RSI")
+    assert "win rate" in words and "max drawdown" in words and "chart: " in words
+    saved_rows = db.execute("select count(*) from backtests where user_id = %s", (trader.user.id,)).fetchone()
+    assert saved_rows == (0,)
+    # saved: the backtest is kept with the trader it tested
+    saved = invoke("strategy", "new", DESCRIPTION, "--backtest", "--json")
+    assert saved.exit_code == 0, saved.stderr
+    answer = json.loads(saved.stdout)
+    tested = answer["backtest"]
+    assert tested["symbols"] == ["BTCUSDT"] and tested["ai"] == "off" and tested["trades"] > 0
+    assert Path(tested["chart"]).is_file()
+    row = db.execute("select trader_id, trades from backtests where id = %s", (tested["id"],)).fetchone()
+    assert row is not None and (str(row[0]), row[1]) == (answer["trader"]["id"], tested["trades"])
