@@ -49,6 +49,7 @@ CONCURRENCY = 32
 UPDATES_PER_SEC_PER_SYMBOL = 10
 CPU_SECS = 10.0
 PRICE = Decimal(100)
+CLOSE_TIMEOUT_SECS = 30.0
 
 
 class TimedVenue(PaperVenue):
@@ -182,7 +183,8 @@ async def _close_latency(trading: Trading, venue: TimedVenue, symbols: list[str]
         expected = sum(1 for p in trading.positions.all() if p.symbol == symbol)
         t0 = time.perf_counter()
         trading.monitor.on_price(symbol, Decimal(89))
-        await venue.wait_for(len(before) + expected)
+        async with asyncio.timeout(CLOSE_TIMEOUT_SECS):  # a close that failed is retried only on a next price
+            await venue.wait_for(len(before) + expected)
         latencies += [venue.sent_at[cid] - t0 for cid in set(venue.sent_at) - before]
     ordered = sorted(latencies)
     p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]

@@ -17,6 +17,7 @@ from typing import Protocol
 from worker.clock import Clock
 from worker.components import ComponentState
 from worker.domain.positions import CloseReason, TrailingState
+from worker.errors import WorkerError
 from worker.trading.config import TradingConfig
 from worker.trading.monitor import ExitRequest, PositionMonitor
 
@@ -97,6 +98,15 @@ class PositionGuard:
         finally:
             self._closing -= 1
 
+    async def _persist_trailing(self, position_id: uuid.UUID, trailing: TrailingState) -> None:
+        try:
+            await self._exits.record_trailing(position_id, trailing)
+        except WorkerError as error:
+            # Tried again at the next sweep (a position that closed meanwhile is no longer watched).
+            logger.warning("trailing stop not persisted position_id=%s error=%s", position_id, error)
+            return
+        self._monitor.trailing_persisted(position_id, trailing)
+
     async def _sweep_loop(self) -> None:
         last_reconcile = 0.0
         while True:
@@ -104,9 +114,10 @@ class PositionGuard:
             try:
                 self._monitor.sweep()
                 self._state = ComponentState.DEGRADED if self._monitor.stale else ComponentState.RUNNING
-                for position_id, trailing in self._monitor.trailing_to_persist():
-                    await self._exits.record_trailing(position_id, trailing)
-                    self._monitor.trailing_persisted(position_id, trailing)
+                # Side by side, so they reach the database as one batch (worker/db/batching.py).
+                async with asyncio.TaskGroup() as group:
+                    for position_id, trailing in self._monitor.trailing_to_persist():
+                        group.create_task(self._persist_trailing(position_id, trailing))
                 now = self._clock.monotonic()
                 if now - last_reconcile >= self._config.reconcile_interval_secs:
                     last_reconcile = now

@@ -1,15 +1,17 @@
 """The open positions the worker holds: one registry shared by the executor, protection, recovery and the
 HTTP API, that keeps the position monitor watching exactly these, and a lock per trader so a decision and
-an exit never act on one trader's positions at the same time."""
+an exit never act on one trader's positions at the same time (the monitor's exits of distinct positions
+may run side by side)."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from decimal import Decimal
-from typing import Protocol
+from typing import Any, Protocol
+
+from aiorwlock import RWLock
 
 from worker.domain import ledger
 from worker.domain.money import plain
@@ -24,13 +26,22 @@ class PositionWatcher(Protocol):
     def untrack(self, position_id: uuid.UUID) -> None: ...
 
 
+class TraderLock(Protocol):
+    """`async with` it (aiorwlock's reader and writer locks)."""
+
+    async def __aenter__(self) -> None: ...
+
+    async def __aexit__(self, *args: Any) -> None: ...
+
+
 class OpenPositions:
     """Open positions by id; `watch` also (re)arms the monitor, `forget` disarms it."""
 
     def __init__(self, watcher: PositionWatcher) -> None:
         self._watcher = watcher
         self._positions: dict[uuid.UUID, OpenPosition] = {}
-        self._locks: dict[uuid.UUID, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # Writer-preferring: a decision waiting for the lock goes before exits asked for after it.
+        self._locks: dict[uuid.UUID, RWLock] = defaultdict(lambda: RWLock(fast=True))
 
     def __len__(self) -> int:
         return len(self._positions)
@@ -71,9 +82,15 @@ class OpenPositions:
         for position in positions:
             self.watch(position)
 
-    def lock(self, trader_id: uuid.UUID) -> asyncio.Lock:
-        """The lock serialising all work on one trader's positions."""
-        return self._locks[trader_id]
+    def lock(self, trader_id: uuid.UUID) -> TraderLock:
+        """Alone with one trader's positions (a decision, an entry and its guardrails, a reconcile, moving
+        levels): after every exit under way, before any exit asked for later."""
+        return self._locks[trader_id].writer_lock
+
+    def exit_lock(self, trader_id: uuid.UUID) -> TraderLock:
+        """Beside the trader's other exits only: the monitor's closes, each of its own position (it never
+        starts two for one position), so one stop hit never waits for another position's close."""
+        return self._locks[trader_id].reader_lock
 
     def view(
         self,

@@ -208,15 +208,19 @@ class Protector:
                 return
             position = replace(position, trailing_state=state)
             self._positions.put(position)
-            await self._trading.store_trailing(position_id, state)
-            stop = state.stop_price
-            long = position.side is PositionSide.LONG
-            tighter = stop is not None and (
-                position.stop_loss is None
-                or (stop > position.stop_loss if long else stop < position.stop_loss)
-            )
-            if self._venue.supports_protection and tighter:
-                await self.set_levels(position, stop, position.take_profit)
+        # Written outside the trader's lock: a close of that trader's positions (a stop hit) must not wait
+        # for this bookkeeping. If the position closed meanwhile, the write is refused (StaleState).
+        await self._trading.store_trailing(position_id, state)
+        stop = state.stop_price
+        long = position.side is PositionSide.LONG
+        tighter = stop is not None and (
+            position.stop_loss is None or (stop > position.stop_loss if long else stop < position.stop_loss)
+        )
+        if self._venue.supports_protection and tighter:
+            async with self._positions.lock(position.trader_id):
+                current = self._positions.get(position_id)
+                if current is not None:
+                    await self.set_levels(current, stop, current.take_profit)
 
     # Closing ------------------------------------------------------------------------------------------
     async def close_position(
@@ -256,11 +260,12 @@ class Protector:
             return True
 
     async def close_for_monitor(self, position_id: uuid.UUID, reason: CloseReason, price: Decimal) -> None:
-        """The monitor's exit: close at market under the trader's lock (no-op if it is already gone)."""
+        """The monitor's exit: close at market (no-op if it is already gone), holding the trader's lock
+        shared: the trader's other exits go at once, a decision waits for all of them."""
         position = self._positions.get(position_id)
         if position is None:
             return
-        async with self._positions.lock(position.trader_id):
+        async with self._positions.exit_lock(position.trader_id):
             position = self._positions.get(position_id)
             if position is not None:
                 await self.close_position(position, reason, price)
