@@ -1,5 +1,5 @@
-"""Our backtest against freqtrade's `backtesting` on the same recorded candles, one run each: both wall times
-and both trade lists.
+"""Our backtest against freqtrade's `backtesting` on the same recorded candles: both wall times (each run one
+whole backtest; three runs of each, alternated, medians) and both trade lists.
 
 The strategy is the same on both sides, with signals only: enter BTCUSDT long when RSI(14) of the closed 1h
 candles is below 30, one position at a time, 100 USDT per position, leave at a 2% stop or a 4% target, 10 bps
@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,6 +50,7 @@ from worker.market.recordings import VOLUME_SCALE, SymbolData, load_csv
 from worker.sandbox import SandboxConfig, SandboxPool
 
 NEEDS_STACK = True
+ROUNDS = 3  # runs of each side; the walls are medians (each run is one whole backtest)
 FREQTRADE = "2026.9"
 FREQTRADE_VENV = REPO_ROOT / ".devstack" / f"freqtrade-{FREQTRADE}"
 HOUR_MS = 3_600_000
@@ -293,16 +295,24 @@ def compare(mine: list[Trade], other: list[Trade]) -> Comparison:
 def run() -> list[Measurement]:
     python = ensure_freqtrade()
     recordings = hourly()
-    our_secs, mine = asyncio.run(ours(recordings))
-    with tempfile.TemporaryDirectory(prefix="bench-freqtrade-") as workdir:
-        their_secs, other = theirs(python, recordings, Path(workdir))
+    ours_secs: list[float] = []
+    theirs_secs: list[float] = []
+    for _ in range(ROUNDS):  # alternated, so a busy moment of the machine slows both sides alike
+        elapsed, mine = asyncio.run(ours(recordings))
+        ours_secs.append(elapsed)
+        with tempfile.TemporaryDirectory(prefix="bench-freqtrade-") as workdir:
+            elapsed, other = theirs(python, recordings, Path(workdir))
+        theirs_secs.append(elapsed)
+    our_secs, their_secs = statistics.median(ours_secs), statistics.median(theirs_secs)
     found = compare(mine, other)
     print(f"  ours: {len(mine)} trades; freqtrade: {len(other)} trades", file=sys.stderr)
     for line in found.differences:
         print(f"  {line}", file=sys.stderr)
     return [
-        Measurement("ours wall (whole hourly history)", our_secs, "s", f"{len(mine)} trades"),
-        Measurement("freqtrade wall (same)", their_secs, "s", f"{len(other)} trades, freqtrade {FREQTRADE}"),
+        Measurement(
+            "ours wall (whole hourly history)", our_secs, "s", f"median of {ROUNDS}; {len(mine)} trades"
+        ),
+        Measurement("freqtrade wall (same)", their_secs, "s", f"median of {ROUNDS}; freqtrade {FREQTRADE}"),
         Measurement("ours / freqtrade wall", our_secs / their_secs, "ratio", "target <= 1"),
         Measurement(
             "same entries", found.same_entries, "trades", f"of {len(mine)} ours, {len(other)} freqtrade's"

@@ -7,6 +7,7 @@ the next (the sandbox's contract), and each moment's arguments hold only what a 
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import uuid
 from collections.abc import Callable, Sequence
@@ -21,6 +22,20 @@ from worker.signals.snapshots import KlineKey
 
 # How many moments go to a sandbox at once (a progress report between requests).
 STEPS_PER_REQUEST = 5000
+
+
+def reads_ticker(source: str) -> bool:
+    """Whether check_signal may read its ticker: the name of its second parameter appears anywhere in the
+    code. The sandbox allows no introspection (locals, vars, frames): a name never written is never read."""
+    tree = ast.parse(source)
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == "check_signal":
+            parameters = [*node.args.posonlyargs, *node.args.args]
+            if len(parameters) < 2 or node.args.vararg is not None:
+                return True
+            name = parameters[1].arg
+            return any(isinstance(found, ast.Name) and found.id == name for found in ast.walk(tree))
+    return True
 
 
 class ReplayChecks:
@@ -62,11 +77,14 @@ class ReplayChecks:
         SignalRuntimeError); `progress` hears how many moments are done, as they are."""
         program = await self.load(trader)
         timeframes = trader_timeframes(trader)
+        with_ticker = reads_ticker(program.source)
 
         async def one(symbol: str) -> None:
             for first in range(0, len(times), STEPS_PER_REQUEST):
                 chunk = times[first : first + STEPS_PER_REQUEST]
-                full, plan = self._market.plan(symbol, timeframes, chunk, self._capacity)
+                full, plan = self._market.plan(
+                    symbol, timeframes, chunk, self._capacity, with_ticker=with_ticker
+                )
                 with KlineSnapshot({symbol: full}) as snapshot:
                     outcome = await self._runner.evaluate_steps(
                         program, plan, snapshot, deadline_ms=self._deadline_ms
@@ -80,6 +98,13 @@ class ReplayChecks:
         async with asyncio.TaskGroup() as group:
             for symbol in dict.fromkeys(symbols):
                 group.create_task(one(symbol), name=f"backtest-checks-{symbol}")
+
+    def acting_moments(self) -> list[int]:
+        """The moments at which check_signal did anything but say no for some symbol (a match, an error, a
+        decline): at every other moment the signal run would do nothing, so the replay skips it."""
+        return sorted(
+            {at_ms for (_, at_ms), (status, _) in self._results.items() if status != protocol.NO_MATCH}
+        )
 
     async def sweep(
         self,

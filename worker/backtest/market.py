@@ -164,7 +164,13 @@ class BacktestMarket:
 
     # A replay of check_signal --------------------------------------------------------------------------
     def plan(
-        self, symbol: str, timeframes: Sequence[str], times: Sequence[int], capacity: int
+        self,
+        symbol: str,
+        timeframes: Sequence[str],
+        times: Sequence[int],
+        capacity: int,
+        *,
+        with_ticker: bool = True,
     ) -> tuple[dict[str, Klines], StepPlan]:
         """What check_signal sees at each of `times` (the newest `capacity` candles of each timeframe, the
         forming one included, and the ticker): the series to put in a snapshot, and the sandbox's plan."""
@@ -196,7 +202,8 @@ class BacktestMarket:
             windows[timeframe] = [(start - low, end - low, index) for start, end, index in spans]
         steps: list[dict[str, object]] = []
         for position, at_ms in enumerate(times):
-            ticker = self.ticker(symbol, at_ms)
+            # The 24 h ticker is most of a step's cost; code that never reads it is not given one.
+            ticker = self.ticker(symbol, at_ms) if with_ticker else None
             steps.append(
                 {
                     "w": [list(windows[timeframe][position]) for timeframe in timeframes],

@@ -10,7 +10,8 @@ At each moment, in this order (the order a live worker sees the same moment in, 
 1. prices: the ticker of every symbol with a position or something due now; the monitor closes what they
    trigger;
 2. re-analysis due now, on the candles as they stood before this moment;
-3. candles: every closed candle and the one forming now; then the checks due now (candle closes, timers).
+3. candles: every closed candle and the one forming now; then the checks due now (candle closes, timers;
+   only those where check_signal did more than say no for some symbol: at the others the run does nothing).
 After each decision the monitor sweeps the positions at the current price, as its guard does every second.
 """
 
@@ -182,7 +183,8 @@ class _Backtest:
         async with asyncio.TaskGroup() as group:
             workers = group.create_task(self.engine.run(), name="backtest-signal-engine")
             try:
-                await self._replay(checks, trigger, self.reanalysis_times())
+                acting = np.asarray(self.checks.acting_moments(), dtype=np.int64)
+                await self._replay(acting, trigger, self.reanalysis_times())
             finally:
                 workers.cancel()
         return self._report(len(checks))

@@ -15,6 +15,7 @@ import pytest
 import pytest_asyncio
 
 from worker.backtest.analysts import DefaultLevels
+from worker.backtest.checks import reads_ticker
 from worker.backtest.report import BacktestReport, TradeRow
 from worker.backtest.run import BacktestSpec, run_backtest
 from worker.domain.enums import TraderStatus
@@ -200,3 +201,28 @@ async def test_a_symbol_without_recordings_is_refused(
         await run_backtest(
             spec, hourly, pool=pool, analyst=lambda tables, _clock: DefaultLevels(trader, tables)
         )
+
+
+def test_only_code_that_names_its_ticker_is_given_one() -> None:
+    assert not reads_ticker(RSI_DIP)
+    assert reads_ticker("def check_signal(symbol, ticker, klines):\n    return ticker['lastPrice'] > 1\n")
+    renamed = "def check_signal(s, t, k):\n    def inner():\n        return t\n    return inner() is None\n"
+    assert reads_ticker(renamed)
+    assert reads_ticker("def check_signal(*arguments):\n    return False\n")
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_code_that_reads_the_ticker_sees_the_replayed_one(
+    pool: SandboxPool, hourly: dict[str, SymbolData]
+) -> None:
+    # the ticker's last price is the next candle's open, next to the close of the candle that just closed
+    # (a missing or wrong ticker fails the code, and no trade would be the same)
+    checked = RSI_DIP.replace(
+        "    return get_latest_rsi(k, 14) < 30",
+        "    assert abs(ticker['lastPrice'] / get_closes(k)[-1] - 1) < 0.05, 'ticker'\n"
+        "    return ticker['priceChange24h'] < 1000 and get_latest_rsi(k, 14) < 30",
+    )
+    plain = await backtest(pool, hourly, first_ms(hourly), 30)
+    reading = await backtest(pool, hourly, first_ms(hourly), 30, rsi_trader(signal_code=checked))
+    assert reads_ticker(checked) and plain.fills
+    assert reading.fills == plain.fills
