@@ -49,8 +49,6 @@ class PositionGuard:
         self._config = config
         self._clock = clock
         self._state = ComponentState.STARTING
-        self._closing = 0
-        self.sweeps = 0  # sweeps done (a lockstep replay waits for one after the market moved)
 
     def state(self) -> ComponentState:
         return self._state
@@ -59,11 +57,6 @@ class PositionGuard:
         # Positions stay guarded until the process ends: exchange-side orders in real mode, and in paper
         # mode nothing can be closed once the worker is gone anyway. Nothing to drain here.
         return None
-
-    @property
-    def busy(self) -> bool:
-        """An exit is waiting or being closed."""
-        return self._closing > 0 or self._monitor.has_pending_exits
 
     async def close_triggered(self) -> int:
         """Close every exit the monitor has triggered, one after the other (a replay moves the market on only
@@ -86,7 +79,6 @@ class PositionGuard:
             self._state = ComponentState.STOPPED
 
     async def _close(self, request: ExitRequest) -> None:
-        self._closing += 1
         try:
             await self._exits.close_for_monitor(request.position_id, request.reason, request.price)
         except Exception as error:
@@ -95,8 +87,6 @@ class PositionGuard:
                 request.position_id, request.reason, error,
             )  # fmt: skip
             self._monitor.exit_failed(request.position_id)
-        finally:
-            self._closing -= 1
 
     async def _persist_trailing(self, position_id: uuid.UUID, trailing: TrailingState) -> None:
         try:
@@ -124,7 +114,6 @@ class PositionGuard:
                     closed = await self._exits.reconcile_exchange_exits()
                     if closed:
                         logger.info("exchange-side exits recorded count=%d", closed)
-                self.sweeps += 1
             except Exception:
                 # One failed sweep (a network blip while reconciling) must not end the guard.
                 logger.exception("monitor sweep failed")

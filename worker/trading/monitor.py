@@ -159,10 +159,6 @@ class PositionMonitor:
         self.closes_started += 1
         return request
 
-    @property
-    def has_pending_exits(self) -> bool:
-        return not self._exits.empty()
-
     def pending_exit(self) -> ExitRequest | None:
         """The next triggered exit if one waits, else None (a replay's guard takes them one by one)."""
         if self._exits.empty():
