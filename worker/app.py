@@ -16,16 +16,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import importlib
 import logging
 import signal
+import threading
 import time
 from dataclasses import dataclass
-from typing import Any
-
-from aiohttp import web
+from typing import TYPE_CHECKING, Any
 
 from worker.clock import Clock, LiveClock, MarketClock, MarketTime
-from worker.components import Component, ComponentState
+from worker.components import Component, ComponentState, ShutdownReport
 from worker.db import Tables, TradingTables
 from worker.db.client import Database, MachineAuth
 from worker.db.machine import MachineRows, check_schema_version
@@ -34,7 +34,6 @@ from worker.domain.enums import MachineStatus, SignalStatus
 from worker.domain.positions import TrailingMode
 from worker.errors import ConfigError
 from worker.heartbeat import Heartbeat
-from worker.http_api import ShutdownReport, build_app
 from worker.log_shipping import LogQueue, LogShipper, LogShippingHandler, LogShippingSettings
 from worker.market.component import MarketFeedComponent
 from worker.market.feed import FeedSettings, MarketFeed
@@ -65,6 +64,9 @@ from worker.trading.protection import Protector
 from worker.trading.reanalysis import Analyzer, TradingReanalyzer
 from worker.trading.recovery import Recovery
 from worker.trading.venue import PaperVenue, Venue
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 logger = logging.getLogger(__name__)
 
@@ -506,8 +508,23 @@ async def build_worker(
     return Worker(reason, tables, metrics, market, trading, signals, scheduler, sync, app)
 
 
+# Modules the worker needs only from /health on: the HTTP API (aiohttp, ~150 ms of imports, two CA bundle
+# loads among them), Realtime's client and jsonschema. A thread imports them while build_worker waits on the
+# database and the exchange; whoever needs one first waits for the thread's import under Python's import lock.
+DEFERRED_IMPORTS = ("worker.http_api", "realtime", "jsonschema")
+
+
+def _import_meanwhile(names: tuple[str, ...]) -> None:
+    def load() -> None:
+        for name in names:
+            importlib.import_module(name)
+
+    threading.Thread(target=load, name="deferred-imports", daemon=True).start()
+
+
 async def run(settings: WorkerSettings) -> None:
     """`python -m worker`: build the worker and run it until it is told to stop."""
+    _import_meanwhile(DEFERRED_IMPORTS)
     async with contextlib.AsyncExitStack() as resources:
         worker = await build_worker(settings, resources)
         await worker.app.run()
@@ -596,6 +613,10 @@ class WorkerApp:
         raise _StopRequested
 
     async def _start_http(self) -> web.AppRunner:
+        from aiohttp import web  # noqa: PLC0415 (DEFERRED_IMPORTS)
+
+        from worker.http_api import build_app  # noqa: PLC0415
+
         runner = web.AppRunner(build_app(self, self._api_secret), access_log=None, handle_signals=False)
         await runner.setup()
         host, port = self._settings.http_host, self._settings.http_port

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final, Protocol
 
@@ -20,6 +21,15 @@ class ComponentState(StrEnum):
 
 
 HEALTHY_STATES = frozenset({ComponentState.STARTING, ComponentState.RUNNING})
+
+
+@dataclass(frozen=True, slots=True)
+class ShutdownReport:
+    """What the worker leaves behind when it stops: the seed's final-state counts plus component states."""
+
+    open_positions: int
+    watching_signals: int
+    components: dict[str, str]
 
 
 class Component(Protocol):

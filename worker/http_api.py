@@ -6,13 +6,12 @@ import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
 from aiohttp import web
 
-from worker.components import HEALTHY_STATES, ComponentState
+from worker.components import HEALTHY_STATES, ComponentState, ShutdownReport
 from worker.metrics import WorkerMetrics, resident_memory_mb
 
 logger = logging.getLogger(__name__)
@@ -24,15 +23,6 @@ class ShutdownReason(StrEnum):
     INACTIVITY = "inactivity"
     UPDATE = "update"
     OPERATOR = "operator"
-
-
-@dataclass(frozen=True, slots=True)
-class ShutdownReport:
-    """What the worker leaves behind when it stops: the seed's final-state counts plus component states."""
-
-    open_positions: int
-    watching_signals: int
-    components: dict[str, str]
 
 
 class WorkerControl(Protocol):

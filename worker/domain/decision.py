@@ -7,12 +7,13 @@ import json
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
-
-from jsonschema import Draft202012Validator
+from typing import TYPE_CHECKING, Any
 
 from worker.domain.enums import AnalysisDecision
 from worker.errors import WorkerError
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
 
 # The one schema file: in the repository, and copied to /app/schemas in the worker image (Dockerfile).
 SCHEMA_LOCATIONS = (
@@ -55,6 +56,9 @@ class Decision:
 @functools.cache
 def decision_validator() -> Draft202012Validator:
     """The validator for the schema file (read once)."""
+    # Not imported with the module: the worker's start-up loads it off the path to /health (app.py).
+    from jsonschema import Draft202012Validator  # noqa: PLC0415
+
     for location in SCHEMA_LOCATIONS:
         if location.exists():
             schema = json.loads(location.read_text())

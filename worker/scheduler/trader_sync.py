@@ -23,9 +23,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Final, Protocol
-
-from realtime import AsyncRealtimeClient, RealtimePostgresChangesListenEvent, RealtimeSubscribeStates
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from worker.clock import Clock
 from worker.components import START_GRACE_SECS, ComponentState
@@ -34,6 +32,9 @@ from worker.db.traders import TraderListing, TraderRows
 from worker.domain.trader import Trader, TraderRowError
 from worker.errors import ConfigError, InvariantViolation, RateLimited, TransientError, WorkerError
 from worker.retry import Backoff
+
+if TYPE_CHECKING:
+    from realtime import AsyncRealtimeClient
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +163,9 @@ class TraderSync:
 
     # Realtime session ---------------------------------------------------------------------------------
     async def _supervise(self) -> None:
+        # Not imported with the module: the worker's start-up loads it off the path to /health (app.py).
+        from realtime import AsyncRealtimeClient  # noqa: PLC0415
+
         attempt = 0
         while True:
             client = AsyncRealtimeClient(
@@ -188,6 +192,8 @@ class TraderSync:
 
     async def _session(self, client: AsyncRealtimeClient) -> bool:
         """One socket and one channel, until either ends; True if the stream went live."""
+        from realtime import RealtimePostgresChangesListenEvent, RealtimeSubscribeStates  # noqa: PLC0415
+
         ended = asyncio.Event()
         went_live = False
 
