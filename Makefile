@@ -12,7 +12,7 @@ help:
 	@echo "make test    lint, type-check, pgTAP, supabase db lint, Deno tests and pytest (starts the stack if needed)"
 	@echo "make bench   run every benchmark under bench/ and print a table (BENCH=\"bench_x ...\" for some)"
 	@echo "make demo    run the whole product locally (DEMO_ARGS=\"--speed 600 --keep ...\")"
-	@echo "make chaos   kill the worker 30 times during a 72-hour replay with faults; check Postgres, report start-up"
+	@echo "make chaos   kill the worker 24 times during a 72-hour replay with faults; check Postgres, report start-up"
 
 setup:
 	@scripts/setup.sh
@@ -61,9 +61,9 @@ demo: setup
 
 # The long chaos run (tests/worker/chaos.py); `make test` runs a short one. Starts the stack if needed and
 # stops it again only if this run started it. e.g. make chaos CHAOS_KILLS=50 CHAOS_MARKET_HOURS=120
-CHAOS_KILLS ?= 30
+CHAOS_KILLS ?= 24
 CHAOS_MARKET_HOURS ?= 72
-CHAOS_SPEED ?= 900
+CHAOS_SPEED ?= 300
 chaos: setup
 	@started=0; $(VENV)/trademind dev status >/dev/null 2>&1 || started=1; \
 	$(VENV)/trademind dev up --quiet || exit 1; \

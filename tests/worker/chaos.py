@@ -6,7 +6,9 @@ of provision-machine on the Fly stand-in (a real `python -m worker`, restarted b
 flyd does). Each kill is timed: kill -> healthy as the caller sees it through Fly's edge, and the worker's
 own start-up (process start -> /health answering, `startupSecs`), which leaves out the platform's part.
 
-`make chaos` runs it long (CHAOS_KILLS, CHAOS_MARKET_HOURS, CHAOS_SPEED); `make test` runs a short case.
+`make chaos` runs it long (CHAOS_KILLS, CHAOS_MARKET_HOURS, CHAOS_SPEED); `make test` runs a short case. The
+machine's restart policy is the product's (on-failure, 10 retries): kills are paced to at most 10 within any
+5 minutes, beyond which Fly, by design, leaves a crash-looping machine failed.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import re
 import signal
 import statistics
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -36,6 +38,11 @@ from devstack.fly.client import FlyStandInClient
 from devstack.stack import DevStack
 
 HEALTHY_TIMEOUT_SECS = 60.0
+# Fly restarts an on-failure machine at most max_retries times within 5 minutes (restart-policy doc), then
+# leaves it failed, as it should a crash loop: the kills keep within that, as any real crash rate must.
+RESTART_WINDOW_SECS = 300.0
+# How long the market may run past its end for the check to have an open and a closed position.
+EXTRA_RUN_SECS = 180.0
 HEALTH_POLL_SECS = 0.02
 # A signal still `new` this long after it was written was dropped, not in flight.
 STUCK_SIGNAL_SECS = 60
@@ -110,6 +117,7 @@ class Machine:
 
     def __init__(self, fly: FlyStandInClient, machine_id: str) -> None:
         self.fly, self.id = fly, machine_id
+        self._killed_at: deque[float] = deque()
 
     def pid(self) -> int | None:
         pid = self.fly.process(self.id).get("pid")
@@ -134,14 +142,29 @@ class Machine:
         raise ChaosFailure(f"machine {self.id} was not healthy {HEALTHY_TIMEOUT_SECS:.0f}s after a kill")
 
     def kill(self) -> Restart:
+        self._keep_within_restart_policy()
         pid = self.pid()
         if pid is None:
             raise ChaosFailure(f"machine {self.id} has no process to kill")
         killed = time.monotonic()
+        self._killed_at.append(killed)
         os.kill(pid, signal.SIGKILL)
         health = self.wait_healthy(not_pid=pid)
         recovered_secs = time.monotonic() - killed
         return Restart(recovered_secs, float(health["startupSecs"]), float(health["startupCpuSecs"]))
+
+    def _keep_within_restart_policy(self) -> None:
+        restart = self.fly.get(self.id)["config"].get("restart") or {}
+        if restart.get("policy", "on-failure") != "on-failure":
+            return
+        max_retries = int(restart.get("max_retries") or 10)
+        while True:
+            now = time.monotonic()
+            while self._killed_at and now - self._killed_at[0] > RESTART_WINDOW_SECS:
+                self._killed_at.popleft()
+            if len(self._killed_at) < max_retries:
+                return
+            time.sleep(self._killed_at[0] + RESTART_WINDOW_SECS - now + 0.5)
 
     def positions(self) -> list[dict[str, Any]]:
         response = self.fly.edge_http("/positions", headers={"fly-force-instance-id": self.id}, timeout=5)
@@ -247,19 +270,17 @@ def run_chaos(stack: DevStack, db: psycopg.Connection[Any], options: ChaosOption
 
 
 def _run_until(market: DemoMarket, end_ms: int, db: psycopg.Connection[Any], user_id: Any) -> None:
-    """Let the market run to `end_ms`, then on (bounded) until a position is open for the check."""
+    """Let the market run to `end_ms`, then on (bounded) until a position is open and one has closed."""
     while int(market.state()["market_time_ms"]) < end_ms:
         time.sleep(0.2)
-    deadline = time.monotonic() + 120
-    while not _scalar(db, "select count(*) from positions where user_id = %s and status = 'open'", user_id):
+    deadline = time.monotonic() + EXTRA_RUN_SECS
+    sql = "select count(*) filter (where status = 'open'), count(*) filter (where status = 'closed')"
+    while not all(db.execute(f"{sql} from positions where user_id = %s", (user_id,)).fetchone() or (0, 0)):
         if time.monotonic() > deadline:
-            raise ChaosFailure("no position was open within 120 s after the run: nothing to check it on")
+            raise ChaosFailure(
+                f"no open and closed position {EXTRA_RUN_SECS:.0f} s after the run: nothing to check"
+            )
         time.sleep(0.2)
-
-
-def _scalar(db: psycopg.Connection[Any], sql: str, *params: Any) -> Any:
-    row = db.execute(sql, params).fetchone()
-    return row[0] if row else None
 
 
 def _rows(db: psycopg.Connection[Any], sql: str, *params: Any) -> list[dict[str, Any]]:
