@@ -173,3 +173,21 @@ async def test_the_wall_clock_fallback_backfills_closes_the_stream_never_deliver
     assert not any(r.trigger == "candle_close" for r in runs)  # no close was ever announced
     assert all(after_5m[s] >= before_5m[s] + 15 * 60_000 for s in SYMBOLS)  # type: ignore[operator]
     assert [r.checked for r in runs if r.trigger == "close_fallback"] == [2, 2]
+
+
+async def test_a_runs_share_of_its_interval_is_measured_on_the_market_clock(
+    stack: DevStack, db: psycopg.Connection[Any], user: tuple[AppUser, str]
+) -> None:
+    trader = insert_trader(db, user[0], BUSY, check_interval="1m_close")
+    speed = 30.0  # a 1m interval is 2 wall seconds
+
+    async with running_engine(stack, *user, speed=speed) as parts:
+        await parts.scheduler.add(trader)
+        await parts.wait_for_data(SYMBOLS, "1m")
+        await until(lambda: sum(r.trigger == "candle_close" for r in parts.scheduler.recent_runs) >= 3)
+        runs = [r for r in parts.scheduler.recent_runs if r.trigger == "candle_close"]
+        ratio = parts.metrics.sweeps.peak_ratio()
+
+    # What scale-machines reads: the longest run's wall time against the interval's wall time.
+    wall_ratio = max(r.duration_ms for r in runs) / 1000 / (60 / speed)
+    assert 0.5 * wall_ratio < ratio < 2 * wall_ratio, (ratio, wall_ratio)
