@@ -40,8 +40,11 @@ TARGET_MB = 180.0
 SETTLE_TIMEOUT_SECS = 240.0
 SHM = Path("/dev/shm")  # noqa: S108 (where the worker's snapshot segments live, not a temp file)
 
-# The simulator with every symbol replaying the BTCUSDT recordings (one copy of the arrays).
-_SIMULATOR = """
+NEEDS_STACK = True  # python -m bench starts the local stack for it
+
+# An exchange simulator with every symbol replaying the BTCUSDT recordings (one copy of the arrays):
+# `python -c SIMULATOR <port> <market start> <symbols,...> <speed>` prints "ready" once it serves.
+SIMULATOR = """
 import asyncio, sys
 from dataclasses import replace
 from devstack.exchange.__main__ import _start_ms
@@ -49,12 +52,12 @@ from devstack.exchange.data import default_data_dir
 from worker.market.recordings import load_directory
 from devstack.exchange.server import ExchangeSimulator, SimulatorConfig
 
-NEEDS_STACK = True  # python -m bench starts the local stack for it
-port, start, symbols = int(sys.argv[1]), _start_ms(sys.argv[2]), sys.argv[3].split(",")
+port, start, speed = int(sys.argv[1]), _start_ms(sys.argv[2]), float(sys.argv[4])
+symbols = sys.argv[3].split(",")
 btc = load_directory(default_data_dir(), {"BTCUSDT"})["BTCUSDT"]
 data = {symbol: replace(btc, symbol=symbol) for symbol in symbols}
 async def main():
-    simulator = ExchangeSimulator(SimulatorConfig(port=port, start_ms=start, speed=30.0), data)
+    simulator = ExchangeSimulator(SimulatorConfig(port=port, start_ms=start, speed=speed), data)
     await simulator.start()
     print("ready", flush=True)
     await asyncio.Event().wait()
@@ -178,7 +181,9 @@ def _measure(stack: DevStack, conn: psycopg.Connection[Any]) -> list[Measurement
     exchange_port, http_port = free_port(), free_port()
     env = worker_environment(stack, user_id, machine_id, http_port, f"http://127.0.0.1:{exchange_port}")
     env["DEFAULT_SYMBOLS"] = SYMBOLS[0]
-    simulator_args = [sys.executable, "-c", _SIMULATOR, str(exchange_port), MARKET_START, ",".join(SYMBOLS)]
+    simulator_args = [
+        sys.executable, "-c", SIMULATOR, str(exchange_port), MARKET_START, ",".join(SYMBOLS), "30"
+    ]  # fmt: skip
     try:
         with _process(simulator_args) as simulator:
             assert simulator.stdout is not None
