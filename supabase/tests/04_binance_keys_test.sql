@@ -35,11 +35,14 @@ select throws_ok($$select public.set_binance_keys('AKIAbinanceApiKey0001xyz9', '
   '42501', null, 'anon cannot store keys');
 
 select tests.clear_authentication();
-select is((select position('AKIAbinance' in encode(api_key_encrypted, 'escape')) from private.binance_credentials), 0,
+select is((select position('AKIAbinance' in encode(api_key_encrypted, 'escape')) from private.binance_credentials
+  where user_id = 'a0000000-0000-4000-8000-000000000001'), 0,
   'the API key is not stored in clear');
-select is((select position('SuperSecret' in encode(secret_key_encrypted, 'escape')) from private.binance_credentials), 0,
+select is((select position('SuperSecret' in encode(secret_key_encrypted, 'escape')) from private.binance_credentials
+  where user_id = 'a0000000-0000-4000-8000-000000000001'), 0,
   'the secret is not stored in clear');
-select throws_ok($$select extensions.pgp_sym_decrypt(api_key_encrypted, 'wrong key') from private.binance_credentials$$,
+select throws_ok($$select extensions.pgp_sym_decrypt(api_key_encrypted, 'wrong key') from private.binance_credentials
+  where user_id = 'a0000000-0000-4000-8000-000000000001'$$,
   '39000', null, 'the ciphertext does not open with another key');
 
 select tests.authenticate_as_service_role();
