@@ -290,7 +290,7 @@ def test_a_machine_given_100_traders_x_200_symbols_is_scaled_up_and_down_again_o
     # Runs started late before the resize are a figure, not an assertion: on this host the machine's one
     # vCPU is a share of 2 cores that the stack, the exchange and other tests use too, so how soon it falls
     # behind depends on them (none missed with a quiet host, ~200 in 5 s between two calls with a busy one).
-    # Scaled for the traders' work: their backfill or their sweeps (which of them comes first depends on the host).
+    # Scaled for the traders' work: their backfill or their sweeps (which comes first depends on the host).
     assert up["reason"].startswith("CPU "), up
     assert (up["from"], up["to"]) == ({"cpus": 1, "memoryMb": 256}, {"cpus": 2, "memoryMb": 512}), up
     # The 2-vCPU machine's sweeps are figures here, not assertions: its 2 vCPUs are this host's 2 cores,
