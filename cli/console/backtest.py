@@ -3,20 +3,24 @@ market by the worker's own signal run and trading (worker/backtest), shown as a 
 as a `backtests` row the console can list.
 
 The replay runs here, in the console's process, with its own sandbox processes; the database only receives
-the result (as the user: RLS applies).
+the result (as the user: RLS applies). With `--ai standin|gemini` each signal is judged by analyze-signal's
+backtest form, as the user (the calls count against their daily AI budget).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import math
 import uuid
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Final
 
+import httpx
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
@@ -29,6 +33,7 @@ from devstack.exchange.data import default_data_dir
 
 if TYPE_CHECKING:  # the replay's modules load only when a backtest runs (every other command starts faster)
     from worker.backtest.report import BacktestReport
+    from worker.backtest.run import AnalystFactory
     from worker.domain.trader import Trader
     from worker.market.recordings import SymbolData
 
@@ -131,6 +136,26 @@ def _trader(row: dict[str, Any]) -> Trader:
         raise ConsoleError(str(error)) from error
 
 
+class _UserAuth(httpx.Auth):
+    """The signed-in user's headers on each analyze-signal call, the session refreshed when it is about to
+    expire (a long backtest outlives an access token); the refresh is a blocking call, so off the loop."""
+
+    def __init__(self, client: Api) -> None:
+        self._client = client
+
+    async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        request.headers.update(await asyncio.to_thread(self._client.headers))
+        yield request
+
+
+def _is_loopback(url: str) -> bool:
+    host = httpx.URL(url).host
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 async def _replay(
     trader: Trader,
     window: Window,
@@ -139,12 +164,22 @@ async def _replay(
     fee: Decimal,
     slippage: Decimal,
     quiet: bool,
+    ai: str,
+    client: Api | None,
 ) -> BacktestReport:
-    from worker.backtest.analysts import DefaultLevels
+    from worker.backtest.analysts import DefaultLevels, ModelAnalyst
     from worker.backtest.run import BacktestSpec, run_backtest
     from worker.sandbox import SandboxConfig, SandboxPool
+    from worker.signals.analysis import AnalysisClient, AnalysisSettings
 
-    spec = BacktestSpec(trader, window.symbols, window.start_ms, window.end_ms, fee, slippage)
+    spec = BacktestSpec(trader, window.symbols, window.start_ms, window.end_ms, fee, slippage, ai=ai)
+    model: AnalysisClient | None = None
+    analyst: AnalystFactory = lambda tables, _clock: DefaultLevels(trader, tables)  # noqa: E731
+    if ai != "off":
+        assert client is not None
+        settings = AnalysisSettings(functions_url=f"{client.endpoint.url.rstrip('/')}/functions/v1")
+        model = AnalysisClient(settings, _UserAuth(client))
+        analyst = lambda tables, _clock: ModelAnalyst(trader, tables, model)  # noqa: E731
     with Progress(
         TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
         TimeElapsedColumn(), console=err, transient=True, disable=quiet or not err.is_terminal,
@@ -157,11 +192,12 @@ async def _replay(
                 tasks[phase] = bar.add_task(labels.get(phase, phase), total=max(total, 1))
             bar.update(tasks[phase], completed=done, total=max(total, 1))
 
-        async with SandboxPool(SandboxConfig()) as pool:
-            return await run_backtest(
-                spec, recordings, pool=pool, analyst=lambda tables, _clock: DefaultLevels(trader, tables),
-                progress=progress,
-            )  # fmt: skip
+        try:
+            async with SandboxPool(SandboxConfig()) as pool:
+                return await run_backtest(spec, recordings, pool=pool, analyst=analyst, progress=progress)
+        finally:
+            if model is not None:
+                await model.aclose()
 
 
 def run(
@@ -174,11 +210,15 @@ def run(
     fee: Decimal,
     slippage: Decimal,
     quiet: bool = False,
+    ai: str = "off",
+    client: Api | None = None,
 ) -> tuple[BacktestReport, dict[str, SymbolData]]:
-    """Replay `trader` (raises ConsoleError naming what stopped it)."""
+    """Replay `trader` (raises ConsoleError naming what stopped it); `client` calls the model unless `ai` is
+    off."""
     from worker.errors import ConfigError
     from worker.market.recordings import load_directory
     from worker.sandbox import SignalCodeError, SignalRuntimeError
+    from worker.signals.analysis import AnalysisFailed
 
     wanted = symbols or trader.symbols
     try:
@@ -193,10 +233,15 @@ def run(
     window = choose_window(recordings, chosen, start, end)
     try:
         report = asyncio.run(
-            _replay(trader, window, recordings=recordings, fee=fee, slippage=slippage, quiet=quiet)
-        )
+            _replay(
+                trader, window, recordings=recordings, fee=fee, slippage=slippage, quiet=quiet, ai=ai,
+                client=client,
+            )
+        )  # fmt: skip
     except ConfigError as error:
         raise ConsoleError(str(error)) from error
+    except AnalysisFailed as error:
+        raise ConsoleError(f"the backtest stopped: the AI could not judge a signal: {error}") from error
     except (SignalCodeError, SignalRuntimeError) as error:
         raise ConsoleError(f"the strategy's signal code cannot run: {error}") from error
     return report, recordings
@@ -372,7 +417,12 @@ def backtest(  # noqa: PLR0917 - typer maps each option to a parameter
         float, typer.Option("--slippage-bps", help="Slippage per fill, basis points.")
     ] = DEFAULT_SLIPPAGE_BPS,
     ai: Annotated[
-        str, typer.Option("--ai", help="Who decides on signals: off (the strategy's levels).")
+        str,
+        typer.Option(
+            "--ai",
+            help="Who decides on signals: off (the strategy's default stop and target), standin (the local "
+            "stack's Gemini stand-in) or gemini (the project's model), both through analyze-signal.",
+        ),
     ] = "off",
     output: Annotated[Path, typer.Option(help="Where the chart goes.")] = DEFAULT_OUTPUT,
     keep: Annotated[
@@ -385,15 +435,16 @@ def backtest(  # noqa: PLR0917 - typer maps each option to a parameter
         raise UsageProblem("give exactly one of --trader and --description")
     if ai not in AI_CHOICES:
         raise UsageProblem(f"--ai must be one of {', '.join(AI_CHOICES)}, not {ai!r}")
-    if ai != "off":
-        raise UsageProblem(
-            f"--ai {ai} is not available yet: analyze-signal has no backtest form (use --ai off)"
-        )
     fee, slippage = parse_bps(fee_bps, "--fee-bps"), parse_bps(slippage_bps, "--slippage-bps")
     wanted = (
         tuple(dict.fromkeys(s.strip().upper() for s in symbols.split(",") if s.strip())) if symbols else ()
     )
     with api() as client:
+        if ai == "standin" and not _is_loopback(client.endpoint.url):
+            raise UsageProblem(
+                f"--ai standin needs the local stack (the Gemini stand-in runs only there), and this profile "
+                f"uses {client.endpoint.url}: use --ai gemini for the project's model"
+            )
         if trader is not None:
             row = find_trader(client, trader, TRADER_COLUMNS)
             chosen, trader_id = _trader(row), str(row["id"])
@@ -408,7 +459,7 @@ def backtest(  # noqa: PLR0917 - typer maps each option to a parameter
             chosen, trader_id = strategy_trader(client, answer["trader"]), None
         report, recordings = run(
             chosen, symbols=wanted, start=start, end=end, data_dir=data_dir or default_data_dir(), fee=fee,
-            slippage=slippage, quiet=as_json,
+            slippage=slippage, quiet=as_json, ai=ai, client=client,
         )  # fmt: skip
         chart_path = chart(report, recordings, output)
         saved_id = save(client, report, trader_id) if keep else None

@@ -476,7 +476,9 @@ EDGE_FUNCTIONS: dict[str, EdgeFunction] = {
     # A trader nobody has: the caller's answer is a 404.
     "ask": EdgeFunction(SIGNED_IN, {"question": "Why?", "traderId": _NOBODYS}),
     "generate-strategy": EdgeFunction(SIGNED_IN, {"description": "Buy when RSI(14) on 5m is below 30."}),
-    # Alice's closed signal: her machine's answer is a 409; bob's machine may not name her trader.
+    # Alice's closed signal: her machine's answer is a 409; bob's machine may not name her trader. Its
+    # backtest form (no row named: each user judges their own backtest's signals, on their own AI budget)
+    # is the users' alone: supabase/functions/tests/analyze-signal.test.ts shows who may call it.
     "analyze-signal": EdgeFunction(
         frozenset({Role.MACHINE}), {"traderId": "{traders}", "signalId": "{signals}", "marketData": _MARKET}
     ),

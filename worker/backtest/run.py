@@ -91,7 +91,7 @@ async def run_backtest(
     progress: Progress | None = None,
 ) -> BacktestReport:
     """Replay `spec` over `recordings` (raises ConfigError for a spec the data cannot serve,
-    SignalCodeError, SignalRuntimeError)."""
+    SignalCodeError, SignalRuntimeError, and AnalysisFailed when a model's analysis failed)."""
     missing = [symbol for symbol in spec.symbols if symbol not in recordings]
     if missing:
         raise ConfigError(f"no recorded candles for {', '.join(missing)}")
@@ -187,6 +187,8 @@ class _Backtest:
                 await self._replay(acting, trigger, self.reanalysis_times())
             finally:
                 workers.cancel()
+        if (failure := self._analyst_failure()) is not None:
+            raise failure
         return self._report(len(checks))
 
     async def _evaluate_checks(self, times: IntArray) -> None:
@@ -256,6 +258,8 @@ class _Backtest:
                 await self.engine.run_trader(self.trader, trigger, fresh_after=0.0)
                 await self.engine.drain()
                 await self._settle()
+            if self._analyst_failure() is not None:
+                return
             self._sample(at, held=bool(held))
             if self.progress is not None and time.perf_counter() - last_report > 0.1:
                 last_report = time.perf_counter()
@@ -263,6 +267,11 @@ class _Backtest:
         if self.progress is not None:
             self.progress("trading", spec.end_ms - spec.start_ms, spec.end_ms - spec.start_ms)
         self.clock.step_to(max(at, spec.end_ms))
+
+    def _analyst_failure(self) -> Exception | None:
+        """A model's failed analysis, which ends the backtest (live, the signal would close and trading go
+        on: a result with some signals judged and others dropped would not be the strategy's)."""
+        return getattr(self.analyst, "failure", None)
 
     def _publish_candles(self, at_ms: int) -> None:
         for symbol in self.spec.symbols:

@@ -357,7 +357,11 @@ class MemoryTrading:
 
     def open_position_of(self, signal_id: uuid.UUID) -> OpenPosition | None:
         """The open position a signal holds (the analyst's context)."""
-        return next((r.position for r in self._open.values() if r.position.signal_id == signal_id), None)
+        record = self.open_record_of(signal_id)
+        return record.position if record is not None else None
+
+    def open_record_of(self, signal_id: uuid.UUID) -> PositionRecord | None:
+        return next((r for r in self._open.values() if r.position.signal_id == signal_id), None)
 
     def equity_usd(self, marks: dict[str, Decimal]) -> Decimal:
         """Cash plus the open positions marked at `marks` (their cost is held out of cash while open)."""

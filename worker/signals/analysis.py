@@ -5,7 +5,8 @@ after a timeout or a lost answer gets the decision the function already recorded
 instead of a second model call. 429 and 5xx answers and timeouts are retried with full-jitter backoff,
 waiting at least as long as `Retry-After` asks, within the analysis deadline; a `Retry-After` beyond the
 deadline (the user's daily token budget is used up until midnight UTC) fails at once. Each trader may
-start at most `calls_per_hour` analyses in any rolling hour (`AnalysisBudget`).
+start at most `calls_per_hour` analyses in any rolling hour (`AnalysisBudget`). A backtest calls the
+function's backtest form (`judge_backtest`: the signal's context in the body, nothing recorded) as its user.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from typing import Any
 import httpx
 
 from worker.clock import Clock, LiveClock
-from worker.db.client import MachineAuth
 from worker.domain.decision import Decision, InvalidDecision, parse_decision
 from worker.errors import WorkerError
 from worker.retry import Backoff, retry_after_secs
@@ -98,12 +98,12 @@ class AnalysisBudget:
 
 
 class AnalysisClient:
-    """Calls analyze-signal as the machine (apikey + trader_machine JWT) with httpx."""
+    """Calls analyze-signal as the machine (apikey + trader_machine JWT); a backtest as its user."""
 
     def __init__(
         self,
         settings: AnalysisSettings,
-        auth: MachineAuth,
+        auth: httpx.Auth,
         *,
         clock: Clock | None = None,
         rng: random.Random | None = None,
@@ -144,9 +144,32 @@ class AnalysisClient:
             "marketData": market_data,
             "requestId": str(request_id),
         }
+        what = f"analyze-signal signal_id={signal_id} request_id={request_id}"
+        answer, decision, attempt = await self._call(body, what)
+        try:
+            analysis_id = uuid.UUID(str(answer["analysisId"]))
+        except (ValueError, KeyError) as error:
+            raise AnalysisFailed(FailureKind.INVALID, f"{what}: malformed answer ({error!r})") from error
+        return Analysis(decision, analysis_id, request_id, bool(answer.get("replayed", False)), attempt)
+
+    async def judge_backtest(
+        self, context: dict[str, Any], market_data: dict[str, Any]
+    ) -> tuple[Decision, int]:
+        """The decision analyze-signal's backtest form gives a signal a backtest holds (`context`: the trader,
+        signal, position and history a live call reads from its rows), and the attempts it took.
+
+        Raises:
+            AnalysisFailed: as `analyze`.
+        """
+        body = {"backtest": context, "marketData": market_data}
+        what = f"analyze-signal backtest symbol={market_data['symbol']}"
+        _, decision, attempt = await self._call(body, what)
+        return decision, attempt
+
+    async def _call(self, body: dict[str, Any], what: str) -> tuple[dict[str, Any], Decision, int]:
+        """The answer, its checked decision and the attempt it came at."""
         settings = self._settings
         started = self._clock.monotonic()
-        what = f"analyze-signal signal_id={signal_id} request_id={request_id}"
         last_problem = "no attempt was made"
         for attempt in range(1, settings.max_attempts + 1):
             remaining = settings.deadline_secs - (self._clock.monotonic() - started)
@@ -164,7 +187,8 @@ class AnalysisClient:
                 last_problem = f"transport error ({type(error).__name__})"
             else:
                 if response.status_code == 200:
-                    return self._parse(response, request_id, attempt, what)
+                    answer, decision = self._parse(response, what)
+                    return answer, decision, attempt
                 code, problem = _problem(response)
                 if response.status_code == 429 or response.status_code >= 500:
                     last_problem = f"HTTP {response.status_code} {problem}"
@@ -200,16 +224,14 @@ class AnalysisClient:
         raise AnalysisFailed(FailureKind.UNAVAILABLE, f"{what}: gave up: {last_problem}")
 
     @staticmethod
-    def _parse(response: httpx.Response, request_id: uuid.UUID, attempt: int, what: str) -> Analysis:
+    def _parse(response: httpx.Response, what: str) -> tuple[dict[str, Any], Decision]:
         try:
             body = response.json()
-            decision = parse_decision(body["analysis"])
-            analysis_id = uuid.UUID(str(body["analysisId"]))
+            return body, parse_decision(body["analysis"])
         except InvalidDecision as error:
             raise AnalysisFailed(FailureKind.INVALID, f"{what}: {error}") from error
         except (ValueError, KeyError, TypeError) as error:
             raise AnalysisFailed(FailureKind.INVALID, f"{what}: malformed answer ({error!r})") from error
-        return Analysis(decision, analysis_id, request_id, bool(body.get("replayed", False)), attempt)
 
 
 def _problem(response: httpx.Response) -> tuple[str | None, str]:

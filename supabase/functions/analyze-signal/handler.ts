@@ -1,6 +1,8 @@
 // analyze-signal: a worker machine asks the model to judge one triggered signal (or its open position);
-// the decision is validated against the decision schema and the live context, then recorded.
-import { authenticate, isUuid, requireRole } from "../_shared/auth.ts";
+// the decision is validated against the decision schema and the live context, then recorded. Its backtest
+// form (backtest.ts) judges a signal a user's backtest holds in memory: same prompt, model and checks,
+// nothing recorded.
+import { authenticate, type Caller, isUuid, requireRole } from "../_shared/auth.ts";
 import { reserveTokens, settleTokens } from "../_shared/budget.ts";
 import { reportModelOutcome } from "../_shared/service_health.ts";
 import { checkDecisionInContext, type Decision, GEMINI_DECISION_SCHEMA, validateDecision } from "../_shared/decision.ts";
@@ -8,7 +10,8 @@ import { supabaseEnv } from "../_shared/env.ts";
 import { estimateTokens, GeminiClient, geminiConfigFromEnv, ModelError } from "../_shared/gemini.ts";
 import { HttpError, invalidBody, jsonResponse, postHandler, readJsonObject } from "../_shared/http.ts";
 import { serviceClient } from "../_shared/supabase.ts";
-import { marketSnapshot, parseMarketData } from "./market_data.ts";
+import { type AnalysisContext, parseBacktest } from "./backtest.ts";
+import { type MarketData, marketSnapshot, parseMarketData } from "./market_data.ts";
 import { buildPrompt, buildSystemInstruction, type PastAnalysis, type PositionContext } from "./prompt.ts";
 
 const MAX_BODY_BYTES = 1_000_000;
@@ -19,6 +22,7 @@ export const handler = postHandler("analyze-signal", async (req) => {
   const env = supabaseEnv();
   const caller = await authenticate(req);
   const body = await readJsonObject(req, MAX_BODY_BYTES);
+  if ("backtest" in body) return await analyzeBacktest(caller, body);
   const fields = ["traderId", "signalId", "marketData", "requestId"];
   const unknown = Object.keys(body).filter((key) => !fields.includes(key));
   if (unknown.length) throw invalidBody(`unknown field(s): ${unknown.join(", ")}; expected ${fields.join(", ")}`);
@@ -30,7 +34,6 @@ export const handler = postHandler("analyze-signal", async (req) => {
   const requestId = body.requestId as string | undefined;
   const market = parseMarketData(body.marketData);
   requireRole(caller, ["trader_machine", "service_role"], "analyze signals");
-  const gemini = new GeminiClient(geminiConfigFromEnv());
   const db = serviceClient(env);
 
   const { data: trader, error: traderError } = await db
@@ -91,43 +94,12 @@ export const handler = postHandler("analyze-signal", async (req) => {
     }
     : null;
 
-  const systemInstruction = buildSystemInstruction(position);
-  const prompt = buildPrompt(
-    { name: trader.name, aiInstructions: trader.ai_instructions },
-    { status: signal.status, triggerPrice: Number(signal.trigger_price), createdAt: signal.created_at },
+  const result = await judge(db, trader.user_id, signal.id, {
+    trader: { name: trader.name, aiInstructions: trader.ai_instructions },
+    signal: { status: signal.status, triggerPrice: Number(signal.trigger_price), createdAt: signal.created_at },
     position,
-    (historyResult.data ?? []) as PastAnalysis[],
-    market,
-  );
-  const context = { lastPrice: market.ticker.lastPrice, position };
-  const validate = (value: unknown) => {
-    const shape = validateDecision(value);
-    return shape.ok ? checkDecisionInContext(shape.value, context) : shape;
-  };
-  const reserved = 2 * (estimateTokens(systemInstruction + prompt) + MAX_OUTPUT_TOKENS) + MAX_OUTPUT_TOKENS;
-  const reservation = await reserveTokens(db, trader.user_id, reserved);
-  let result;
-  try {
-    result = await gemini.generate<Decision>({
-      systemInstruction,
-      prompt,
-      responseSchema: GEMINI_DECISION_SCHEMA,
-      validate,
-      maxOutputTokens: MAX_OUTPUT_TOKENS,
-      temperature: 0.1,
-    });
-  } catch (error) {
-    await settleTokens(db, reservation, error instanceof ModelError ? error.usage : { promptTokens: 0, completionTokens: 0 });
-    await reportModelOutcome(db, error);
-    if (error instanceof ModelError) {
-      console.error(`analyze-signal: model failed signal_id=${signal.id} failure=${error.failure} attempts=${error.attempts}: ${error.message}`);
-      throw new HttpError(502, error.failure, `the AI model failed to analyse signal ${signal.id}: ${error.message}`);
-    }
-    throw error;
-  }
-  await settleTokens(db, reservation, result.usage);
-  await reportModelOutcome(db);
-
+    history: (historyResult.data ?? []) as PastAnalysis[],
+  }, market);
   const analysis = result.value;
   const { data: saved, error: insertError } = await db
     .from("analysis_history")
@@ -166,6 +138,70 @@ export const handler = postHandler("analyze-signal", async (req) => {
     usage: { promptTokens: result.usage.promptTokens, completionTokens: result.usage.completionTokens, model: result.model },
   });
 });
+
+/** The backtest form: `{backtest, marketData}` from the signed-in user, answered and not recorded. */
+async function analyzeBacktest(caller: Caller, body: Record<string, unknown>): Promise<Response> {
+  const fields = ["backtest", "marketData"];
+  const unknown = Object.keys(body).filter((key) => !fields.includes(key));
+  if (unknown.length) throw invalidBody(`a backtest request has only ${fields.join(" and ")}; unknown field(s): ${unknown.join(", ")}`);
+  const context = parseBacktest(body.backtest);
+  const market = parseMarketData(body.marketData);
+  requireRole(caller, ["authenticated"], "analyze backtest signals");
+  const result = await judge(serviceClient(supabaseEnv()), caller.userId as string, "backtest", context, market);
+  const analysis = result.value;
+  return jsonResponse({
+    success: true,
+    analysis: { decision: analysis.decision, reasoning: analysis.reasoning, confidence: analysis.confidence, metadata: analysis.metadata },
+    usage: { promptTokens: result.usage.promptTokens, completionTokens: result.usage.completionTokens, model: result.model },
+    backtest: true,
+  });
+}
+
+/**
+ * The model's decision on a signal in `context`, validated against the decision schema and the context; the
+ * tokens reserved from `userId`'s daily budget before and settled after (429 when the budget is used up).
+ */
+async function judge(
+  db: ReturnType<typeof serviceClient>,
+  userId: string,
+  what: string,
+  context: AnalysisContext,
+  market: MarketData,
+) {
+  const gemini = new GeminiClient(geminiConfigFromEnv());
+  const { position } = context;
+  const systemInstruction = buildSystemInstruction(position);
+  const prompt = buildPrompt(context.trader, context.signal, position, context.history, market);
+  const live = { lastPrice: market.ticker.lastPrice, position };
+  const validate = (value: unknown) => {
+    const shape = validateDecision(value);
+    return shape.ok ? checkDecisionInContext(shape.value, live) : shape;
+  };
+  const reserved = 2 * (estimateTokens(systemInstruction + prompt) + MAX_OUTPUT_TOKENS) + MAX_OUTPUT_TOKENS;
+  const reservation = await reserveTokens(db, userId, reserved);
+  let result;
+  try {
+    result = await gemini.generate<Decision>({
+      systemInstruction,
+      prompt,
+      responseSchema: GEMINI_DECISION_SCHEMA,
+      validate,
+      maxOutputTokens: MAX_OUTPUT_TOKENS,
+      temperature: 0.1,
+    });
+  } catch (error) {
+    await settleTokens(db, reservation, error instanceof ModelError ? error.usage : { promptTokens: 0, completionTokens: 0 });
+    await reportModelOutcome(db, error);
+    if (error instanceof ModelError) {
+      console.error(`analyze-signal: model failed signal_id=${what} failure=${error.failure} attempts=${error.attempts}: ${error.message}`);
+      throw new HttpError(502, error.failure, `the AI model failed to analyse signal ${what}: ${error.message}`);
+    }
+    throw error;
+  }
+  await settleTokens(db, reservation, result.usage);
+  await reportModelOutcome(db);
+  return result;
+}
 
 /** The response for an analysis already recorded under `requestId`, or null if there is none. */
 async function recordedAnalysis(

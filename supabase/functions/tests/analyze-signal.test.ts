@@ -280,3 +280,93 @@ stackTest("analyze-signal: a model that keeps failing is reported to service hea
     assert.equal(during.failing, true);
     assert.deepEqual([after.clear, after.fresh], [true, true]);
   }));
+
+// The backtest form: a user's backtest sends the signal's context itself; nothing is read or recorded.
+function backtestContext(overrides: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    trader: { name: "RSI dip buyer", aiInstructions: "Buy oversold dips in an uptrend." },
+    signal: { status: "new", triggerPrice: 42500, createdAt: "2024-01-01T00:00:00Z" },
+    position: null,
+    history: [],
+    ...overrides,
+  };
+}
+
+stackTest("analyze-signal backtest: the user gets the same decision a machine gets, counted in their budget and recorded nowhere", () =>
+  withSignal(async ({ user, traderId, signalId, machineJwt }) => {
+    const key = await useGeminiKey();
+    const live = await json(await handler(post(URL, { traderId, signalId, marketData: marketData() }, machineJwt)));
+    const before = await usageOf(user);
+    const trader = { name: "test trader", aiInstructions: "Buy oversold dips in an uptrend." }; // createTrader's
+
+    const response = await handler(post(URL, { backtest: backtestContext({ trader }), marketData: marketData() }, user.jwt));
+
+    assert.equal(response.status, 200);
+    const body = await json(response);
+    assert.equal(body.backtest, true);
+    assert.equal(body.analysisId, undefined);
+    assert.deepEqual(body.analysis, live.analysis);
+    const after = await usageOf(user);
+    assert.equal(after.requests, before.requests + 1);
+    assert.equal(after.prompt, before.prompt + body.usage.promptTokens);
+    assert.equal(after.reserved, 0);
+    const [{ count }] = await sql`select count(*)::int as count from public.analysis_history where user_id = ${user.id}`;
+    assert.equal(count, 1); // the machine's, not the backtest's
+    // The prompt is the live one: the same context and market data make the same text (the signal row's
+    // trigger price and creation time are its own).
+    const [livePrompt, backtestPrompt] = (await geminiRequests(key)).map((sent) => sent.contents[0].parts[0].text as string);
+    const signalLine = /^Signal: status new, triggered at \S+ on \S+$/m;
+    assert.match(livePrompt, /^Signal: status new, triggered at 42000 on /m);
+    assert.match(backtestPrompt, /^Signal: status new, triggered at 42500 on 2024-01-01T00:00:00Z$/m);
+    assert.equal(backtestPrompt.replace(signalLine, "SIGNAL"), livePrompt.replace(signalLine, "SIGNAL"));
+  }));
+
+stackTest("analyze-signal backtest: an open position and past analyses are judged with position decisions", () =>
+  withSignal(async ({ user }) => {
+    const key = await useGeminiKey();
+    const bullish = { rsi_1h: 45, macd_4h: { macd: 1, signal: 0.5, histogram: 0.5 } };
+    const context = backtestContext({
+      signal: { status: "position_open", triggerPrice: 40000, createdAt: "2024-01-01T00:00:00Z" },
+      position: { side: "long", entryPrice: 40000, size: 0.01, stopLoss: 39000, takeProfit: 46000, openedAt: "2024-01-01T00:00:01Z" },
+      history: [{ timestamp: "2024-01-01T00:00:00Z", decision: "open_long", confidence: 70, reasoning: "Oversold." }],
+    });
+
+    const body = await json(await handler(post(URL, { backtest: context, marketData: marketData({ indicators: bullish }) }, user.jwt)));
+
+    assert.equal(body.analysis.decision, "update_stop_loss");
+    assert.equal(body.analysis.metadata.newStopLoss, 40000);
+    const prompt = (await geminiRequests(key))[0].contents[0].parts[0].text as string;
+    assert.match(prompt, /^Position: \{"side":"long","entryPrice":40000/m);
+    assert.ok(prompt.includes("Allowed decisions now: watch, close, partial_close"));
+    assert.ok(prompt.includes("Oversold."));
+  }));
+
+stackTest("analyze-signal backtest: machines and anon are refused, bad context is 400 naming the field, an empty budget 429", () =>
+  withSignal(async ({ user, traderId, machineJwt }) => {
+    await useGeminiKey();
+    const request = { backtest: backtestContext(), marketData: marketData() };
+
+    const asMachine = await handler(post(URL, request, machineJwt));
+    const asAnon = await handler(post(URL, request, env("SUPABASE_ANON_KEY")));
+    const mixed = await handler(post(URL, { ...request, traderId }, user.jwt));
+    const badStatus = await handler(post(URL, { ...request, backtest: backtestContext({ signal: { status: "closed", triggerPrice: 1, createdAt: "2024-01-01T00:00:00Z" } }) }, user.jwt));
+    const badPosition = await handler(post(URL, { ...request, backtest: backtestContext({ position: { side: "long" } }) }, user.jwt));
+    const longHistory = await handler(post(URL, { ...request, backtest: backtestContext({ history: Array(4).fill({ timestamp: "2024-01-01T00:00:00Z", decision: "watch", confidence: 1, reasoning: "x" }) }) }, user.jwt));
+    await spendBudget(user, 10);
+    const broke = await handler(post(URL, request, user.jwt));
+
+    assert.equal(asMachine.status, 403);
+    assert.match((await json(asMachine)).error.message, /role 'trader_machine' may not analyze backtest signals/);
+    assert.equal(asAnon.status, 403);
+    await asAnon.body?.cancel();
+    assert.equal(mixed.status, 400);
+    assert.match((await json(mixed)).error.message, /unknown field\(s\): traderId/);
+    assert.equal(badStatus.status, 400);
+    assert.match((await json(badStatus)).error.message, /backtest\.signal\.status must be one of new, watching, position_open/);
+    assert.equal(badPosition.status, 400);
+    assert.match((await json(badPosition)).error.message, /backtest\.position: missing entryPrice/);
+    assert.equal(longHistory.status, 400);
+    assert.match((await json(longHistory)).error.message, /backtest\.history must be an array of at most 3/);
+    assert.equal(broke.status, 429);
+    assert.equal((await json(broke)).error.code, "budget_exhausted");
+  }));

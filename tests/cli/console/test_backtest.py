@@ -15,16 +15,23 @@ from tests.worker.backtest.test_run import RSI_DIP
 
 DESCRIPTION = "buy BTC when RSI(14) on 1h drops below 30, sell above 70"
 WINDOW = ("--from", "2021-04-05", "--to", "2021-06-05")
+# Signals the Gemini stand-in often takes (it opens on RSI 30-40 with the trend, shorts against it).
+RSI_BAND = """def check_signal(symbol, ticker, klines):
+    k = klines["1h"]
+    if len(get_closes(k)) < 15:
+        return False
+    return 30 <= get_latest_rsi(k, 14) < 45
+"""
 
 
-def rsi_trader(db: psycopg.Connection[Any], trader: Trader) -> str:
+def rsi_trader(db: psycopg.Connection[Any], trader: Trader, code: str = RSI_DIP) -> str:
     row = db.execute(
         "insert into public.traders (user_id, name, signal_code, ai_instructions, timeframes, check_interval,"
         " reanalysis_interval, symbols, default_stop_loss_percent, default_take_profit_percent)"
         " values (%s, 'RSI dip', %s, 'Be careful.', array['1h'], '1h_close', '1h_close', array['BTCUSDT'],"
         " 3, 6)"
         " returning id",
-        (trader.user.id, RSI_DIP),
+        (trader.user.id, code),
     ).fetchone()
     assert row is not None
     return str(row[0])
@@ -125,3 +132,63 @@ def test_strategy_new_backtests_the_preview_before_it_is_saved(
     assert Path(tested["chart"]).is_file()
     row = db.execute("select trader_id, trades from backtests where id = %s", (tested["id"],)).fetchone()
     assert row is not None and (str(row[0]), row[1]) == (answer["trader"]["id"], tested["trades"])
+
+
+def usage(db: psycopg.Connection[Any], trader: Trader) -> tuple[int, int]:
+    """The user's analyze-signal requests and prompt tokens counted today."""
+    row = db.execute(
+        "select coalesce(sum(requests), 0), coalesce(sum(prompt_tokens), 0) from ai_usage_daily"
+        " where user_id = %s",
+        (trader.user.id,),
+    ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def test_ai_standin_judges_every_signal_and_position_through_analyze_signal(
+    db: psycopg.Connection[Any], trader: Trader, tmp_path: Path
+) -> None:
+    trader_id = rsi_trader(db, trader, RSI_BAND)
+    before = usage(db, trader)
+
+    result = invoke(
+        "backtest", "--trader", trader_id, "--ai", "standin", "--from", "2021-04-05", "--to", "2021-05-05",
+        "--output", str(tmp_path), "--json",
+    )  # fmt: skip
+
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)["backtest"]
+    assert report["ai"] == "standin"
+    decisions = report["decisions"]
+    # every analysis was a call of the function as the user, counted in their budget, recorded nowhere
+    assert report["analyses"] == sum(decisions.values()) > 0
+    requests, tokens = usage(db, trader)
+    assert requests - before[0] == report["analyses"] and tokens > before[1]
+    assert db.execute(
+        "select count(*) from analysis_history where user_id = %s", (trader.user.id,)
+    ).fetchone() == (0,)
+    # the stand-in's entries (not the trader's 3% / 6% defaults) opened the trades; re-analyses judged them
+    opened = decisions.get("open_long", 0) + decisions.get("open_short", 0)
+    assert 0 < report["trades"] <= opened
+    assert set(decisions) - {"open_long", "open_short", "no_trade"}, decisions
+    saved = db.execute("select ai from backtests where user_id = %s", (trader.user.id,)).fetchall()
+    assert saved == [("standin",)]
+
+
+def test_ai_errors_are_one_line(db: psycopg.Connection[Any], trader: Trader) -> None:
+    trader_id = rsi_trader(db, trader)
+    db.execute(
+        "insert into ai_usage_daily (user_id, usage_date, prompt_tokens)"
+        " select %s, (now() at time zone 'utc')::date, b.daily_tokens - 10"
+        " from users u join ai_token_budgets b on b.tier = u.tier where u.id = %s",
+        (trader.user.id, trader.user.id),
+    )
+
+    assert_error(
+        invoke("backtest", "--trader", trader_id, "--ai", "standin", *WINDOW),
+        1,
+        "the backtest stopped: the AI could not judge a signal: .*budget_exhausted",
+    )
+    assert db.execute("select count(*) from backtests where user_id = %s", (trader.user.id,)).fetchone() == (
+        0,
+    )
