@@ -3,7 +3,7 @@
 VENV := .venv/bin
 SHELL := /bin/bash
 
-.PHONY: help setup up down status test test-db test-functions lint bench demo chaos clean
+.PHONY: help setup up down status test test-db test-functions lint bench bench-setup demo chaos clean
 
 help:
 	@echo "make setup   install Debian/npm/Python dependencies (idempotent)"
@@ -11,6 +11,7 @@ help:
 	@echo "make down    stop it"
 	@echo "make test    lint, type-check, pgTAP, supabase db lint, Deno tests and pytest (starts the stack if needed)"
 	@echo "make bench   run every benchmark under bench/ and print a table (BENCH=\"bench_x ...\" for some)"
+	@echo "make bench-setup  install what the benchmarks compare against (freqtrade; make bench runs it)"
 	@echo "make demo    run the whole product locally (DEMO_ARGS=\"--speed 600 --keep ...\")"
 	@echo "make chaos   kill the worker 24 times during a 72-hour replay with faults; check Postgres, report start-up"
 
@@ -52,8 +53,13 @@ test-functions:
 
 # Starts the local stack for the benchmarks that need it and stops it again if it started it.
 # e.g. make bench BENCH="bench_realtime bench_functions"
-bench: setup
+bench: setup bench-setup
 	@$(VENV)/python -m bench $(BENCH)
+
+# What the benchmarks compare against, installed here so that running them downloads nothing: freqtrade (from
+# PyPI, the version bench_backtest pins) in its own virtualenv under .devstack/.
+bench-setup: setup
+	@$(VENV)/python -m bench.bench_backtest install
 
 # e.g. make demo DEMO_ARGS="--speed 600 --market-hours 48 --description '...' --keep" (trademind demo --help)
 demo: setup

@@ -5,8 +5,9 @@ The strategy is the same on both sides, with signals only: enter BTCUSDT long wh
 candles is below 30, one position at a time, 100 USDT per position, leave at a 2% stop or a 4% target, 10 bps
 fee per fill, no slippage; over the whole hourly recording (2021-04 .. 2023-12, 23,987 candles). Ours is the
 worker's own backtest (worker/backtest: sandbox, signal engine, executor, paper venue, monitor) with the AI
-off; freqtrade (the PyPI package, version FREQTRADE, in its own virtualenv under .devstack/, installed on the
-first run: never imported by our code) runs a strategy class in the same process as its timer.
+off; freqtrade (the PyPI package, version FREQTRADE, in its own virtualenv under .devstack/, never imported by
+our code) runs a strategy class in the same process as its timer. `make bench-setup` (which `make bench` runs
+first) installs it: `python -m bench.bench_backtest install`; the benchmark itself downloads nothing.
 
 Freqtrade loads the exchange's markets at start-up; it is pointed at the local stack's exchange simulator
 (whose exchangeInfo follows Binance's), so the run needs the stack and no network.
@@ -53,6 +54,7 @@ NEEDS_STACK = True
 ROUNDS = 3  # runs of each side; the walls are medians (each run is one whole backtest)
 FREQTRADE = "2026.9"
 FREQTRADE_VENV = REPO_ROOT / ".devstack" / f"freqtrade-{FREQTRADE}"
+FREQTRADE_INSTALLED = FREQTRADE_VENV / ".installed"
 HOUR_MS = 3_600_000
 FEE = Decimal("0.001")
 STOP, TARGET = Decimal(2), Decimal(4)  # percent
@@ -126,17 +128,33 @@ def _roi() -> Decimal:
     return (1 + TARGET / 100) * (1 - FEE) / (1 + FEE) - 1
 
 
-def ensure_freqtrade() -> Path:
+class FreqtradeMissing(RuntimeError):
+    """freqtrade's virtualenv is not installed (or its install did not finish)."""
+
+
+def install_freqtrade() -> None:
+    """The install step (make bench-setup): freqtrade FREQTRADE from PyPI into its own virtualenv, once."""
+    if FREQTRADE_INSTALLED.exists():
+        return
+    print(f"installing freqtrade {FREQTRADE} into {FREQTRADE_VENV}", file=sys.stderr)
     python = FREQTRADE_VENV / "bin" / "python"
     if not python.exists():
-        print(f"  installing freqtrade {FREQTRADE} into {FREQTRADE_VENV} (first run only)", file=sys.stderr)
         subprocess.run([sys.executable, "-m", "venv", str(FREQTRADE_VENV)], check=True)
-        subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", f"freqtrade=={FREQTRADE}"],
-            check=True,
-            stdout=sys.stderr,
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", f"freqtrade=={FREQTRADE}"],
+        check=True,
+        stdout=sys.stderr,
+    )
+    FREQTRADE_INSTALLED.touch()  # only a finished install counts
+
+
+def freqtrade_python() -> Path:
+    """The installed freqtrade's interpreter (raises FreqtradeMissing: the benchmark installs nothing)."""
+    if not FREQTRADE_INSTALLED.exists():
+        raise FreqtradeMissing(
+            f"freqtrade {FREQTRADE} is not installed in {FREQTRADE_VENV}: run make bench-setup"
         )
-    return python
+    return FREQTRADE_VENV / "bin" / "python"
 
 
 def hourly() -> dict[str, SymbolData]:
@@ -293,7 +311,7 @@ def compare(mine: list[Trade], other: list[Trade]) -> Comparison:
 
 
 def run() -> list[Measurement]:
-    python = ensure_freqtrade()
+    python = freqtrade_python()
     recordings = hourly()
     ours_secs: list[float] = []
     theirs_secs: list[float] = []
@@ -327,3 +345,9 @@ def run() -> list[Measurement]:
             "worst price gap in those", found.worst_price_gap * 100, "%", "entry or exit price, relative"
         ),
     ]
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["install"]:
+        sys.exit("usage: python -m bench.bench_backtest install")
+    install_freqtrade()
