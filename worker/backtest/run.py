@@ -9,7 +9,7 @@ the database is in memory (store.py), the market is the replay (market.py), the 
 At each moment, in this order (the order a live worker sees the same moment in, see the README):
 1. prices: the ticker of every symbol with a position or something due now; the monitor closes what they
    trigger;
-2. re-analysis due now, on the candles as they stood before this moment;
+2. re-analysis due now, on the candles as they stood the instant before this moment;
 3. candles: every closed candle and the one forming now; then the checks due now (candle closes, timers;
    only those where check_signal did more than say no for some symbol: at the others the run does nothing).
 After each decision the monitor sweeps the positions at the current price, as its guard does every second.
@@ -234,7 +234,7 @@ class _Backtest:
                     moment = min(moment, crossing)
             if held:
                 self.open_ms += moment - at
-            previous, at = at, moment
+            at = moment
             self.clock.step_to(at)
             self.moments += 1
             check_due = next_check < len(checks) and checks[next_check] == at
@@ -244,10 +244,11 @@ class _Backtest:
             for symbol in self.spec.symbols if due else held:
                 (market.publish_ticker if due else market.publish_price)(symbol, at)
             await self._settle(sweep=False)
-            # 2. re-analysis, on the candles as they stood at the moment before
+            # 2. re-analysis, on the candles as they stood the instant before (a live store's then: every
+            #    candle closed by then and the one forming), not at the last moment the replay visited
             if reanalysis_due:
                 next_reanalysis += 1
-                self._publish_candles(previous)
+                self._publish_candles(at - 1)
                 await self.trading.reanalyzer.run(self.trader)
                 await self._settle()
             # 3. candles, then the checks (candles are read only at checks, re-analyses and ATR stops)

@@ -9,22 +9,27 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import pytest_asyncio
 
-from worker.backtest.analysts import DefaultLevels
+from worker.backtest.analysts import AnalystTally, DefaultLevels
+from worker.backtest.clock import SteppedClock
 from worker.backtest.checks import reads_ticker
 from worker.backtest.report import BacktestReport, TradeRow
 from worker.backtest.run import BacktestSpec, run_backtest
-from worker.domain.enums import TraderStatus
+from worker.backtest.store import MemoryTables
+from worker.domain.decision import Decision
+from worker.domain.enums import AnalysisDecision, SignalStatus, TraderStatus
 from worker.domain.money import ZERO, exact
 from worker.domain.trader import Trader, TraderRisk
 from worker.errors import ConfigError
 from worker.market.recordings import SymbolData, load_directory
 from worker.market.replay import SymbolMarket
 from worker.sandbox import SandboxConfig, SandboxPool
+from worker.signals.analysis import Analysis
 
 KLINES = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "klines"
 HOUR_MS = 3_600_000
@@ -226,3 +231,56 @@ async def test_code_that_reads_the_ticker_sees_the_replayed_one(
     reading = await backtest(pool, hourly, first_ms(hourly), 30, rsi_trader(signal_code=checked))
     assert reads_ticker(checked) and plain.fills
     assert reading.fills == plain.fills
+
+
+class _WatchingAnalyst:
+    """Keeps every signal watching and notes, at each re-analysis, the market time and the newest candle
+    open time the market data carried (who judges is the backtest's seam; the model is not the subject)."""
+
+    def __init__(self, tables: MemoryTables, clock: SteppedClock) -> None:
+        self._tables, self._clock = tables, clock
+        self.reanalyses: list[tuple[int, int]] = []
+        self.tally = AnalystTally()
+
+    async def analyze(
+        self,
+        trader_id: uuid.UUID,
+        signal_id: uuid.UUID,
+        market_data: dict[str, Any],
+        *,
+        request_id: uuid.UUID | None = None,
+    ) -> Analysis:
+        if self._tables.signals.rows[signal_id].status is SignalStatus.WATCHING:
+            self.reanalyses.append((self._clock.now_ms(), int(market_data["klines"]["1h"][-1][0])))
+        decision = Decision(AnalysisDecision.WATCH, "watching", 50)
+        self.tally.count(decision)
+        analysis_id = uuid.uuid4()
+        return Analysis(decision, analysis_id, request_id or analysis_id, replayed=False, attempts=1)
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_a_reanalysis_sees_every_candle_closed_before_it(
+    pool: SandboxPool, hourly: dict[str, SymbolData]
+) -> None:
+    # A watching signal is re-analysed at every hourly re-analysis moment (5 s after each close), while
+    # check_signal acts rarely: the candles must be as a live store holds them then (up to the close 5 s
+    # before, and the candle forming since), not as they were at the last moment the backtest visited.
+    trader = rsi_trader()
+    analysts: list[_WatchingAnalyst] = []
+
+    def analyst(tables: MemoryTables, clock: SteppedClock) -> _WatchingAnalyst:
+        analysts.append(_WatchingAnalyst(tables, clock))
+        return analysts[-1]
+
+    start = first_ms(hourly)
+    spec = BacktestSpec(trader, ("BTCUSDT",), start, start + 20 * DAY_MS, ai="standin")
+    await run_backtest(spec, hourly, pool=pool, analyst=analyst)
+
+    reanalyses = analysts[0].reanalyses
+    assert len(reanalyses) > 100
+    opens = hourly["BTCUSDT"].tape.open_time
+    for at_ms, newest_open_ms in reanalyses:
+        assert at_ms % HOUR_MS == 5_000
+        # the candle forming since the close 5 s before (in a gap of the recording: the last one recorded)
+        forming = int(opens[np.searchsorted(opens, at_ms - 5_000, side="right") - 1])
+        assert newest_open_ms == forming, (at_ms, newest_open_ms)
