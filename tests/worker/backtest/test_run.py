@@ -16,8 +16,8 @@ import pytest
 import pytest_asyncio
 
 from worker.backtest.analysts import AnalystTally, DefaultLevels
-from worker.backtest.clock import SteppedClock
 from worker.backtest.checks import reads_ticker
+from worker.backtest.clock import SteppedClock
 from worker.backtest.report import BacktestReport, TradeRow
 from worker.backtest.run import BacktestSpec, run_backtest
 from worker.backtest.store import MemoryTables
