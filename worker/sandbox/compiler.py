@@ -3,7 +3,8 @@
 The policy is an allow-list of syntax (anything not listed is refused with the line and a hint), then
 rules on names, attributes, module-level statements and the `check_signal` signature. RestrictedPython
 then rewrites attribute, item, iteration and augmented-assignment operations into calls of the guards in
-`worker.sandbox.guards`, which the sandbox process supplies at run time. Compiling never runs the code:
+`worker.sandbox.guards`, which the sandbox process supplies at run time (a method call on a variable
+holding a list calls list's own method instead: `_ListMethodCalls`). Compiling never runs the code:
 the worker compiles in its own process to report problems before the first run, and the sandbox process
 compiles the same source again to get the code object it executes.
 """
@@ -23,6 +24,7 @@ from worker.sandbox.dialect import (
     CATCHABLE_EXCEPTIONS,
     DECLINE_EXCEPTION,
     IGNORED_IMPORTS,
+    LIST_METHODS,
     MATH_NAMES,
     POLICY_VERSION,
     SAFE_BUILTIN_NAMES,
@@ -36,6 +38,13 @@ MAX_SOURCE_CHARS = 100_000  # the traders.signal_code check constraint
 # Names the compiled code calls that signal code itself can never write (they start with an underscore).
 DECLINED_NAME = "_declined_"  # raise ValueError(...) -> a ValueError subclass the sandbox reads as False
 FREEZE_NAME = "_freeze_"  # parameter defaults -> immutable copies
+TYPE_NAME, LIST_NAME = "_type_", "_list_"  # `type` and `list`, for the list method calls below
+
+
+def list_method_name(method: str) -> str:
+    """The name under which the compiled code calls list's own `method` (see _ListMethodCalls)."""
+    return f"_list_{method}_"
+
 
 HELPER_NAMES = tuple(entry["name"] for entry in build_catalog()["helpers"])
 AVAILABLE_NAMES = frozenset(
@@ -190,6 +199,7 @@ def compile_signal(
         if errors:
             raise _restricted_python_error(errors[0])
         _rewrite_raises_and_defaults(tree)
+        tree = _ListMethodCalls().visit(tree)
         compiled = compile(ast.fix_missing_locations(tree), FILENAME, "exec")
     except SyntaxError as error:
         raise SignalCodeError(f"syntax error: {error.msg}", error.lineno) from None
@@ -350,6 +360,37 @@ def _rewrite_raises_and_defaults(tree: ast.Module) -> None:
             arguments = node.args
             arguments.defaults = [_frozen(default) for default in arguments.defaults]
             arguments.kw_defaults = [None if d is None else _frozen(d) for d in arguments.kw_defaults]
+
+
+class _ListMethodCalls(ast.NodeTransformer):
+    """After RestrictedPython: `out.append(x)` on a variable is `list.append(out, x)` when `out` holds a
+    list, and the guarded call otherwise. The guard is a Python call per method call (about 100 ns, 40% of
+    a pure-Python EMA loop); the check that replaces it is the one the guard makes (the exact type is
+    list, the method one of list's allowed ones), and anything else takes the guard, with its errors. Only
+    a plain variable is rewritten: it is read twice, which must not run anything."""
+
+    def visit_Call(self, node: ast.Call) -> ast.AST:
+        self.generic_visit(node)
+        match node.func:
+            case ast.Call(
+                func=ast.Name(id="_getattr_"), args=[ast.Name(id=variable), ast.Constant(value=str(method))]
+            ) if method in LIST_METHODS:
+                pass
+            case _:
+                return node
+        is_list = ast.Compare(
+            left=ast.Call(func=_load(TYPE_NAME), args=[_load(variable)], keywords=[]),
+            ops=[ast.Is()],
+            comparators=[_load(LIST_NAME)],
+        )
+        direct = ast.Call(
+            func=_load(list_method_name(method)), args=[_load(variable), *node.args], keywords=node.keywords
+        )
+        return ast.copy_location(ast.IfExp(test=is_list, body=direct, orelse=node), node)
+
+
+def _load(name: str) -> ast.Name:
+    return ast.Name(id=name, ctx=ast.Load())
 
 
 def _frozen(default: ast.expr) -> ast.expr:

@@ -23,7 +23,14 @@ import numpy as np
 from worker.indicators import helpers
 from worker.market.klines import KLINE_FIELDS, Klines
 from worker.sandbox import dialect
-from worker.sandbox.compiler import DECLINED_NAME, FREEZE_NAME, HELPER_NAMES
+from worker.sandbox.compiler import (
+    DECLINED_NAME,
+    FREEZE_NAME,
+    HELPER_NAMES,
+    LIST_NAME,
+    TYPE_NAME,
+    list_method_name,
+)
 
 
 class MathModule:
@@ -159,6 +166,9 @@ def program_globals(helper_functions: Mapping[str, Callable[..., Any]] | None = 
         "_apply_": guarded_apply,
         DECLINED_NAME: Declined,
         FREEZE_NAME: freeze,
+        TYPE_NAME: type,
+        LIST_NAME: list,
+        **{list_method_name(method): getattr(list, method) for method in dialect.LIST_METHODS},
     }
     namespace.update(chosen)
     return namespace

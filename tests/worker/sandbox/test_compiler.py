@@ -8,6 +8,7 @@ from tests.worker.sandbox.hostile import SNIPPETS, Outcome, Snippet, body
 from worker.indicators.catalog import build_catalog
 from worker.sandbox import SignalCodeError, compile_signal
 from worker.sandbox.compiler import HELPER_NAMES, MAX_SOURCE_CHARS, ProgramCache
+from worker.sandbox.guards import guarded_getattr, program_globals
 
 REJECTED = [snippet for snippet in SNIPPETS if snippet.outcome is Outcome.REJECTED]
 ACCEPTED = [snippet for snippet in SNIPPETS if snippet.outcome is not Outcome.REJECTED]
@@ -74,6 +75,32 @@ def check_signal(symbol: str, ticker: dict, klines: dict[str, Klines]) -> bool:
     program = compile_signal(code, trader_id="t-1", version=3)
 
     assert (program.trader_id, program.version) == ("t-1", 3)
+
+
+def test_list_methods_on_a_list_variable_skip_the_guard_and_keep_its_refusals() -> None:
+    code = (
+        "def grow(out, values):\n"
+        "    for value in values:\n"
+        "        out.append(value * 2)\n"
+        "    out.sort(reverse=True)\n"
+        "    out.extend(values)\n"
+        "    return out\n" + body("return False")
+    )
+    namespace = program_globals()
+    guarded: list[str] = []
+
+    def counting_getattr(obj: object, name: str) -> object:
+        guarded.append(name)
+        return guarded_getattr(obj, name)
+
+    namespace["_getattr_"] = counting_getattr
+    exec(compile_signal(code).code, namespace)  # noqa: S102 (the compiled test program)
+
+    assert namespace["grow"]([], [1, 3, 2]) == [6, 4, 2, 1, 3, 2]
+    assert guarded == []  # list's own methods, no guard call
+    with pytest.raises(AttributeError, match="tuple has no attribute 'append' available to signal code"):
+        namespace["grow"]((), [1])
+    assert guarded == ["append"]  # anything but a list takes the guard, with its refusal
 
 
 def test_helper_names_come_from_the_catalog() -> None:
