@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
   postgresql-15 postgresql-15-cron postgresql-15-wal2json postgresql-15-pgtap postgresql-15-plpgsql-check
-  libtap-parser-sourcehandler-pgtap-perl nginx
+  libtap-parser-sourcehandler-pgtap-perl nginx tmux
 )
 PYTHON=${PYTHON:-python3}
 

@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 
 from cli.console.api import Api
-from cli.console.common import api, command, emit_json, err, find_trader, out
+from cli.console.common import api, command, emit_json, err, find_position, find_trader, out
 from cli.console.errors import UsageProblem
 
 
@@ -30,7 +30,9 @@ def ask(
     trader: Annotated[
         str | None, typer.Option("--trader", help="About this trader (id, prefix or name).")
     ] = None,
-    position: Annotated[str | None, typer.Option("--position", help="About this position (id).")] = None,
+    position: Annotated[
+        str | None, typer.Option("--position", help="About this position (id or prefix).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Ask the AI about one of your traders or positions (uses your daily AI budget)."""
@@ -38,8 +40,9 @@ def ask(
         raise UsageProblem("say what the question is about: --trader <id> or --position <id>")
     with api() as client:
         trader_id = str(find_trader(client, trader, "id")["id"]) if trader else None
+        position_id = find_position(client, position) if position else None
         with err.status("thinking...", spinner="dots"):
-            answer = ask_ai(client, question, trader_id=trader_id, position_id=position)
+            answer = ask_ai(client, question, trader_id=trader_id, position_id=position_id)
     if as_json:
         emit_json(answer)
         return

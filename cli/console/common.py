@@ -149,6 +149,31 @@ def find_trader(client: Api, reference: str, columns: str = "*") -> dict[str, An
     return find_trader(client, str(matches[0]["id"]), columns)
 
 
+def find_position(client: Api, reference: str) -> str:
+    """The id of the caller's position named by its id or a unique prefix (4+ characters, as tables show)."""
+    reference = reference.strip().lower()
+    try:
+        return str(uuid.UUID(reference))
+    except ValueError:
+        pass
+    digits = reference.replace("-", "")
+    if len(digits) < 4 or len(digits) > 32 or not all(digit in "0123456789abcdef" for digit in digits):
+        raise UsageProblem(f"--position takes a position id or its first 4+ characters, not {reference!r}")
+    # uuids order as their hex digits do, so a prefix is the range between its lowest and highest completion.
+    lowest, highest = (str(uuid.UUID(digits.ljust(32, fill))) for fill in "0f")
+    matches = client.rows(
+        "positions",
+        {"select": "id", "and": f"(id.gte.{lowest},id.lte.{highest})"},
+        what="reading your positions",
+        limit=2,
+    )
+    if not matches:
+        raise ConsoleError(f"no position {reference!r} among yours (trademind positions shows them)")
+    if len(matches) > 1:
+        raise ConsoleError(f"{reference!r} names more than one of your positions: give more of the id")
+    return str(matches[0]["id"])
+
+
 def short_time(value: str | None) -> str:
     if not value:
         return "-"

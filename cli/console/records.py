@@ -27,7 +27,7 @@ class Listing:
     statuses: tuple[str, ...]
     columns: tuple[str, ...]  # table and CSV columns, in order
     trader_filter: str  # PostgREST column path that holds the trader id
-    table_columns: tuple[str, ...]  # what fits a terminal (80 columns)
+    table_columns: tuple[str, ...]  # what fits a terminal (80 columns); positions show the id `ask` takes
     status_column: str = "status"
 
 
@@ -41,7 +41,7 @@ LISTINGS = {
          "exit_price",
          "pnl", "pnl_percent", "fees_paid", "opened_at", "closed_at", "close_reason"),
         "signals.trader_id",
-        ("opened_at", "symbol", "side", "status", "entry_price", "size", "exit_price", "pnl"),
+        ("id", "opened_at", "symbol", "side", "status", "entry_price", "size", "pnl"),
     ),
     "trades": Listing(
         "trades", "trade",

@@ -103,6 +103,7 @@ def test_signals_and_analyses_and_statuses(db: psycopg.Connection[Any], trader: 
         signals = json.loads(invoke("signals", "--status", "closed", "--json").stdout)
         analyses = json.loads(invoke("analyses", "--status", "open_long", "--json").stdout)
         analyses_table = invoke("analyses")
+        positions_table = invoke("positions")
         open_positions = json.loads(invoke("positions", "--status", "open", "--json").stdout)
         bad_status = invoke("positions", "--status", "sideways")
         bad_since = invoke("signals", "--since", "yesterday")
@@ -114,6 +115,11 @@ def test_signals_and_analyses_and_statuses(db: psycopg.Connection[Any], trader: 
     assert len(analyses) == 2 and analyses[0]["reasoning"] == "Breakout, with volume."
     assert "Breakout, with volume." in analyses_table.stdout
     assert open_positions == []
+    mine = [
+        str(row[0]) for row in db.execute("select id from positions where user_id = %s", (trader.user.id,))
+    ]
+    # Each row shows the id prefix that `trademind ask --position` takes.
+    assert len(mine) == 2 and all(id_[:8] in positions_table.stdout for id_ in mine), positions_table.stdout
     assert_error(bad_status, 2, r"--status must be one of open, closed, not 'sideways'")
     assert_error(bad_since, 2, r"--since must be like 30m, 12h")
     assert bad_limit.exit_code == 2 and "Traceback" not in bad_limit.stdout + bad_limit.stderr

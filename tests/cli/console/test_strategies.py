@@ -66,10 +66,21 @@ def test_ask_answers_about_a_position(db: psycopg.Connection[Any], trader: Trade
     assert position is not None
 
     answered = invoke("ask", "Where is my stop?", "--position", str(position[0]))
+    by_prefix = invoke("ask", "Where is my stop?", "--position", str(position[0])[:8])  # as tables show it
+    unknown_prefix = invoke("ask", "Where is my stop?", "--position", other_prefix(str(position[0])[:8]))
+    not_an_id = invoke("ask", "Where is my stop?", "--position", "my-eth")
     about_trader = invoke("ask", "What does it do?", "--trader", "ETH dips")
     nothing = invoke("ask", "Hello?")
 
-    assert answered.exit_code == 0, answered.stderr
-    assert "stop-loss 3200 and take-profit 3500" in " ".join(answered.stdout.split())
+    for answer in (answered, by_prefix):
+        assert answer.exit_code == 0, answer.stderr
+        assert "stop-loss 3200 and take-profit 3500" in " ".join(answer.stdout.split())
+    assert_error(unknown_prefix, 1, r"no position '[0-9a-f]{8}' among yours")
+    assert_error(not_an_id, 2, r"--position takes a position id or its first 4\+ characters, not 'my-eth'")
     assert about_trader.exit_code == 0 and "ETH dips" in about_trader.stdout
     assert_error(nothing, 2, r"--trader <id> or --position <id>")
+
+
+def other_prefix(prefix: str) -> str:
+    """A prefix of the same length that no position of the test user starts with (its last digit changed)."""
+    return prefix[:-1] + format((int(prefix[-1], 16) + 1) % 16, "x")
