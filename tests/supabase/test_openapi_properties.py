@@ -97,14 +97,20 @@ def assert_function_error(response: Any, what: str) -> None:
     assert isinstance(body["error"]["code"], str) and isinstance(body["error"]["message"], str), what
 
 
-@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=str)
-@pytest.mark.parametrize("name", sorted(OPERATIONS))
+# Every function with valid and with invalid bodies; a GET takes no body, so it has nothing invalid to send.
+SHAPE_CASES = [
+    pytest.param(name, mode, id=f"{name}-{mode}")
+    for name in sorted(OPERATIONS)
+    for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+    if mode is GenerationMode.POSITIVE or OPERATIONS[name].method.upper() != "GET"
+]
+
+
+@pytest.mark.parametrize(("name", "mode"), SHAPE_CASES)
 def test_function_answers_in_its_documented_shapes(
     stack: DevStack, free_user: AppUser, name: str, mode: GenerationMode
 ) -> None:
     operation = OPERATIONS[name]
-    if mode is GenerationMode.NEGATIVE and operation.method.upper() == "GET":
-        pytest.skip(f"{name} takes no body: there is nothing invalid to send")
     headers = {"apikey": keys.ANON_KEY, "authorization": f"Bearer {credential(name, free_user)}"}
     base_url = f"{stack.config.api_url}/functions/v1"
     statuses: Counter[int] = Counter()
