@@ -188,7 +188,13 @@ class Sandbox:
     def _attach(self, request: dict[str, Any]) -> None:
         generation = int(request["generation"])
         if generation not in self._snapshots:
-            self._snapshots[generation] = SnapshotReader(request)
+            reader = SnapshotReader(request)
+            # The worker writes a segment again only once its snapshot is closed: an older generation in
+            # the same segment is never asked about again, and its pages would be counted twice.
+            for old in [old for old, mapped in self._snapshots.items() if mapped.name == reader.name]:
+                del self._snapshots[old]
+            self._memo = {}
+            self._snapshots[generation] = reader
             while len(self._snapshots) > protocol.MAX_SNAPSHOTS:
                 self._snapshots.popitem(last=False)
         self._snapshots.move_to_end(generation)

@@ -115,7 +115,7 @@ class SandboxProcess:
         self._process = process
         self._reader = reader
         self._writer = writer
-        self._snapshots: OrderedDict[int, None] = OrderedDict()  # mirrors the child's LRU exactly
+        self._snapshots: OrderedDict[int, str] = OrderedDict()  # generation -> segment, as the child's LRU
 
     @property
     def pid(self) -> int:
@@ -198,7 +198,9 @@ class SandboxProcess:
         request = bytearray()
         if snapshot.generation not in self._snapshots:
             request += protocol.encode_raw_request(snapshot.index_json)
-            self._snapshots[snapshot.generation] = None
+            for old in [old for old, name in self._snapshots.items() if name == snapshot.name]:
+                del self._snapshots[old]
+            self._snapshots[snapshot.generation] = snapshot.name
             while len(self._snapshots) > protocol.MAX_SNAPSHOTS:
                 self._snapshots.popitem(last=False)
         self._snapshots.move_to_end(snapshot.generation)

@@ -9,11 +9,13 @@ The segment is made here rather than with `multiprocessing.shared_memory`, which
 tracker process (13 MB) to unlink segments after a crash; instead each segment's name carries the
 worker's pid, and the first snapshot a worker makes removes the segments of workers that are gone.
 
-A closed snapshot's segment is kept (up to MAX_SPARE of them) and the next snapshot is written into it:
+A closed snapshot's segment is kept (one, MAX_SPARE) and the next snapshot is written into it:
 allocating and zeroing fresh pages cost most of a snapshot's time (12 of 17 ms CPU for 100 x 3 x 1000).
 Closed means no run holds the snapshot any more, so no sandbox reads it again; a sandbox that still has
-it mapped sees the new candles under an old generation it is never asked about. Spares are removed when
-the worker exits.
+it mapped sees the new candles under an old generation it is never asked about, and drops that
+generation when it maps the new one (same segment name). More spares would only hold memory: the worker
+closes a snapshot before it builds the next (worker.signals.snapshots). Spares are removed when the
+worker exits.
 
 Segment layout, per series: open_time int64[n], then open, high, low, close, volume float64[n] each.
 """
@@ -40,7 +42,7 @@ _SHM_DIR = "/dev/shm"  # noqa: S108 (where POSIX shared memory lives on Linux, n
 _PREFIX = "trademind-klines-"
 _generations = itertools.count(1)
 _swept_for_pid: int | None = None
-MAX_SPARE = 2
+MAX_SPARE = 1
 _spare: list[str] = []  # names of closed segments, this process's own, for the next snapshots
 
 Ticker = Mapping[str, float | int | str | bool | None]
@@ -210,7 +212,7 @@ class SnapshotReader:
 
     def __init__(self, index: Mapping[str, Any]) -> None:
         self.generation = int(index["generation"])
-        name = str(index["name"])
+        self.name = name = str(index["name"])
         if "/" in name or name.startswith("."):
             raise ValueError("bad shared memory name")
         descriptor = os.open(os.path.join(_SHM_DIR, name), os.O_RDONLY)

@@ -91,11 +91,14 @@ class SnapshotSource:
             ticker = self._tickers.get(symbol)
             if ticker is not None:
                 tickers[symbol] = signal_ticker(ticker)
+        # The one it replaces goes first: closed now if no run holds it, so this one is written into its
+        # segment and the machine holds one copy of the stores, not two.
+        if self._current is not None:
+            self._retire(self._current)
+            self._current = None
         # Copied into shared memory synchronously: the feed cannot change the arrays half-way.
         snapshot = KlineSnapshot(by_symbol, tickers)
         entry = _Entry(snapshot, self._monotonic(), frozenset(keys))
-        if self._current is not None:
-            self._retire(self._current)
         self._current = entry
         self.builds += 1
         return entry

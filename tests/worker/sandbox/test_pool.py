@@ -241,3 +241,22 @@ def test_frames_round_trip_and_messages_are_clipped() -> None:
     assert decoded[2:] == [protocol.Done(10), protocol.Fatal(9, "stopped")]
     with pytest.raises(protocol.ProtocolViolation):
         protocol.check_child_length(protocol.MAX_CHILD_FRAME_BYTES + 1)
+
+
+async def test_a_process_maps_a_reused_segment_once(pool: SandboxPool) -> None:
+    runner = SignalRunner(pool)
+    program = compile_signal(body("return get_latest_rsi(klines['1h'], 14) >= 0"))
+    names = []
+    for step in (97, 5, 11):
+        klines = btc_windows(4, step=step)
+        with KlineSnapshot(klines) as snapshot:
+            names.append(snapshot.name)
+            result = await runner.evaluate(program, list(klines), snapshot)
+            assert result.matches == list(klines) and not result.errors
+
+    # Each snapshot was written into the closed one's segment; the processes dropped the older
+    # generations of it, so none maps the segment (and counts its pages) more than once.
+    assert len(set(names)) == 1
+    for pid in pool.pids:
+        maps = await asyncio.to_thread(read_proc, pid, "maps")
+        assert sum(line.endswith(f"/{names[0]}") for line in maps.splitlines()) <= 1
