@@ -58,7 +58,7 @@ _SEED_WEIGHT_LEFT = 2.0**-40
 
 
 def _last(values: FloatArray) -> float:
-    return float(values[-1]) if len(values) else math.nan
+    return values.item(-1) if len(values) else math.nan
 
 
 def _tail(values: FloatArray, period: int, extra: int = 0) -> FloatArray:
@@ -143,10 +143,10 @@ def get_latest_vwap(k: Klines) -> float:
     times = k.open_time
     if not len(times):
         return math.nan
-    last = int(times[-1])
+    last: int = times.item(-1)
     session_ms = last - last % series.DAY_MS
     high, low, close, volume = k.high, k.low, k.close, k.volume
-    if times[0] < session_ms:  # talib.VWAP has no anchor: give it the session's candles only
+    if times.item(0) < session_ms:  # talib.VWAP has no anchor: give it the session's candles only
         start = int(times.searchsorted(session_ms))
         high, low, close, volume = high[start:], low[start:], close[start:], volume[start:]
     value = _last(talib.VWAP(high, low, close, volume))
@@ -179,7 +179,7 @@ def get_latest_macd(k: Klines, fast: int = 12, slow: int = 26, signal: int = 9) 
         decay = 1.0 - 2.0 / ((fast if fast > signal else signal) + 1)  # the slower of the two EMAs
         if steps > 0 and steps * decay**steps < _SEED_WEIGHT_LEFT:
             line, signal_line, histogram = talib.MACD(close, fast, slow, signal)
-            return float(line[-1]), float(signal_line[-1]), float(histogram[-1])
+            return line.item(-1), signal_line.item(-1), histogram.item(-1)
     lines = series.macd(close, fast, slow, signal)
     return _last(lines.macd), _last(lines.signal), _last(lines.histogram)
 
@@ -256,10 +256,10 @@ def get_latest_volume(k: Klines, period: int = 1) -> float:
 
 def get_latest_volume_change(k: Klines, period: int = 20) -> float:
     """Percent change of the latest volume from the average volume of the `period` candles before it."""
-    window = _tail(k.volume, period, extra=1)
-    if not window[:-1].any():  # no volume before it: no percentage describes the change
-        return math.nan
-    return 100.0 * (_last(talib.RVOL(window, period)) - 1.0)
+    relative = _last(talib.RVOL(_tail(k.volume, period, extra=1), period))
+    # No volume before it (TA-Lib divides by the zero average: inf, or NaN for 0/0): no percentage
+    # describes the change.
+    return 100.0 * (relative - 1.0) if relative != math.inf else math.nan
 
 
 def get_latest_obv(k: Klines) -> float:
