@@ -14,6 +14,9 @@ gc.disable()
 # they are installed, as they are beside the console; the worker never runs it. None makes that import fail
 # the way httpx expects when they are missing.
 sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+# Likewise httpcore loads its HTTP/2 connection (h2, hpack, hyperframe: 1.2 MB resident) whenever h2 is
+# installed, as it is for the supabase client; every client of the worker speaks HTTP/1.1.
+sys.modules.setdefault("h2", None)  # type: ignore[arg-type]
 
 from worker import app
 from worker.errors import ConfigError

@@ -124,3 +124,16 @@ def test_the_path_to_health_leaves_the_deferred_modules_to_their_thread() -> Non
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
 
     assert loaded.stdout.strip() == "[]"
+
+
+def test_the_worker_does_not_load_http2() -> None:
+    """httpcore loads h2 (1.2 MB) whenever it is installed; the worker's clients speak HTTP/1.1 only."""
+    probe = (
+        "import sys, worker.__main__, httpx, httpcore\n"
+        "transport = httpx.HTTPTransport()\n"
+        "print(sys.modules['h2'] is None, 'hpack' in sys.modules)"
+    )
+
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+
+    assert loaded.stdout.split() == ["True", "False"]
