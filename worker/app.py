@@ -30,6 +30,7 @@ from worker.db import Tables, TradingTables
 from worker.db.client import Database, MachineAuth
 from worker.db.machine import MachineRows, check_schema_version
 from worker.db.machine_token import TokenRenewer
+from worker.db.sizing import SizingRequests
 from worker.domain.enums import MachineStatus, SignalStatus
 from worker.domain.positions import TrailingMode
 from worker.errors import ConfigError
@@ -46,6 +47,7 @@ from worker.metrics import WorkerMetrics, process_age_secs
 from worker.retry import retry
 from worker.sandbox import SandboxConfig, SandboxPool, SignalRunner
 from worker.scheduler.scheduler import SchedulerSettings, SignalScheduler
+from worker.scheduler.sizing_gate import SizingGate, SizingGateSettings
 from worker.scheduler.trader_sync import TraderSync, TraderSyncSettings
 from worker.settings import WorkerSettings
 from worker.signals.analysis import AnalysisBudget, AnalysisClient, AnalysisSettings
@@ -99,6 +101,7 @@ class WorkerConfig:
     analysis: AnalysisSettings
     engine: EngineSettings
     scheduler: SchedulerSettings
+    sizing_gate: SizingGateSettings
     sync: TraderSyncSettings
     trading: TradingConfig
     logs: LogShippingSettings
@@ -144,6 +147,7 @@ def worker_config(settings: WorkerSettings) -> WorkerConfig:
             close_gather_secs=settings.candle_close_gather_secs,
             close_fallback_secs=settings.candle_close_fallback_secs,
         ),
+        sizing_gate=SizingGateSettings(default_symbols=settings.default_symbols),
         sync=TraderSyncSettings(realtime_url=settings.realtime_url, user_id=settings.user_id),
         logs=LogShippingSettings(
             interval_secs=settings.log_ship_interval_secs,
@@ -472,10 +476,22 @@ async def build_worker(
         market=market.clock,
     )
     scheduler.start()
-    sync = TraderSync(config.sync, tables.traders, auth, scheduler, clock=clock)
+    sizing = SizingRequests(settings.functions_url, auth)
+    resources.push_async_callback(sizing.aclose)
+    gate = SizingGate(
+        scheduler,
+        sizing.ask,
+        config.sizing_gate,
+        metrics=metrics,
+        check_cost_secs=lambda: metrics.check_cost.secs(signals.pool.pids),
+        market_rate=lambda: market.clock.rate,
+        clock=clock,
+    )
+    sync = TraderSync(config.sync, tables.traders, auth, gate, clock=clock)
     components: list[Component] = [
         *([renewer] if renewer is not None else []),
         trading.guard,
+        gate,
         sync,
         MarketFeedComponent(market.feed, market.source, metrics, clock=clock, sync=market.sync),
         ReachabilityReporter(

@@ -57,6 +57,9 @@ def _load_json(metrics: WorkerMetrics) -> dict[str, object]:
         "cpuCount": reading.cpu_count,
         "memoryMb": round(reading.memory_mb, 1),
         "memoryLimitMb": metrics.memory_limit_mb,
+        "predictedSweepLoadRatio": (
+            round(metrics.predicted_sweep_ratio, 4) if metrics.predicted_sweep_ratio is not None else None
+        ),
     }
 
 

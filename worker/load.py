@@ -1,5 +1,6 @@
 """The machine's load as scale-machines reads it from /metrics: how long signal sweeps take against their
-interval (and how many were missed), and the CPU and memory of the worker and every process it started."""
+interval (and how many were missed), the CPU and memory of the worker and every process it started, and
+the sweeps a set of traders is predicted to take (from what one check costs this machine)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SWEEP_WINDOW_SECS = 120.0
+# What one check_signal call costs before this process has measured it: the whole worker's CPU (feed,
+# snapshots, sandbox) over its checks, as test_scale_machines' 100 traders x 200 symbols replayed at 10x
+# took it on a 2-vCPU machine (44-88% of a core for 3,333 checks a second: 130-260 us), at its high end.
+PRIOR_CHECK_CPU_SECS = 260e-6
+# Checks a measurement spans at least, so that one sweep's noise does not make the figure.
+MIN_MEASURED_CHECKS = 2000
 _PROC = Path("/proc")
 _TICKS_PER_SEC = os.sysconf("SC_CLK_TCK")
 
@@ -106,3 +113,47 @@ class ProcessLoad:
             cpu_count=len(os.sched_getaffinity(0)),
             memory_mb=memory_mb,
         )
+
+
+class CheckCost:
+    """The CPU seconds one check costs this machine: the sandbox processes' CPU (they run checks and nothing
+    else, so an idle worker does not inflate it) over the checks made, measured across at least
+    MIN_MEASURED_CHECKS; the prior until then."""
+
+    def __init__(self, prior_secs: float = PRIOR_CHECK_CPU_SECS) -> None:
+        self.checks = 0  # every check made (the scheduler counts each run's)
+        self._secs = prior_secs
+        self._mark: tuple[int, dict[int, float]] | None = None  # checks, CPU secs per sandbox pid
+
+    def secs(self, sandbox_pids: list[int]) -> float:
+        """The cost per check, measured again once MIN_MEASURED_CHECKS were made since the last time."""
+        cpu: dict[int, float] = {}
+        for pid in sandbox_pids:
+            try:
+                cpu[pid] = _cpu_secs(pid)
+            except (OSError, IndexError, ValueError):
+                continue  # exited while we looked
+        if self._mark is None:
+            self._mark = (self.checks, cpu)
+            return self._secs
+        made = self.checks - self._mark[0]
+        if made >= MIN_MEASURED_CHECKS:
+            # A process new since the mark counts from zero; one that exited drops out (as ProcessLoad).
+            used = sum(secs - self._mark[1].get(pid, 0.0) for pid, secs in cpu.items())
+            self._secs = max(0.0, used) / made
+            self._mark = (self.checks, cpu)
+        return self._secs
+
+
+def predicted_sweep_ratio(checks_by_period: list[tuple[int, int]], check_secs: float, cpus: float,
+                          market_rate: float) -> float:  # fmt: skip
+    """The sweep ratio (a run's time over its interval, on the market's clock, as SweepLoad measures it) of
+    traders given as (checks per run, interval in market seconds), on `cpus` at `check_secs` a check: every
+    run at once (the intervals share the UTC grid, so the top of an hour starts them all) against the
+    shortest interval. `market_rate` is market seconds per wall second (1 live, the replay's speed)."""
+    if not checks_by_period or cpus <= 0:
+        return 0.0
+    checks = sum(count for count, _ in checks_by_period)
+    shortest_secs = min(period for _, period in checks_by_period)
+    wall_secs = checks * check_secs / cpus
+    return wall_secs * market_rate / shortest_secs if shortest_secs > 0 else 0.0

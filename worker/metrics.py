@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from worker.load import ProcessLoad, SweepLoad
+from worker.load import CheckCost, ProcessLoad, SweepLoad
 
 HOUR_SECS = 3600.0
 
@@ -101,6 +101,10 @@ class WorkerMetrics:
     # Load, for scale-machines: signal runs against their interval, and the process tree's CPU and memory.
     sweeps: SweepLoad = field(default_factory=SweepLoad)
     process: ProcessLoad = field(default_factory=ProcessLoad)
+    check_cost: CheckCost = field(default_factory=CheckCost)
+    # The sweep ratio predicted for every trader, those held until scale-machines answers included; None
+    # while none is held (scale-machines then goes by what it measures).
+    predicted_sweep_ratio: float | None = None
     # The machine's memory (Fly's FLY_VM_MEMORY_MB); None when not on a machine.
     memory_limit_mb: int | None = None
     # Process start (the kernel's clock, so interpreter start-up and imports count) to /health answering,

@@ -435,6 +435,9 @@ FUNCTIONS: dict[str, Function] = {
     "finish_machine_resize(resize_id uuid, status machine_resize_status, error text)": Function(
         NOBODY, {"resize_id": "{machine_resizes}", "status": "failed"}
     ),
+    "claim_machine_sizing(machine_row_id uuid, min_interval_secs integer)": Function(
+        NOBODY, {"machine_row_id": "{fly_machines}", "min_interval_secs": 0}
+    ),
     "reserve_ai_tokens(user_id uuid, tokens bigint)": Function(NOBODY, {"user_id": "{owner}", "tokens": 1}),
     "settle_ai_tokens(user_id uuid, usage_date date, reserved_tokens bigint, prompt_tokens bigint, "
     "completion_tokens bigint, model text)": Function(
@@ -495,7 +498,9 @@ EDGE_FUNCTIONS: dict[str, EdgeFunction] = {
     # Takes a machine credential, which none of the six tokens is.
     "machine-token": EdgeFunction(NOBODY, {"machineId": "{machine_id}"}),
     "notify": EdgeFunction(NOBODY),
-    "scale-machines": EdgeFunction(NOBODY, {"userIds": ["{owner}"], "dryRun": True}),
+    # service_role sizes anyone's; a machine (empty body) only its own, which Fly does not have here: its
+    # /metrics is unreachable and nothing changes. A machine naming users is refused (test_scale_machines).
+    "scale-machines": EdgeFunction(MACHINES, {}),
     "update-machines": EdgeFunction(
         NOBODY, {"image": "registry.fly.io/trademind:matrix", "userIds": ["{owner}"]}
     ),

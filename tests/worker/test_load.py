@@ -9,7 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-from worker.load import ProcessLoad, SweepLoad
+import pytest
+
+from worker.load import MIN_MEASURED_CHECKS, CheckCost, ProcessLoad, SweepLoad, predicted_sweep_ratio
 
 BURN_AND_HOLD = """
 import sys, time
@@ -58,3 +60,33 @@ def test_process_tree_cpu_and_memory_include_children() -> None:
     assert child_used > 0
     assert during.cpu_percent >= child_used / elapsed * 100 * 0.9
     assert during.cpu_count >= 1
+
+
+def test_a_check_costs_the_sandbox_cpu_over_the_checks_made_once_enough_were_made() -> None:
+    cost = CheckCost(prior_secs=0.001)
+    pid = os.getpid()  # this process stands in for the sandbox process: its CPU is what the checks used
+
+    assert cost.secs([pid]) == 0.001, "the prior until a measurement"
+    started = _cpu_secs(pid)
+    deadline = time.process_time() + 0.5
+    while time.process_time() < deadline:
+        pass
+    cost.checks += MIN_MEASURED_CHECKS - 1
+    assert cost.secs([pid]) == 0.001, "too few checks to measure"
+    cost.checks += 1
+    used = _cpu_secs(pid) - started
+    measured = cost.secs([pid])
+
+    assert used / MIN_MEASURED_CHECKS * 0.9 <= measured <= (used + 0.05) / MIN_MEASURED_CHECKS
+    assert cost.secs([]) == measured, "kept until the next MIN_MEASURED_CHECKS"
+
+
+def test_predicted_sweep_ratio_counts_every_run_at_once_against_the_shortest_interval() -> None:
+    # 100 traders x 200 symbols on a 1m close, at 250 us a check on one CPU, replayed at 10x: a sweep of all
+    # of them takes 5 s of wall time, 50 s of the 60 s interval on the market's clock.
+    assert predicted_sweep_ratio([(200, 60)] * 100, 250e-6, 1.0, 10.0) == pytest.approx(50 / 60)
+    assert predicted_sweep_ratio([(200, 60)] * 100, 250e-6, 2.0, 10.0) == pytest.approx(25 / 60)
+    assert predicted_sweep_ratio([(200, 60)] * 100, 250e-6, 1.0, 1.0) == pytest.approx(5 / 60), "live"
+    # An hourly trader's run starts with the minutely one's at the top of the hour: both count against 60 s.
+    assert predicted_sweep_ratio([(100, 3600), (100, 60)], 0.001, 1.0, 1.0) == pytest.approx(0.2 / 60)
+    assert predicted_sweep_ratio([], 0.001, 1.0, 1.0) == 0.0

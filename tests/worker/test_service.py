@@ -186,8 +186,8 @@ def test_worker_heartbeats_and_reports_health(worker: RunningWorker, db: psycopg
         1,
     )
     assert set(health["components"]) == {
-        "heartbeat", "trader-sync", "market-feed", "binance-health", "scheduler", "signal-engine",
-        "position-monitor", "log-shipper",
+        "heartbeat", "sizing-gate", "trader-sync", "market-feed", "binance-health", "scheduler",
+        "signal-engine", "position-monitor", "log-shipper",
     }  # fmt: skip
     assert set(health["components"].values()) <= {"starting", "running"}
     assert 0 < health["startupSecs"] < 60  # process start (imports included) to /health answering
@@ -209,10 +209,12 @@ def test_metrics_have_the_seed_fields(worker: RunningWorker) -> None:
     load = metrics["load"]
     assert set(load) == {
         "sweepLoadRatio", "sweepsMissed", "cpuPercent", "cpuCount", "memoryMb", "memoryLimitMb",
+        "predictedSweepLoadRatio",
     }  # fmt: skip
     assert load["memoryLimitMb"] == 512
     assert 10 < load["memoryMb"] < 500, "the worker and its sandbox processes, PSS"
     assert load["cpuCount"] >= 1 and load["cpuPercent"] >= 0 and load["sweepsMissed"] == 0
+    assert load["predictedSweepLoadRatio"] is None, "no trader held: one trader on one symbol fits"
     assert f'trademind_active_traders{{machine_id="{worker.machine_id}",version="v-test-1"}} 1' in prometheus
 
 

@@ -233,6 +233,10 @@ class SignalScheduler:
     def scheduled_traders(self) -> list[uuid.UUID]:
         return list(self._scheduled)
 
+    def scheduled(self) -> list[Trader]:
+        """The traders whose jobs run, as scheduled."""
+        return [scheduled.trader for scheduled in self._scheduled.values()]
+
     def next_run_time(self, trader_id: uuid.UUID) -> datetime | None:
         """When the trader's check timer fires next (market time)."""
         return self._timers.next_run_time(_signal_job_id(trader_id))

@@ -244,6 +244,7 @@ class SignalEngine:
             first = next(iter(result.errors.items()))
             metrics.last_error = f"{first[0]}: {first[1]}"
         self.metrics.signals_checked.add(result.checked)
+        self.metrics.check_cost.checks += result.checked
         queued = await self._queue_matches(trader, result.matches, metrics)
         return report(result.checked, tuple(result.matches), dict(result.errors), queued)
 

@@ -1,6 +1,8 @@
 // The size a worker machine should have for its load, within its tier's bounds, with hysteresis: scale up
 // when a resource is more than 80% used (a signal sweep counts as fully used CPU at half its interval),
 // scale down only when the smaller size would still be at most 60% used, so no size sits at both edges.
+// The sweeps counted are those measured and those the worker predicts for all its traders, the ones it
+// holds until this answers included (a machine that just got traders asks before it runs them).
 
 export interface Size {
   cpus: number;
@@ -15,6 +17,9 @@ export interface Load {
   cpuCount: number;
   memoryMb: number;
   memoryLimitMb: number | null;
+  /** The sweep ratio every trader the worker has, running or held, would take on this machine, while it
+   * holds new traders until this answers (null otherwise; absent from workers older than the prediction). */
+  predictedSweepLoadRatio?: number | null;
 }
 
 // Pro 1-2 vCPU / 256-512 MB, Elite up to 4 / 1 GB, Power up to 8 / 2 GB; each starts at its provisioned size.
@@ -50,14 +55,19 @@ const percent = (fraction: number) => `${Math.round(fraction * 100)}%`;
 export function decideSize(tier: string, current: Size, load: Load): Decision {
   const bounds = TIER_BOUNDS[tier];
   if (!bounds) return { target: null, reason: `the ${tier} tier has no machine size range` };
-  const cpuUse = Math.max(load.cpuPercent / (100 * current.cpus), load.sweepLoadRatio / SWEEP_FULL_AT);
+  const predicted = load.predictedSweepLoadRatio ?? 0;
+  const sweepRatio = Math.max(load.sweepLoadRatio, predicted);
+  const cpuUse = Math.max(load.cpuPercent / (100 * current.cpus), sweepRatio / SWEEP_FULL_AT);
   const memoryUse = load.memoryMb / (load.memoryLimitMb ?? current.memoryMb);
   let cpus = current.cpus;
   let memoryMb = current.memoryMb;
   const why: string[] = [];
   if (cpuUse > SCALE_UP_AT) {
     cpus = step(CPU_STEPS, current.cpus, 1);
-    why.push(`CPU ${percent(cpuUse)} used (sweeps at ${percent(load.sweepLoadRatio)} of their interval)`);
+    const sweeps = predicted > load.sweepLoadRatio
+      ? `sweeps predicted at ${percent(predicted)} of their interval for all its traders`
+      : `sweeps at ${percent(load.sweepLoadRatio)} of their interval`;
+    why.push(`CPU ${percent(cpuUse)} used (${sweeps})`);
   } else {
     const fewer = step(CPU_STEPS, current.cpus, -1);
     if (fewer < current.cpus && (cpuUse * current.cpus) / fewer <= SCALE_DOWN_BELOW) {
