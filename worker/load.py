@@ -11,9 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SWEEP_WINDOW_SECS = 120.0
-# What one check_signal call costs before this process has measured it: the whole worker's CPU (feed,
-# snapshots, sandbox) over its checks, as test_scale_machines' 100 traders x 200 symbols replayed at 10x
-# took it on a 2-vCPU machine (44-88% of a core for 3,333 checks a second: 130-260 us), at its high end.
+# What one check_signal call costs before this process has measured it: the whole worker's time per check
+# under test_scale_machines' 100 traders x 200 symbols replayed at 10x on a 2-vCPU machine: 130-260 us of
+# CPU (44-88% of a core for 3,333 checks a second) before the sandbox's list-method and snapshot changes,
+# ~140 us after them (sweeps at 23% of their interval: 1.4 s of both CPUs for 20,000 checks). The high end
+# errs towards a scale-up: one too many is a restart the measured scale-down undoes after the cooldown,
+# one too few is missed sweeps.
 PRIOR_CHECK_CPU_SECS = 260e-6
 # Checks a measurement spans at least, so that one sweep's noise does not make the figure.
 MIN_MEASURED_CHECKS = 2000
