@@ -94,7 +94,8 @@ class SizingGate:
         return self._state
 
     async def prepare_shutdown(self) -> None:
-        return None
+        """Schedule no held trader from here (a resize's restart, or the next start, runs them)."""
+        self._state = ComponentState.STOPPED
 
     # TraderScheduler ---------------------------------------------------------------------------------
     async def add(self, trader: Trader) -> None:
@@ -191,6 +192,8 @@ class SizingGate:
         return answer
 
     async def _release(self) -> None:
+        if self._state is ComponentState.STOPPED:
+            return
         held, self._held = self._held, {}
         for trader, arrival in held.values():
             try:

@@ -2,7 +2,7 @@
 is held (nothing scheduled, so nothing swept or backfilled) while scale-machines is asked, with the prediction
 in /metrics; `resizing` keeps them held for the restart (scheduled here only if none comes), any other answer
 or a failed request schedules them here; held traders paused, updated or removed meanwhile are told to the
-scheduler as the sync's protocol expects."""
+scheduler as the sync's protocol expects; none is scheduled once the machine prepares to shut down."""
 
 from __future__ import annotations
 
@@ -160,3 +160,14 @@ async def test_held_traders_paused_updated_or_removed_reach_the_scheduler_as_the
     assert uuid.UUID(int=3) not in scheduler.known, "a held trader removed was never the scheduler's"
     assert scheduler.known[uuid.UUID(int=2)].status is TraderStatus.PAUSED
     assert scheduler.known[uuid.UUID(int=4)].symbols == SYMBOLS[:10], "its latest definition"
+
+
+async def test_a_machine_shutting_down_schedules_no_held_trader() -> None:
+    async with running_gate(SizingAnswer.RESIZING, restart_wait_secs=0.3) as (gate, scheduler, sizing, _):
+        for index in range(100):
+            await gate.add(trader(index))
+        await _until(lambda: len(sizing.asked) == 1)
+        await gate.prepare_shutdown()  # scale-machines' /prepare-shutdown before the resize
+        await asyncio.sleep(0.6)
+
+        assert scheduler.calls == [] and len(gate.held) == 100
