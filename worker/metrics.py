@@ -102,8 +102,8 @@ class WorkerMetrics:
     sweeps: SweepLoad = field(default_factory=SweepLoad)
     process: ProcessLoad = field(default_factory=ProcessLoad)
     check_cost: CheckCost = field(default_factory=CheckCost)
-    # The sweep ratio predicted for every trader, those held until scale-machines answers included; None
-    # while none is held (scale-machines then goes by what it measures).
+    # The sweep ratio predicted for every trader while some are held for scale-machines' answer (the
+    # sizing gate); None otherwise, and scale-machines goes by what it measures.
     predicted_sweep_ratio: float | None = None
     # The machine's memory (Fly's FLY_VM_MEMORY_MB); None when not on a machine.
     memory_limit_mb: int | None = None
