@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import sys
 
 # The imports below create ~120k objects and none of them is garbage: collecting while they load only costs
@@ -17,6 +18,9 @@ sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 # Likewise httpcore loads its HTTP/2 connection (h2, hpack, hyperframe: 1.2 MB resident) whenever h2 is
 # installed, as it is for the supabase client; every client of the worker speaks HTTP/1.1.
 sys.modules.setdefault("h2", None)  # type: ignore[arg-type]
+# numpy's OpenBLAS starts threads (one per further CPU) that spin while the other imports run, 30-90 ms of CPU
+# on a 2-CPU host; nothing the worker itself computes uses BLAS, and its sandbox processes run with one.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from worker import app
 from worker.errors import ConfigError

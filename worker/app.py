@@ -16,13 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import importlib
 import logging
 import signal
-import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from worker.clock import Clock, LiveClock, MarketClock, MarketTime
 from worker.components import Component, ComponentState, ShutdownReport
@@ -35,6 +33,7 @@ from worker.domain.enums import MachineStatus, SignalStatus
 from worker.domain.positions import TrailingMode
 from worker.errors import ConfigError
 from worker.heartbeat import Heartbeat
+from worker.http_api import HttpApi, build_api
 from worker.log_shipping import LogQueue, LogShipper, LogShippingHandler, LogShippingSettings
 from worker.market.component import MarketFeedComponent
 from worker.market.feed import FeedSettings, MarketFeed
@@ -66,9 +65,6 @@ from worker.trading.protection import Protector
 from worker.trading.reanalysis import Analyzer, TradingReanalyzer
 from worker.trading.recovery import Recovery
 from worker.trading.venue import PaperVenue, Venue
-
-if TYPE_CHECKING:
-    from aiohttp import web
 
 logger = logging.getLogger(__name__)
 
@@ -524,23 +520,8 @@ async def build_worker(
     return Worker(reason, tables, metrics, market, trading, signals, scheduler, sync, app)
 
 
-# Modules the worker needs only from /health on: the HTTP API (aiohttp, ~150 ms of imports, two CA bundle
-# loads among them), Realtime's client and jsonschema. A thread imports them while build_worker waits on the
-# database and the exchange; whoever needs one first waits for the thread's import under Python's import lock.
-DEFERRED_IMPORTS = ("worker.http_api", "realtime", "jsonschema")
-
-
-def _import_meanwhile(names: tuple[str, ...]) -> None:
-    def load() -> None:
-        for name in names:
-            importlib.import_module(name)
-
-    threading.Thread(target=load, name="deferred-imports", daemon=True).start()
-
-
 async def run(settings: WorkerSettings) -> None:
     """`python -m worker`: build the worker and run it until it is told to stop."""
-    _import_meanwhile(DEFERRED_IMPORTS)
     async with contextlib.AsyncExitStack() as resources:
         worker = await build_worker(settings, resources)
         await worker.app.run()
@@ -589,11 +570,11 @@ class WorkerApp:
         # Positions are guarded from the first ticker on: recovery arms the monitor before the feed runs.
         await self._trading.recovery.run()
         await self._count_state()
-        runner = await self._start_http()
+        api = await self._start_http()
         try:
             await self._run_components()
         finally:
-            await runner.cleanup()
+            await api.close()
 
     async def _run_components(self) -> None:
         loop = asyncio.get_running_loop()
@@ -628,15 +609,10 @@ class WorkerApp:
             )
         raise _StopRequested
 
-    async def _start_http(self) -> web.AppRunner:
-        from aiohttp import web  # noqa: PLC0415 (DEFERRED_IMPORTS)
-
-        from worker.http_api import build_app  # noqa: PLC0415
-
-        runner = web.AppRunner(build_app(self, self._api_secret), access_log=None, handle_signals=False)
-        await runner.setup()
+    async def _start_http(self) -> HttpApi:
+        api = build_api(self, self._api_secret)
         host, port = self._settings.http_host, self._settings.http_port
-        await web.TCPSite(runner, host, port).start()
+        await api.start(host, port)
         # From here /health answers 200: the worker is up (its components report `starting` until connected).
         self.metrics.startup_secs = process_age_secs()
         self.metrics.startup_cpu_secs = time.process_time()
@@ -645,7 +621,7 @@ class WorkerApp:
             "http api listening host=%s port=%d startup_secs=%s startup_cpu_secs=%.3f",
             host, port, startup, self.metrics.startup_cpu_secs,
         )  # fmt: skip
-        return runner
+        return api
 
     async def _count_state(self) -> int:
         """What the database holds for this user, into the metrics; returns the number of active traders."""

@@ -1,15 +1,23 @@
-"""The machine's HTTP API (port 8080): health, metrics, live positions, lifecycle hooks (POST, bearer)."""
+"""The machine's HTTP API (port 8080): health, metrics, live positions, lifecycle hooks (POST, bearer).
+
+HTTP/1.1 is h11's (the sans-IO protocol library httpx's own transport runs on, so the worker has it loaded
+already) over an asyncio server: aiohttp's server cost ~100 ms of CPU in imports on the way to /health (its
+client's two CA bundle loads among them), for eight routes that need none of it.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
-from aiohttp import web
+import h11
 
 from worker.components import HEALTHY_STATES, ComponentState, ShutdownReport
 from worker.metrics import WorkerMetrics, resident_memory_mb
@@ -40,11 +48,41 @@ class WorkerControl(Protocol):
     def request_shutdown(self, reason: str) -> None: ...
 
 
-def _error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+# A kept-alive connection with no request for this long is closed (aiohttp's keepalive_timeout), as is one
+# whose request does not arrive in full within it.
+IDLE_TIMEOUT_SECS = 75.0
+MAX_BODY_BYTES = 64 * 1024  # the largest body a route reads is {"reason": ...}
+MAX_HEADER_BYTES = 16 * 1024
+CLOSE_TIMEOUT_SECS = 10.0  # how long close() lets a request in progress finish its response
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+@dataclass(frozen=True, slots=True)
+class Request:
+    method: str
+    path: str  # without the query string
+    headers: Mapping[str, str]  # names lower-cased
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    body: bytes
+    content_type: str = "application/json; charset=utf-8"
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def json_response(body: object, status: int = 200) -> Response:
+    return Response(status, json.dumps(body).encode())
+
+
+def _error(status: int, code: str, message: str, headers: tuple[tuple[str, str], ...] = ()) -> Response:
+    return Response(
+        status, json.dumps({"error": {"code": code, "message": message}}).encode(), headers=headers
+    )
+
+
+Handler = Callable[[Request], Awaitable[Response]]
 
 
 def _load_json(metrics: WorkerMetrics) -> dict[str, object]:
@@ -63,22 +101,10 @@ def _load_json(metrics: WorkerMetrics) -> dict[str, object]:
     }
 
 
-def build_app(control: WorkerControl, api_secret: str) -> web.Application:
-    """The aiohttp application; POST routes require `Authorization: Bearer <api_secret>`."""
+def build_api(control: WorkerControl, api_secret: str) -> HttpApi:
+    """The API's routes; POST routes require `Authorization: Bearer <api_secret>`."""
 
-    @web.middleware
-    async def require_bearer(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.method == "POST":
-            presented = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-            if not presented:
-                return _error(
-                    401, "missing_authorization", "POST endpoints need 'Authorization: Bearer <secret>'"
-                )
-            if not hmac.compare_digest(presented.encode(), api_secret.encode()):
-                return _error(403, "invalid_secret", "the bearer secret is not this machine's")
-        return await handler(request)
-
-    async def health(_: web.Request) -> web.Response:
+    async def health(_: Request) -> Response:
         states = control.component_states()
         healthy = all(state in HEALTHY_STATES for state in states.values())
         metrics = control.metrics
@@ -94,11 +120,11 @@ def build_app(control: WorkerControl, api_secret: str) -> web.Application:
             "websocketConnected": metrics.websocket_status == "connected",
             "components": {name: state.value for name, state in states.items()},
         }
-        return web.json_response(body, status=200 if healthy else 503)
+        return json_response(body, status=200 if healthy else 503)
 
-    async def metrics_json(_: web.Request) -> web.Response:
+    async def metrics_json(_: Request) -> Response:
         metrics = control.metrics
-        return web.json_response(
+        return json_response(
             {
                 "load": _load_json(metrics),
                 "activeTraders": metrics.active_traders,
@@ -116,7 +142,7 @@ def build_app(control: WorkerControl, api_secret: str) -> web.Application:
             }
         )
 
-    async def metrics_prometheus(_: web.Request) -> web.Response:
+    async def metrics_prometheus(_: Request) -> Response:
         metrics = control.metrics
         labels = f'machine_id="{control.machine_id}",version="{control.version}"'
         gauges = [
@@ -151,23 +177,23 @@ def build_app(control: WorkerControl, api_secret: str) -> web.Application:
         for component, state in control.component_states().items():
             healthy = int(state in HEALTHY_STATES)
             lines.append(f'trademind_component_healthy{{{labels},component="{component}"}} {healthy}')
-        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8")
+        return Response(200, ("\n".join(lines) + "\n").encode(), "text/plain; charset=utf-8")
 
-    async def trader_metrics(_: web.Request) -> web.Response:
+    async def trader_metrics(_: Request) -> Response:
         figures = control.metrics.traders
-        return web.json_response(
+        return json_response(
             {"traders": {trader_id: figures[trader_id].as_json() for trader_id in sorted(figures)}}
         )
 
-    async def positions(_: web.Request) -> web.Response:
-        return web.json_response({"positions": control.open_positions()})
+    async def positions(_: Request) -> Response:
+        return json_response({"positions": control.open_positions()})
 
-    async def reload_traders(_: web.Request) -> web.Response:
-        return web.json_response({"success": True, "tradersLoaded": await control.reload_traders()})
+    async def reload_traders(_: Request) -> Response:
+        return json_response({"success": True, "tradersLoaded": await control.reload_traders()})
 
-    async def prepare_shutdown(_: web.Request) -> web.Response:
+    async def prepare_shutdown(_: Request) -> Response:
         report = await control.prepare_shutdown()
-        return web.json_response(
+        return json_response(
             {
                 "success": True,
                 "openPositions": report.open_positions,
@@ -176,9 +202,9 @@ def build_app(control: WorkerControl, api_secret: str) -> web.Application:
             }
         )
 
-    async def shutdown(request: web.Request) -> web.Response:
+    async def shutdown(request: Request) -> Response:
         try:
-            body = await request.json()
+            body = json.loads(request.body)
         except (json.JSONDecodeError, UnicodeDecodeError):
             return _error(400, "invalid_json", 'the body must be JSON like {"reason": "user_request"}')
         reason = body.get("reason") if isinstance(body, dict) else None
@@ -187,7 +213,7 @@ def build_app(control: WorkerControl, api_secret: str) -> web.Application:
             return _error(400, "invalid_reason", f"'reason' must be one of: {allowed}")
         report = await control.prepare_shutdown()
         control.request_shutdown(reason)
-        return web.json_response(
+        return json_response(
             {
                 "success": True,
                 "message": "Machine shutting down gracefully",
@@ -196,13 +222,166 @@ def build_app(control: WorkerControl, api_secret: str) -> web.Application:
             }
         )
 
-    app = web.Application(middlewares=[require_bearer])
-    app.router.add_get("/health", health)
-    app.router.add_get("/metrics", metrics_json)
-    app.router.add_get("/metrics/prometheus", metrics_prometheus)
-    app.router.add_get("/metrics/traders", trader_metrics)
-    app.router.add_get("/positions", positions)
-    app.router.add_post("/reload-traders", reload_traders)
-    app.router.add_post("/prepare-shutdown", prepare_shutdown)
-    app.router.add_post("/shutdown", shutdown)
-    return app
+    return HttpApi(
+        {
+            ("GET", "/health"): health,
+            ("GET", "/metrics"): metrics_json,
+            ("GET", "/metrics/prometheus"): metrics_prometheus,
+            ("GET", "/metrics/traders"): trader_metrics,
+            ("GET", "/positions"): positions,
+            ("POST", "/reload-traders"): reload_traders,
+            ("POST", "/prepare-shutdown"): prepare_shutdown,
+            ("POST", "/shutdown"): shutdown,
+        },
+        api_secret,
+    )
+
+
+@dataclass(eq=False)
+class _Connection:
+    writer: asyncio.StreamWriter
+    task: asyncio.Task[None]  # the server's task serving it
+    busy: bool = False  # from a request's first byte to the end of its response
+
+
+class HttpApi:
+    """Routes by (method, path), served from `start` to `close`; HEAD is answered for every GET route."""
+
+    def __init__(self, routes: Mapping[tuple[str, str], Handler], api_secret: str) -> None:
+        self._routes = routes
+        self._api_secret = api_secret
+        self._server: asyncio.Server | None = None
+        self._connections: set[_Connection] = set()
+        self._closing = False
+
+    async def start(self, host: str, port: int) -> None:
+        self._server = await asyncio.start_server(self._serve, host, port)
+
+    async def close(self) -> None:
+        """Stop listening, close idle connections, and let a request in progress finish its response."""
+        self._closing = True
+        if self._server is None:
+            return
+        self._server.close()
+        for connection in self._connections:
+            if not connection.busy:
+                connection.writer.close()
+        if self._connections:
+            await asyncio.wait(
+                {connection.task for connection in self._connections}, timeout=CLOSE_TIMEOUT_SECS
+            )
+        for connection in list(self._connections):
+            connection.writer.close()
+        await self._server.wait_closed()
+
+    async def respond(self, request: Request) -> Response:
+        """The route's answer to `request`, or the error that says why it has none."""
+        method = "GET" if request.method == "HEAD" else request.method
+        handler = self._routes.get((method, request.path))
+        if handler is None:
+            allowed = sorted(m for m, path in self._routes if path == request.path)
+            if not allowed:
+                return _error(404, "not_found", f"no endpoint {request.path}")
+            return _error(
+                405, "method_not_allowed", f"{request.path} takes {', '.join(allowed)}",
+                headers=(("Allow", ", ".join(allowed)),),
+            )  # fmt: skip
+        if method == "POST":
+            presented = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+            if not presented:
+                return _error(
+                    401, "missing_authorization", "POST endpoints need 'Authorization: Bearer <secret>'"
+                )
+            if not hmac.compare_digest(presented.encode(), self._api_secret.encode()):
+                return _error(403, "invalid_secret", "the bearer secret is not this machine's")
+        try:
+            return await handler(request)
+        except Exception:
+            logger.exception("http api %s %s failed", request.method, request.path)
+            return _error(500, "internal_error", "the worker could not answer; see its log")
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None  # asyncio.start_server runs each connection in its own task
+        connection = _Connection(writer, task)
+        self._connections.add(connection)
+        http = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+        try:
+            while not self._closing:
+                try:
+                    request = await self._read_request(http, reader, connection)
+                except h11.RemoteProtocolError as error:
+                    if http.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                        status = error.error_status_hint
+                        await self._send(http, writer, "GET", _error(status, "bad_request", str(error)))
+                    break
+                except _BodyTooLarge:
+                    too_large = f"the body is over {MAX_BODY_BYTES} bytes"
+                    await self._send(http, writer, "POST", _error(413, "body_too_large", too_large))
+                    break
+                if request is None:
+                    break
+                await self._send(http, writer, request.method, await self.respond(request))
+                connection.busy = False
+                if http.our_state is not h11.DONE or http.their_state is not h11.DONE:
+                    break  # the client asked to close, or h11 cannot reuse the connection
+                http.start_next_cycle()
+        except (ConnectionError, TimeoutError, h11.LocalProtocolError):
+            pass  # the client went away or stalled; nothing is left to answer
+        finally:
+            self._connections.discard(connection)
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    @staticmethod
+    async def _read_request(
+        http: h11.Connection, reader: asyncio.StreamReader, connection: _Connection
+    ) -> Request | None:
+        """The next request in full; None once the client closed the connection between requests."""
+        head: h11.Request | None = None
+        body = bytearray()
+        async with asyncio.timeout(IDLE_TIMEOUT_SECS):
+            while True:
+                event = http.next_event()
+                if event is h11.NEED_DATA:
+                    data = await reader.read(65536)
+                    connection.busy = head is not None or bool(data)
+                    http.receive_data(data)  # b"" is the end of the stream
+                elif isinstance(event, h11.Request):
+                    head = event
+                elif isinstance(event, h11.Data):
+                    body += event.data
+                    if len(body) > MAX_BODY_BYTES:
+                        raise _BodyTooLarge
+                elif isinstance(event, h11.EndOfMessage) and head is not None:
+                    target = head.target.decode("ascii", errors="replace")
+                    return Request(
+                        method=head.method.decode("ascii", errors="replace"),
+                        path=target.partition("?")[0],
+                        headers={
+                            name.decode("latin-1"): value.decode("latin-1") for name, value in head.headers
+                        },
+                        body=bytes(body),
+                    )
+                elif isinstance(event, h11.ConnectionClosed):
+                    return None
+
+    @staticmethod
+    async def _send(
+        http: h11.Connection, writer: asyncio.StreamWriter, method: str, response: Response
+    ) -> None:
+        headers = [
+            ("Content-Type", response.content_type),
+            ("Content-Length", str(len(response.body))),
+            *response.headers,
+        ]
+        writer.write(http.send(h11.Response(status_code=response.status, headers=headers)))
+        if method != "HEAD":
+            writer.write(http.send(h11.Data(data=response.body)))
+        writer.write(http.send(h11.EndOfMessage()))
+        await writer.drain()
+
+
+class _BodyTooLarge(Exception):
+    """A request body over MAX_BODY_BYTES (answered 413)."""

@@ -109,7 +109,11 @@ class Database:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._http = httpx.AsyncClient(
-            base_url=rest_url, auth=auth, timeout=timeout_secs, transport=transport, verify=client_tls()
+            base_url=rest_url,
+            auth=auth,
+            timeout=timeout_secs,
+            transport=transport,
+            verify=client_tls(rest_url),
         )
         self._clock = clock
 

@@ -96,7 +96,7 @@ class TokenRenewer:
         headers = {"apikey": self._auth.anon_key, "Authorization": f"Bearer {self._credential}"}
         try:
             async with httpx.AsyncClient(
-                timeout=REQUEST_TIMEOUT_SECS, transport=self._transport, verify=client_tls()
+                timeout=REQUEST_TIMEOUT_SECS, transport=self._transport, verify=client_tls(self._url)
             ) as http:
                 response = await http.post(self._url, json={"machineId": self._machine_id}, headers=headers)
         except httpx.TransportError as error:

@@ -56,7 +56,7 @@ class Decision:
 @functools.cache
 def decision_validator() -> Draft202012Validator:
     """The validator for the schema file (read once)."""
-    # Not imported with the module: the worker's start-up loads it off the path to /health (app.py).
+    # Imported when first needed, which is after /health answers: not on the worker's start-up path.
     from jsonschema import Draft202012Validator  # noqa: PLC0415
 
     for location in SCHEMA_LOCATIONS:

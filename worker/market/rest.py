@@ -44,7 +44,9 @@ class BinanceKlineSource:
         self, base_url: str, request_timeout_secs: float = 10.0, *, reachability: Reachability | None = None
     ) -> None:
         api_url = f"{base_url.rstrip('/')}/api/v3"
-        self._http = httpx.AsyncClient(base_url=api_url, timeout=request_timeout_secs, verify=client_tls())
+        self._http = httpx.AsyncClient(
+            base_url=api_url, timeout=request_timeout_secs, verify=client_tls(api_url)
+        )
         self._reachability = reachability or Reachability()
 
     async def close(self) -> None:

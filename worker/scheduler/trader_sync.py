@@ -163,7 +163,7 @@ class TraderSync:
 
     # Realtime session ---------------------------------------------------------------------------------
     async def _supervise(self) -> None:
-        # Not imported with the module: the worker's start-up loads it off the path to /health (app.py).
+        # Imported when first needed, which is after /health answers: not on the worker's start-up path.
         from realtime import AsyncRealtimeClient  # noqa: PLC0415
 
         attempt = 0

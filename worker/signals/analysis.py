@@ -118,7 +118,7 @@ class AnalysisClient:
             auth=auth,
             timeout=timeout,
             transport=transport,
-            verify=client_tls(),
+            verify=client_tls(settings.functions_url),
         )
 
     async def aclose(self) -> None:
