@@ -571,15 +571,19 @@ class WorkerApp:
         await self._trading.recovery.run()
         await self._count_state()
         api = await self._start_http()
+        # Until the last line is logged: a SIGTERM while the worker stops (Fly sends one to a machine that a
+        # POST /shutdown is already stopping) must not kill it before its final heartbeat.
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_shutdown, signal.Signals(signum).name)
         try:
             await self._run_components()
         finally:
             await api.close()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
 
     async def _run_components(self) -> None:
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self.request_shutdown, signal.Signals(signum).name)
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._heartbeat.run(), name="heartbeat")
@@ -591,9 +595,6 @@ class WorkerApp:
         except* ConfigError as errors:
             # A component found the configuration unusable (e.g. a refused token): stop as misconfigured.
             raise errors.exceptions[0] from None
-        finally:
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(signum)
         await self._heartbeat.beat(MachineStatus.STOPPED)
         logger.info("worker stopped reason=%s", self.shutdown_reason)
 
