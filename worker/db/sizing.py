@@ -35,7 +35,7 @@ class SizingRequests:
     ) -> None:
         self._url = f"{functions_url.rstrip('/')}/scale-machines"
         self._http = httpx.AsyncClient(
-            auth=auth, timeout=REQUEST_TIMEOUT_SECS, transport=transport, verify=client_tls()
+            auth=auth, timeout=REQUEST_TIMEOUT_SECS, transport=transport, verify=client_tls(self._url)
         )
 
     async def aclose(self) -> None:
