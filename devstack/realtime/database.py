@@ -8,7 +8,10 @@ claims (`set_config('role', ...)`, `request.jwt.claims`), as `realtime.apply_rls
 - DELETE: the row is gone, so the table's SELECT policies for that role are evaluated on the old image
   (the real server skips the check and sends only the primary key; we never tell one user about another
   user's rows, so a DELETE is delivered only when the old image passes the policies).
-Every check for a batch of changes runs in one transaction, pipelined, and fails closed.
+Every check for a batch of changes runs in one transaction, pipelined, and fails closed. It runs once the
+batch's transactions are visible to new snapshots: the walsender sends a commit as soon as its WAL record is
+flushed, a moment before the committing backend leaves the proc array, and a row looked up in that moment is
+not there yet (its change would be refused to every subscriber: lost, seen under load).
 """
 
 from __future__ import annotations
@@ -36,6 +39,18 @@ logger = logging.getLogger(__name__)
 PUBLICATION = "supabase_realtime"
 CATALOG_TTL_SECS = 2.0
 CHECK_TIMEOUT_MS = 5000
+# How long a batch waits for its transactions to be visible (then it is checked anyway), polling this often.
+VISIBLE_WAIT_SECS = 2.0
+_VISIBLE_POLL_SECS = 0.002
+# Whether every 32-bit xid of the WAL is finished for a new snapshot: each xid gets the epoch of the
+# snapshot's xmax (the one before it when it is above xmax's low bits: it wrapped before xmax did).
+_ALL_VISIBLE = sql.SQL("""
+select coalesce(bool_and(pg_visible_in_snapshot(
+         ((div(s.xmax, 4294967296) - (x > mod(s.xmax, 4294967296))::int) * 4294967296 + x)::text::xid8,
+         s.snap)), true)
+  from (select snap, pg_snapshot_xmax(snap)::text::bigint as xmax from pg_current_snapshot() as snap) as s,
+       unnest(%s::bigint[]) as x
+""")
 _JSON_TYPES = frozenset({"json", "jsonb"})
 
 
@@ -312,6 +327,21 @@ class Authorizer:
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._conn = await psycopg.AsyncConnection.connect(**self._address.connect_kwargs())
         return self._conn
+
+    async def await_visible(self, changes: Sequence[WalChange]) -> None:
+        """Return once every transaction of `changes` is visible to a new snapshot (or VISIBLE_WAIT_SECS)."""
+        xids = sorted({change.xid for change in changes})
+        conn = await self._connection()
+        deadline = time.monotonic() + VISIBLE_WAIT_SECS
+        while True:
+            async with conn.transaction(force_rollback=True):
+                row = await (await conn.execute(_ALL_VISIBLE, (xids,))).fetchone()
+            if row is not None and row[0]:
+                return
+            if time.monotonic() > deadline:
+                logger.warning("transactions not visible after %.1fs xids=%s", VISIBLE_WAIT_SECS, xids)
+                return
+            await asyncio.sleep(_VISIBLE_POLL_SECS)
 
     async def encode(
         self, table: TableInfo, changes: Sequence[WalChange], hidden_sets: Sequence[frozenset[str]]

@@ -583,6 +583,9 @@ class RealtimeServer:
             key = (change.schema, change.table)
             if key in published and (key in self._index or (change.schema, "*") in self._index):
                 by_table.setdefault(key, []).append(position)
+        if not by_table:
+            return
+        await self._authorizer.await_visible(batch)
         outgoing: list[list[tuple[Channel, str]]] = [[] for _ in batch]
         for (schema, name), positions in by_table.items():
             table = await self._catalog.table(schema, name)

@@ -39,6 +39,7 @@ _WAL2JSON_OPTIONS = {
     "include-timestamp": "1",
     "include-type-oids": "1",
     "include-pk": "1",
+    "include-xids": "1",
     "include-transaction": "0",
 }
 
@@ -55,6 +56,7 @@ class WalChange:
     schema: str
     table: str
     commit_timestamp: str  # YYYY-MM-DDTHH:MI:SS.MSZ, as the real server formats it
+    xid: int  # the committed (top-level) transaction, 32 bits as the WAL holds it
     new: dict[str, Any] | None
     old: dict[str, Any] | None
     type_oids: dict[str, int]
@@ -90,6 +92,7 @@ def parse_line(line: bytes, received_monotonic: float) -> WalChange | None:
         schema=message["schema"],
         table=message["table"],
         commit_timestamp=format_commit_timestamp(message["timestamp"]),
+        xid=int(message["xid"]),
         new=_image(message.get("columns"), type_oids),
         old=_image(message.get("identity"), type_oids),
         type_oids=type_oids,

@@ -20,8 +20,9 @@ from websockets.asyncio.client import connect
 
 from devstack import keys
 from devstack.postgres import PG_BIN_DIR
+from devstack.realtime.database import Authorizer
 from devstack.realtime.server import RealtimeServer, ServerConfig
-from devstack.realtime.wal import DatabaseAddress
+from devstack.realtime.wal import DatabaseAddress, WalChange
 from devstack.stack import DevStack
 from tests.factories import AppUser, create_trader, create_user, delete_user, live_machine
 
@@ -239,3 +240,27 @@ async def test_a_client_that_stops_reading_is_dropped_and_others_keep_their_stre
     assert db.execute(
         "select count(*) from pg_replication_slots where slot_name = %s", (config.slot_name,)
     ).fetchone() == (0,)
+
+
+async def test_a_batch_is_checked_only_once_its_transactions_are_visible(stack: DevStack) -> None:
+    # The walsender sends a commit a moment before the committing backend leaves the proc array; a row
+    # looked up then is missing and its change would be refused to everyone. Here the moment is held open.
+    authorizer = Authorizer(
+        DatabaseAddress("127.0.0.1", stack.config.db_port, "postgres", "postgres", "postgres")
+    )
+    with stack.postgres.connect() as holder:  # its transaction stays open until the commit below
+        row = holder.execute("select pg_current_xact_id()::text::bigint").fetchone()
+        assert row is not None
+        change = WalChange(
+            action="INSERT", schema="public", table="notifications", commit_timestamp="",
+            xid=row[0] % 2**32, new={}, old=None, type_oids={}, pk=("id",), received_monotonic=0.0,
+        )  # fmt: skip
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                waiting = tasks.create_task(authorizer.await_visible([change]))
+                await asyncio.sleep(0.5)
+                assert not waiting.done(), "checked while its transaction was still in progress"
+                await asyncio.to_thread(holder.commit)
+                await asyncio.wait_for(asyncio.shield(waiting), 1)
+        finally:
+            await authorizer.close()
