@@ -91,6 +91,7 @@ class WorkerConfig:
     rest_url: str
     binance_base_url: str
     binance_health_repeat_secs: float
+    market_clock_sync_secs: float
     kline_history: int
     feed: FeedSettings
     sandbox: SandboxConfig
@@ -117,6 +118,7 @@ def worker_config(settings: WorkerSettings) -> WorkerConfig:
         rest_url=settings.rest_url,
         binance_base_url=str(settings.binance_base_url),
         binance_health_repeat_secs=settings.binance_health_repeat_secs,
+        market_clock_sync_secs=settings.market_clock_sync_secs,
         kline_history=settings.kline_history,
         feed=FeedSettings(ws_base_url=settings.stream_url),
         sandbox=SandboxConfig(
@@ -233,7 +235,7 @@ def build_market(config: WorkerConfig, resources: contextlib.AsyncExitStack, *, 
     feed = MarketFeed(
         config.feed, klines, tickers, source, clock=clock, market=market_clock, reachability=reachability
     )
-    sync = MarketClockSync(market_clock, source, clock=clock)
+    sync = MarketClockSync(market_clock, source, clock=clock, interval_secs=config.market_clock_sync_secs)
     return Market(klines, tickers, reachability, source, feed, market_clock, sync)
 
 
@@ -468,6 +470,7 @@ async def build_worker(
         reanalyzer=trading.reanalyzer,
         extra_tickers=trading.monitor.symbols,  # open positions stay subscribed
         sweeps=metrics.sweeps,
+        metrics=metrics,
         clock=clock,
         market=market.clock,
     )
@@ -516,6 +519,7 @@ async def build_worker(
         components=components,
         metrics=metrics,
         clock=clock,
+        market=market,
     )
     return Worker(reason, tables, metrics, market, trading, signals, scheduler, sync, app)
 
@@ -547,8 +551,10 @@ class WorkerApp:
         components: list[Component],
         metrics: WorkerMetrics,
         clock: Clock,
+        market: Market,
     ) -> None:
         self._settings = settings
+        self._market = market
         self.version = settings.version
         self.machine_id = settings.machine_id
         self.metrics = metrics
@@ -643,6 +649,26 @@ class WorkerApp:
         states = {self._heartbeat.name: self._heartbeat.state()}
         states.update({component.name: component.state() for component in self._components})
         return states
+
+    def market_state(self) -> dict[str, Any]:
+        """The market as this worker holds it: its market time, each ticker and each candle series."""
+        market = self._market
+        tickers = {
+            symbol: {"lastPrice": str(ticker.last_price), "eventTimeMs": ticker.event_time_ms}
+            for symbol in sorted(market.tickers.symbols())
+            if (ticker := market.tickers.get(symbol)) is not None
+        }
+        series = {}
+        for symbol, interval in sorted(market.klines.keys()):
+            found = market.klines.klines(symbol, interval)
+            if found is not None and len(found):
+                series[f"{symbol}@{interval}"] = {
+                    "candles": len(found),
+                    "lastOpenTimeMs": int(found.open_time[-1]),
+                    "lastClose": float(found.close[-1]),
+                    "lastVolume": float(found.volume[-1]),
+                }
+        return {"marketTimeMs": int(market.clock.now_ms()), "tickers": tickers, "klines": series}
 
     def open_positions(self) -> list[dict[str, Any]]:
         trading = self._trading

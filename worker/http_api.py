@@ -2,7 +2,7 @@
 
 HTTP/1.1 is h11's (the sans-IO protocol library httpx's own transport runs on, so the worker has it loaded
 already) over an asyncio server: aiohttp's server cost ~100 ms of CPU in imports on the way to /health (its
-client's two CA bundle loads among them), for eight routes that need none of it.
+client's two CA bundle loads among them), for nine routes that need none of it.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ class WorkerControl(Protocol):
     def uptime_secs(self) -> float: ...
     def component_states(self) -> dict[str, ComponentState]: ...
     def open_positions(self) -> list[dict[str, Any]]: ...
+    def market_state(self) -> dict[str, Any]: ...
     async def reload_traders(self) -> int: ...
     async def prepare_shutdown(self) -> ShutdownReport: ...
     def request_shutdown(self, reason: str) -> None: ...
@@ -188,6 +189,9 @@ def build_api(control: WorkerControl, api_secret: str) -> HttpApi:
     async def positions(_: Request) -> Response:
         return json_response({"positions": control.open_positions()})
 
+    async def market(_: Request) -> Response:
+        return json_response(control.market_state())
+
     async def reload_traders(_: Request) -> Response:
         return json_response({"success": True, "tradersLoaded": await control.reload_traders()})
 
@@ -228,6 +232,7 @@ def build_api(control: WorkerControl, api_secret: str) -> HttpApi:
             ("GET", "/metrics"): metrics_json,
             ("GET", "/metrics/prometheus"): metrics_prometheus,
             ("GET", "/metrics/traders"): trader_metrics,
+            ("GET", "/metrics/market"): market,
             ("GET", "/positions"): positions,
             ("POST", "/reload-traders"): reload_traders,
             ("POST", "/prepare-shutdown"): prepare_shutdown,

@@ -54,6 +54,8 @@ class TraderMetrics:
     budget_skipped: int = 0  # matches skipped: the trader's analysis budget was used up
     analyses: int = 0
     analysis_failures: int = 0
+    reanalyses: int = 0  # re-analysis runs finished, failed ones included
+    last_reanalysis_at: datetime | None = None  # market time
     last_run_at: datetime | None = None
     last_run_duration_ms: float | None = None
     last_trigger: str | None = None
@@ -72,6 +74,8 @@ class TraderMetrics:
             "budgetSkipped": self.budget_skipped,
             "analyses": self.analyses,
             "analysisFailures": self.analysis_failures,
+            "reanalyses": self.reanalyses,
+            "lastReanalysisAt": _rfc3339(self.last_reanalysis_at),
             "lastRunAt": _rfc3339(self.last_run_at),
             "lastRunDurationMs": (
                 round(self.last_run_duration_ms, 3) if self.last_run_duration_ms is not None else None

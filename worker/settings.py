@@ -54,6 +54,10 @@ class WorkerSettings(BaseSettings):
     # While Binance cannot be reached, the failure is re-reported this often (the database alerts the
     # operator once it has lasted its threshold, 5 minutes by default).
     binance_health_repeat_secs: float = Field(default=60.0, gt=0, le=3600)
+    # How often the market clock reads the exchange's time (between reads, market events move it). A test
+    # that steps a paused replay sets it long: a stepped market has no pace, and a pace measured across
+    # its jumps would run the clock ahead of it.
+    market_clock_sync_secs: float = Field(default=1.0, gt=0, le=3600)
     log_level: LogLevel = "INFO"
     # Shipping log lines to machine_logs (the console's logs pane): level, cadence, batch and queue bounds.
     log_ship_level: LogLevel = "INFO"

@@ -32,9 +32,18 @@ def parse_args(argv: list[str]) -> SimulatorConfig:
     parser.add_argument("--paused", action="store_true", help="start with the clock stopped")
     parser.add_argument("--data-dir", type=Path, default=None, help="recorded klines (default: %(default)s)")
     parser.add_argument("--symbols", help="comma-separated subset of the recorded symbols")
+    parser.add_argument(
+        "--push-secs",
+        type=float,
+        default=None,
+        help="push ticker and kline updates this often instead of Binance's pace (a test stepping a paused"
+        " market waits less for each step)",
+    )
     args = parser.parse_args(argv)
     if args.speed <= 0:
         parser.error("--speed must be positive")
+    if args.push_secs is not None and args.push_secs <= 0:
+        parser.error("--push-secs must be positive")
     return SimulatorConfig(
         host=args.host,
         port=args.port,
@@ -43,6 +52,8 @@ def parse_args(argv: list[str]) -> SimulatorConfig:
         start_ms=args.start,
         speed=args.speed,
         paused=args.paused,
+        kline_push_secs=args.push_secs or SimulatorConfig.kline_push_secs,
+        ticker_push_secs=args.push_secs or SimulatorConfig.ticker_push_secs,
     )
 
 

@@ -1,4 +1,5 @@
-"""Faults the tests switch on: rejected requests (429/418), slow replies, stalled streams, dropped sockets."""
+"""Faults the tests switch on: rejected requests (429/418), slow replies, stalled or held streams, dropped
+sockets."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ class Faults:
     retry_after_secs: int = 1
     delay_secs: float = 0.0  # added before every REST reply
     stalled_streams: set[str] = field(default_factory=set)  # stream names, or "*" for every stream
+    # Held streams send nothing and lose nothing: candles closed while held are sent when released (a
+    # stalled stream's are lost). A test stepping a paused market uses it to order what a worker learns.
+    held_streams: set[str] = field(default_factory=set)
     drop_every_secs: float | None = None  # drop every socket this often
 
     def take_rejection(self) -> int | None:
@@ -29,6 +33,9 @@ class Faults:
 
     def is_stalled(self, stream: str) -> bool:
         return "*" in self.stalled_streams or stream in self.stalled_streams
+
+    def is_held(self, stream: str) -> bool:
+        return "*" in self.held_streams or stream in self.held_streams
 
     def update(self, settings: dict[str, object]) -> None:
         """Apply a control request: only the keys present change; null switches a fault off."""
@@ -47,6 +54,9 @@ class Faults:
         if "stall_streams" in settings:
             streams = settings["stall_streams"]
             self.stalled_streams = {str(name) for name in streams} if isinstance(streams, list) else set()
+        if "hold_streams" in settings:
+            streams = settings["hold_streams"]
+            self.held_streams = {str(name) for name in streams} if isinstance(streams, list) else set()
         if "drop_every_secs" in settings:
             every = settings["drop_every_secs"]
             self.drop_every_secs = float(every) if isinstance(every, int | float) and every > 0 else None
@@ -58,5 +68,6 @@ class Faults:
             "retry_after_secs": self.retry_after_secs,
             "delay_ms": self.delay_secs * 1000,
             "stall_streams": sorted(self.stalled_streams),
+            "hold_streams": sorted(self.held_streams),
             "drop_every_secs": self.drop_every_secs,
         }

@@ -214,6 +214,8 @@ class StreamHub:
                 connection.close_soon()  # Binance's 24 h limit on one connection
                 continue
             for name, stream in connection.streams.items():
+                if faults.is_held(name):
+                    continue  # its candle bucket stays where it was: nothing is lost
                 messages = self._messages(
                     connection, stream, now_ms, cache, push_klines=push_klines, push_tickers=push_tickers
                 )
@@ -270,7 +272,9 @@ class StreamHub:
             json.dumps(kline.stream_payload(stream.symbol, stream.interval, kline.close_time + 1))
             for kline in market.closed_klines(interval_ms, previous_bucket, current_bucket)
         ]
-        if push or events:
+        # As Binance: a close sends the final candle; the next one's first update comes once time has
+        # passed in it (a candle sent at the very instant it opens would hold only its open).
+        if (push or events) and now_ms > current_bucket:
             forming = market.candle_at(interval_ms, now_ms)
             if forming is not None:
                 events.append(json.dumps(forming.stream_payload(stream.symbol, stream.interval, now_ms)))

@@ -219,6 +219,26 @@ def test_metrics_have_the_seed_fields(worker: RunningWorker) -> None:
     assert f'trademind_active_traders{{machine_id="{worker.machine_id}",version="v-test-1"}} 1' in prometheus
 
 
+def test_metrics_market_shows_the_market_as_the_worker_holds_it(worker: RunningWorker) -> None:
+    def ticker_seen() -> dict[str, Any] | None:
+        state: dict[str, Any] = httpx.get(f"{worker.url}/metrics/market").json()
+        return state if "BTCUSDT" in state["tickers"] else None
+
+    deadline = time.monotonic() + 20
+    while (state := ticker_seen()) is None:
+        assert time.monotonic() < deadline, "no BTCUSDT ticker reached the worker"
+        time.sleep(0.1)
+    server_ms = httpx.get(f"{worker.env['BINANCE_BASE_URL']}/api/v3/time").json()["serverTime"]
+
+    series = state["klines"]["BTCUSDT@1m"]  # the test trader's timeframe, backfilled
+    ticker = state["tickers"]["BTCUSDT"]
+    assert series["candles"] >= 100 and series["lastClose"] > 0 and series["lastVolume"] >= 0
+    assert float(ticker["lastPrice"]) > 0
+    assert series["lastOpenTimeMs"] <= ticker["eventTimeMs"] <= state["marketTimeMs"]
+    # market time, not wall time (a 60x replay from January 2025): within a real second of the server
+    assert abs(state["marketTimeMs"] - server_ms) < 60_000
+
+
 def test_post_endpoints_need_the_bearer_secret(worker: RunningWorker) -> None:
     missing = httpx.post(f"{worker.url}/reload-traders")
     wrong = httpx.post(

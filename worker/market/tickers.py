@@ -42,3 +42,6 @@ class TickerStore:
 
     def drop(self, symbol: str) -> None:
         self._tickers.pop(symbol, None)
+
+    def symbols(self) -> list[str]:
+        return list(self._tickers)

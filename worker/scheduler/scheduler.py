@@ -31,6 +31,7 @@ from worker.domain.universe import subscriptions, trader_symbols
 from worker.errors import ConfigError
 from worker.load import SweepLoad
 from worker.market.feed import MarketFeed
+from worker.metrics import WorkerMetrics
 from worker.scheduler.grid import GridTrigger
 from worker.scheduler.timers import TimerClock, Timers
 
@@ -140,10 +141,12 @@ class SignalScheduler:
         reanalyzer: Reanalyzer,
         extra_tickers: Callable[[], set[str]],
         sweeps: SweepLoad | None = None,
+        metrics: WorkerMetrics | None = None,
         clock: Clock | None = None,
         market: TimerClock | None = None,
     ) -> None:
         self._engine = engine
+        self._metrics = metrics or WorkerMetrics()
         # Each run's duration against its interval, and runs that started late (for scale-machines).
         self._sweeps = sweeps or SweepLoad()
         # Symbols followed beyond the traders' own (open positions the monitor must keep guarding).
@@ -357,6 +360,10 @@ class SignalScheduler:
             await self._reanalyzer.reanalyze(scheduled.trader)
         except Exception:
             logger.exception("re-analysis failed trader_id=%s", trader_id)
+        finally:
+            metrics = self._metrics.trader(str(trader_id))
+            metrics.reanalyses += 1
+            metrics.last_reanalysis_at = self._market.now()
 
     def _run_now(self, scheduled: _Scheduled) -> None:
         if scheduled.running:

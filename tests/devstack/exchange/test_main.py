@@ -11,6 +11,7 @@ import time
 import httpx
 
 from devstack.config import REPO_ROOT
+from devstack.exchange.__main__ import parse_args
 from tests.devstack.exchange.conftest import START_MS
 
 
@@ -56,3 +57,10 @@ def test_missing_data_directory_is_a_clear_error(tmp_path: object) -> None:
 
     assert result.returncode == 1
     assert "no kline recordings at" in result.stderr and "TRADEMIND_KLINES_DIR" in result.stderr
+
+
+def test_push_secs_sets_both_stream_paces_and_defaults_to_binances() -> None:
+    stepped, default = parse_args(["--paused", "--push-secs", "0.1"]), parse_args([])
+
+    assert (stepped.kline_push_secs, stepped.ticker_push_secs, stepped.paused) == (0.1, 0.1, True)
+    assert (default.kline_push_secs, default.ticker_push_secs) == (0.5, 1.0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 
 import websockets
@@ -81,3 +83,37 @@ async def test_drop_fault_closes_every_socket(simulator: ExchangeSimulator) -> N
                 await socket.recv()
         except websockets.ConnectionClosed as closed:
             assert closed.rcvd is not None
+
+
+async def test_a_close_sends_the_final_candle_and_the_next_one_only_once_time_has_passed_in_it(
+    simulator: ExchangeSimulator,
+) -> None:
+    async with connect(f"{simulator.ws_url}/ws/btcusdt@kline_1m") as socket:
+        simulator.clock.advance_ms(60_000)  # exactly at the close: the next candle holds no trade yet
+        first = json.loads(await socket.recv())
+        with contextlib.suppress(TimeoutError):
+            early = await asyncio.wait_for(socket.recv(), timeout=1.5)
+            raise AssertionError(f"a candle was sent at the instant it opened: {early}")
+        simulator.clock.advance_ms(1_000)
+        second = json.loads(await socket.recv())
+
+    assert (first["k"]["t"], first["k"]["x"]) == (START_MS, True)
+    assert (second["k"]["t"], second["k"]["x"]) == (START_MS + 60_000, False)
+
+
+async def test_a_held_stream_sends_nothing_and_loses_nothing_until_released(
+    simulator: ExchangeSimulator,
+) -> None:
+    stream = "btcusdt@kline_1m"
+    async with connect(f"{simulator.ws_url}/ws/{stream}") as socket:
+        simulator.faults.update({"hold_streams": [stream]})
+        simulator.clock.advance_ms(3 * 60_000 + 1_000)
+        with contextlib.suppress(TimeoutError):
+            held = await asyncio.wait_for(socket.recv(), timeout=1.5)
+            raise AssertionError(f"a held stream sent {held}")
+        simulator.faults.update({"hold_streams": None})
+        released = [json.loads(await socket.recv())["k"] for _ in range(4)]
+
+    assert [(kline["t"], kline["x"]) for kline in released] == [
+        (START_MS, True), (START_MS + 60_000, True), (START_MS + 120_000, True), (START_MS + 180_000, False),
+    ]  # fmt: skip
