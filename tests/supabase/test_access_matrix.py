@@ -176,7 +176,9 @@ def _create_samples(db: psycopg.Connection[Any], user: AppUser, machine_id: str,
 def _sign_up(http: httpx.Client) -> tuple[AppUser, str]:
     """A user signed up through the Auth stand-in as an app does; the user and its session's access token."""
     email = f"matrix-{uuid.uuid4().hex[:12]}@example.com"
-    response = http.post("/auth/v1/signup", json={"email": email, "password": secrets.token_urlsafe(16)})
+    # a lower and an upper case letter and a digit whatever the random part holds (the password rule)
+    password = secrets.token_urlsafe(16) + "Aa1"
+    response = http.post("/auth/v1/signup", json={"email": email, "password": password})
     assert response.status_code == 200, response.text
     session = response.json()
     return AppUser(uuid.UUID(session["user"]["id"]), email), session["access_token"]
