@@ -469,8 +469,7 @@ async def build_worker(
         config.scheduler,
         reanalyzer=trading.reanalyzer,
         extra_tickers=trading.monitor.symbols,  # open positions stay subscribed
-        sweeps=metrics.sweeps,
-        metrics=metrics,
+        metrics=metrics,  # re-analyses per trader; sweep load for scale-machines
         clock=clock,
         market=market.clock,
     )
@@ -655,8 +654,7 @@ class WorkerApp:
         market = self._market
         tickers = {
             symbol: {"lastPrice": str(ticker.last_price), "eventTimeMs": ticker.event_time_ms}
-            for symbol in sorted(market.tickers.symbols())
-            if (ticker := market.tickers.get(symbol)) is not None
+            for symbol, ticker in sorted(market.tickers.all().items())
         }
         series = {}
         for symbol, interval in sorted(market.klines.keys()):

@@ -43,5 +43,5 @@ class TickerStore:
     def drop(self, symbol: str) -> None:
         self._tickers.pop(symbol, None)
 
-    def symbols(self) -> list[str]:
-        return list(self._tickers)
+    def all(self) -> dict[str, Ticker]:
+        return dict(self._tickers)

@@ -29,7 +29,6 @@ from worker.domain.intervals import INTERVAL_MS, TimerInterval, parse_interval
 from worker.domain.trader import Trader
 from worker.domain.universe import subscriptions, trader_symbols
 from worker.errors import ConfigError
-from worker.load import SweepLoad
 from worker.market.feed import MarketFeed
 from worker.metrics import WorkerMetrics
 from worker.scheduler.grid import GridTrigger
@@ -140,7 +139,6 @@ class SignalScheduler:
         *,
         reanalyzer: Reanalyzer,
         extra_tickers: Callable[[], set[str]],
-        sweeps: SweepLoad | None = None,
         metrics: WorkerMetrics | None = None,
         clock: Clock | None = None,
         market: TimerClock | None = None,
@@ -148,7 +146,7 @@ class SignalScheduler:
         self._engine = engine
         self._metrics = metrics or WorkerMetrics()
         # Each run's duration against its interval, and runs that started late (for scale-machines).
-        self._sweeps = sweeps or SweepLoad()
+        self._sweeps = self._metrics.sweeps
         # Symbols followed beyond the traders' own (open positions the monitor must keep guarding).
         self._extra_tickers = extra_tickers
         self._followed_extra: set[str] = set()
