@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field, HttpUrl, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from worker.domain.intervals import INTERVAL_MS
+from worker.domain.intervals import CLOSE_FALLBACK_SECS, INTERVAL_MS
 from worker.errors import ConfigError
 from worker.sandbox.sizing import MachineSize, processes_for
 
@@ -77,7 +77,7 @@ class WorkerSettings(BaseSettings):
     signal_stale_after_secs: float = Field(default=60.0, gt=0)
     signal_stranded_after_secs: float = Field(default=900.0, gt=0)
     candle_close_gather_secs: float = Field(default=0.5, gt=0, le=10)
-    candle_close_fallback_secs: float = Field(default=5.0, gt=0, le=60)
+    candle_close_fallback_secs: float = Field(default=CLOSE_FALLBACK_SECS, gt=0, le=60)
     # Sandbox pool: processes (unset: one per CPU, as many as fit in memory beside the worker), memory per
     # process, default per-check deadline.
     sandbox_processes: int = Field(default_factory=lambda: processes_for(MachineSize.detect()), ge=1, le=16)

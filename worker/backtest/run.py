@@ -43,7 +43,7 @@ from worker.backtest.report import (
 from worker.backtest.store import MemoryTables
 from worker.clock import LiveClock
 from worker.domain.enums import TraderStatus, TradingMode
-from worker.domain.intervals import parse_interval
+from worker.domain.intervals import CLOSE_FALLBACK_SECS, parse_interval
 from worker.domain.positions import TrailingMode
 from worker.domain.trader import Trader
 from worker.domain.universe import trader_timeframes
@@ -166,8 +166,7 @@ class _Backtest:
         if self.spec.ai == "off":
             return np.empty(0, dtype=np.int64)
         interval = parse_interval(self.trader.reanalysis_interval)
-        # A `<tf>_close` timer fires a few seconds after the close, as the scheduler's does.
-        offset = 5.0 if interval.on_close else 0.0
+        offset = CLOSE_FALLBACK_SECS if interval.on_close else 0.0
         return _grid(interval.period_secs, offset, self.spec.start_ms, self.spec.end_ms)
 
     # Running -----------------------------------------------------------------------------------------

@@ -27,6 +27,9 @@ FIXED_INTERVAL_SECS: dict[str, int] = {"1s": 1, "5s": 5, "10s": 10, "15s": 15, "
     timeframe: length_ms // 1000 for timeframe, length_ms in INTERVAL_MS.items() if timeframe != "8h"
 }
 CLOSE_SUFFIX = "_close"
+# A `<tf>_close` timer's wall-clock fallback fires this long after each close (the scheduler's default;
+# backtests replay re-analyses at the same moment).
+CLOSE_FALLBACK_SECS = 5.0
 
 
 @dataclass(frozen=True, slots=True)

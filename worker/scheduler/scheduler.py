@@ -25,7 +25,7 @@ from typing import Final, Protocol
 
 from worker.clock import Clock, LiveClock
 from worker.components import ComponentState
-from worker.domain.intervals import INTERVAL_MS, TimerInterval, parse_interval
+from worker.domain.intervals import CLOSE_FALLBACK_SECS, INTERVAL_MS, TimerInterval, parse_interval
 from worker.domain.trader import Trader
 from worker.domain.universe import subscriptions, trader_symbols
 from worker.errors import ConfigError
@@ -49,7 +49,7 @@ EXTRA_TICKERS_CHECK_SECS = 2.0
 class SchedulerSettings:
     default_symbols: tuple[str, ...]
     close_gather_secs: float = 0.5
-    close_fallback_secs: float = 5.0
+    close_fallback_secs: float = CLOSE_FALLBACK_SECS
     fallback_backfill_wait_secs: float = 3.0
     max_misfire_grace_secs: float = 60.0
 
