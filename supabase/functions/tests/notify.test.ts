@@ -184,6 +184,7 @@ stackTest("notify: a refused chat fails for good without the token in the error;
          where a.subject = ${subject} and d.status in ('pending', 'delivering')`;
       if (open === 0) break;
       await run();
+      await new Promise((resolve) => setTimeout(resolve, 50)); // or the database's run is still sending them
     }
 
     const [telegram] = await sql`select status::text, last_error from public.notification_deliveries
